@@ -1,0 +1,124 @@
+"""hive-c0re: the Temporal workers, the store and the dashboard app in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
+
+import uvicorn
+from temporalio.worker import Worker
+
+from activities.store import StoreActivities
+from api.app import create_app
+from hyperhive.errors import StartupError
+from hyperhive.health_check import run_health_check
+from hyperhive.runtime import CoreRuntime
+from hyperhive.settings import HiveSettings
+from hyperhive.store.db import make_engine, migrate
+from hyperhive.temporal_client import connect
+from workflows import ALL_WORKFLOWS
+
+log = logging.getLogger(__name__)
+
+READY_CHECK_TIMEOUT = timedelta(seconds=30)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: hive-c0re decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind_listener(host: str, port: int, setting: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(
+            f"cannot listen on {host}:{port} ({setting}): {exc.strerror}",
+            f"stop whatever uses that port or set {setting} to a free port",
+        ) from exc
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def build_workers(runtime: CoreRuntime) -> list[Worker]:
+    settings = runtime.settings
+    store = StoreActivities(runtime.engine)
+    core = Worker(
+        runtime.client,
+        task_queue=settings.core_task_queue,
+        workflows=ALL_WORKFLOWS,
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )
+    host = Worker(
+        runtime.client,
+        task_queue=settings.host_task_queue,
+        activities=[store.check_store],
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )
+    return [core, host]
+
+
+async def run_c0re(
+    settings: HiveSettings,
+    stop: asyncio.Event,
+    *,
+    on_ready: Callable[[CoreRuntime], Awaitable[None]] | None = None,
+) -> None:
+    """Serve until `stop` is set. Raises StartupError when something is not usable."""
+    listener = bind_listener(settings.bind_host, settings.dashboard_port, "HIVE_DASHBOARD_PORT")
+    try:
+        engine = make_engine(settings.database_url)
+        version = await asyncio.to_thread(migrate, engine)
+        log.info("store ready at schema version %d", version)
+        client = await connect(settings)
+        runtime = CoreRuntime(settings=settings, engine=engine, client=client)
+        server = _QuietServer(
+            uvicorn.Config(
+                create_app(runtime),
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        workers = build_workers(runtime)
+        async with contextlib.AsyncExitStack() as stack:
+            for worker in workers:
+                await stack.enter_async_context(worker)
+            runtime.workers_running = True
+            serving = asyncio.create_task(server.serve(sockets=[listener]), name="dashboard")
+            try:
+                result = await run_health_check(client, settings, within=READY_CHECK_TIMEOUT)
+                if not result.store.ok:
+                    raise StartupError(
+                        f"the store does not answer: {result.store.detail}",
+                        "check HIVE_DB_URL / HIVE_STATE_DIR",
+                    )
+                if on_ready is not None:
+                    await on_ready(runtime)
+                stopping = asyncio.create_task(stop.wait())
+                done, _ = await asyncio.wait(
+                    {serving, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
+                stopping.cancel()
+                if serving in done:
+                    serving.result()
+                    raise StartupError("the dashboard server stopped unexpectedly", "see the log")
+            finally:
+                runtime.workers_running = False
+                server.should_exit = True
+                with contextlib.suppress(asyncio.CancelledError):
+                    await serving
+        engine.dispose()
+    finally:
+        listener.close()

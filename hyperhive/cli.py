@@ -1,0 +1,106 @@
+"""The `hive` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from hyperhive import __version__
+from hyperhive.settings import HiveSettings
+
+
+def load_settings() -> HiveSettings:
+    try:
+        return HiveSettings()
+    except ValidationError as exc:
+        problems = "\n".join(
+            f"  HIVE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        print(
+            f"hive: invalid settings:\n{problems}\n  → fix these environment variables "
+            "(see the configuration table in README.md)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+
+
+def _configure_logging(settings: HiveSettings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _cmd_up(_: argparse.Namespace) -> int:
+    from hyperhive.up import run
+
+    settings = load_settings()
+    _configure_logging(settings)
+    return run(settings, with_temporal=True)
+
+
+def _cmd_c0re(_: argparse.Namespace) -> int:
+    from hyperhive.up import run
+
+    settings = load_settings()
+    _configure_logging(settings)
+    return run(settings, with_temporal=False)
+
+
+def _cmd_settings(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    values = settings.model_dump(mode="json")
+    values |= {
+        "state_dir (resolved)": str(settings.state_path),
+        "run_dir (resolved)": str(settings.run_path),
+        "db_url (resolved)": settings.database_url,
+        "temporal (resolved)": settings.temporal_target,
+    }
+    if args.json:
+        print(json.dumps(values, indent=2))
+    else:
+        width = max(map(len, values))
+        for key, value in values.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hive",
+        description="hyperhive: a swarm of Claude Code agents on Temporal.",
+    )
+    parser.add_argument("--version", action="version", version=f"hive {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up", help="start everything: embedded Temporal (unless HIVE_TEMPORAL_ADDRESS), hive-c0re"
+    )
+    up.set_defaults(func=_cmd_up)
+
+    c0re = commands.add_parser(
+        "c0re", help="start the hive-c0re daemon alone, against a running Temporal"
+    )
+    c0re.set_defaults(func=_cmd_c0re)
+
+    show = commands.add_parser("settings", help="print the effective settings")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=_cmd_settings)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,20 @@
+"""What a running hive-c0re holds: handed to the API apps and activities at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+from temporalio.client import Client
+
+from hyperhive.settings import HiveSettings
+
+
+@dataclass
+class CoreRuntime:
+    settings: HiveSettings
+    engine: Engine
+    client: Client
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    workers_running: bool = False

@@ -1,0 +1,149 @@
+"""The one settings class: every knob of hyperhive, read from `HIVE_*` environment variables."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ContainerBackendName = Literal["auto", "nixos", "bwrap", "process"]
+
+# AF_UNIX paths are limited to 108 bytes including the NUL; `agents/<9 chars>/mcp.sock` is 25.
+UNIX_SOCKET_PATH_MAX = 107
+LONGEST_AGENT_SOCKET_SUFFIX = len("/agents/") + 9 + len("/mcp.sock")
+
+
+class HiveSettings(BaseSettings):
+    """Settings for hive-c0re and the `hive` CLI. Each field is `HIVE_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="HIVE_", extra="ignore", frozen=True)
+
+    state_dir: Path = Field(
+        default=Path(".hive"),
+        description="Persistent state: SQLite store, Temporal DB, config repos. "
+        "The NixOS module sets /var/lib/hyperhive.",
+    )
+    run_dir: Path | None = Field(
+        default=None,
+        description="Sockets (host.sock, per-agent MCP sockets). Empty = <state_dir>/run; "
+        "the NixOS module sets /run/hyperhive.",
+    )
+    host_id: str = Field(
+        default="local",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,30}$",
+        description="This host's id; host activities run on task queue hive-host-<host_id>.",
+    )
+
+    temporal_address: str = Field(
+        default="",
+        description="host:port of a Temporal cluster. Empty = start the embedded dev server.",
+    )
+    temporal_namespace: str = Field(default="default", description="Temporal namespace.")
+    temporal_bin: Path | None = Field(
+        default=None,
+        description="The `temporal` CLI for the embedded server. Empty = the one installed by "
+        "the temporal-bin package next to this Python, else PATH.",
+    )
+    temporal_port: int = Field(default=7233, ge=1, le=65535, description="Embedded Temporal gRPC.")
+    temporal_ui_port: int = Field(
+        default=8233, ge=1, le=65535, description="Embedded Temporal Web UI."
+    )
+
+    db_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the store. Empty = SQLite (WAL) at <state_dir>/hive.db.",
+    )
+
+    bind_host: str = Field(
+        default="127.0.0.1",
+        description="Address the dashboard, agent pages and embedded Temporal bind to.",
+    )
+    dashboard_port: int = Field(default=7000, ge=1, le=65535, description="Dashboard and API.")
+    manager_port: int = Field(default=8000, ge=1, le=65535, description="hm1nd's agent page.")
+    agent_port_min: int = Field(default=8100, ge=1, le=65535, description="First agent-page port.")
+    agent_port_max: int = Field(default=8999, ge=1, le=65535, description="Last agent-page port.")
+
+    container_backend: ContainerBackendName = Field(
+        default="auto",
+        description="nixos | bwrap | process | auto (nixos on NixOS, else bwrap if installed, "
+        "else process).",
+    )
+    claude_bin: str = Field(default="claude", description="The claude CLI (path or name on PATH).")
+    model: str = Field(default="", description="Default model for agents. Empty = CLI default.")
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of hive-c0re."
+    )
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> HiveSettings:
+        if self.agent_port_min > self.agent_port_max:
+            raise ValueError(
+                f"HIVE_AGENT_PORT_MIN ({self.agent_port_min}) is above "
+                f"HIVE_AGENT_PORT_MAX ({self.agent_port_max})"
+            )
+        return self
+
+    @cached_property
+    def state_path(self) -> Path:
+        return self.state_dir.expanduser().absolute()
+
+    @cached_property
+    def run_path(self) -> Path:
+        base = self.run_dir if self.run_dir is not None else self.state_path / "run"
+        return base.expanduser().absolute()
+
+    @cached_property
+    def database_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{self.state_path / 'hive.db'}"
+
+    @property
+    def embedded_temporal(self) -> bool:
+        return not self.temporal_address
+
+    @property
+    def temporal_target(self) -> str:
+        if self.temporal_address:
+            return self.temporal_address
+        return f"{self.bind_host}:{self.temporal_port}"
+
+    @property
+    def temporal_db_path(self) -> Path:
+        return self.state_path / "temporal.db"
+
+    @property
+    def core_task_queue(self) -> str:
+        return "hive-core"
+
+    @property
+    def host_task_queue(self) -> str:
+        return f"hive-host-{self.host_id}"
+
+    @property
+    def host_socket_path(self) -> Path:
+        return self.run_path / "host.sock"
+
+    def temporal_cli(self) -> Path | None:
+        """Where the `temporal` binary is, or None when it cannot be found."""
+        if self.temporal_bin is not None:
+            return self.temporal_bin if self.temporal_bin.exists() else None
+        beside_python = Path(sys.executable).parent / "temporal"
+        if beside_python.exists():
+            return beside_python
+        found = shutil.which("temporal")
+        return Path(found) if found else None
+
+    def dashboard_url(self) -> str:
+        return f"http://{self.bind_host}:{self.dashboard_port}"
+
+    def temporal_ui_url(self) -> str | None:
+        return (
+            f"http://{self.bind_host}:{self.temporal_ui_port}" if self.embedded_temporal else None
+        )

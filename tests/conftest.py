@@ -1,0 +1,5 @@
+pytest_plugins = [
+    "tests.fakes.fixtures",
+    "tests.fakes.postgres",
+    "tests.rig.temporal",
+]

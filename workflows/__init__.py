@@ -1,0 +1,5 @@
+"""Deterministic workflow code only: no I/O, no clocks, no randomness outside `workflow.*`."""
+
+from workflows.health_check import HealthCheckWorkflow
+
+ALL_WORKFLOWS: list[type] = [HealthCheckWorkflow]
