@@ -15,6 +15,7 @@ from hyperhive.errors import StartupError
 from hyperhive.preflight import StateLock, check_ports_free, ports_to_bind, prepare_dirs
 from hyperhive.runtime import CoreRuntime
 from hyperhive.settings import HiveSettings
+from hyperhive.store.db import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ async def serve(settings: HiveSettings, *, with_temporal: bool, out: TextIO) -> 
 def run(settings: HiveSettings, *, with_temporal: bool) -> int:
     try:
         asyncio.run(serve(settings, with_temporal=with_temporal, out=sys.stdout))
-    except StartupError as exc:
+    except (StartupError, StoreError) as exc:
         print(f"hive: {exc}", file=sys.stderr)
         return 2
     print("hive-c0re stopped.", flush=True)

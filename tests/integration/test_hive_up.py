@@ -147,3 +147,13 @@ def test_invalid_setting_is_reported_by_name(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "HIVE_DASHBOARD_PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_unusable_store_url_is_reported_without_a_traceback(tmp_path: Path) -> None:
+    env = HiveEnv.fresh(tmp_path / "state")
+    env.extra["HIVE_DB_URL"] = "nosuchdb://x/y"
+    result = run_hive(env, "up")
+    assert result.returncode == 2
+    assert "HIVE_DB_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert pids_mentioning(str(env.state_dir)) == []

@@ -1,0 +1,151 @@
+"""Schema migrations of the store: an append-only list, applied in order by `db.migrate`.
+
+Rules:
+- Append only. Never edit or reorder a migration that has shipped: databases out there have
+  applied it. A fix is a new migration.
+- Each migration is frozen: it spells out its own tables and columns with SQLAlchemy Core and
+  never imports the live models (`hyperhive.store.tables`), so a later model change cannot
+  change what an old migration does.
+- Dialect-neutral: generic SQLAlchemy types only (String, Text, Integer, Float,
+  DateTime(timezone=True)); enums are plain strings. SQLite and PostgreSQL must both work.
+- Each migration runs in its own transaction together with its `schema_version` row (DDL is
+  transactional on both SQLite and PostgreSQL), so a failure leaves the previous version intact.
+- After changing a model in `tables.py`, add a migration here; the unit test that compares the
+  migrated schema with the models fails until you do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "SCHEMA_VERSION_TABLE",
+    "Migration",
+    "check_migrations",
+]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: `apply(conn)` runs inside the transaction that records `version`."""
+
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+# Records which migrations have been applied. Its own MetaData: it is not a model, and it must
+# never change shape (old and new hyperhive versions both read it to decide what to do).
+_version_metadata = sa.MetaData()
+SCHEMA_VERSION_TABLE = sa.Table(
+    "schema_version",
+    _version_metadata,
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("description", sa.String(), nullable=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def _v1_initial_schema(conn: Connection) -> None:
+    """v1: agents, messages, approvals, turn_records (frozen copy of the first models)."""
+    md = sa.MetaData()
+
+    def ts(name: str, *, nullable: bool) -> sa.Column[object]:
+        return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
+
+    sa.Table(
+        "agents",
+        md,
+        sa.Column("name", sa.String(), primary_key=True),
+        sa.Column("state", sa.String(), nullable=False),
+        sa.Column("host_id", sa.String(), nullable=False),
+        sa.Column("container_status", sa.String(), nullable=False),
+        sa.Column("deployed_sha", sa.String(), nullable=True),
+        sa.Column("hyperhive_rev", sa.String(), nullable=True),
+        sa.Column("session_id", sa.String(), nullable=True),
+        sa.Column("status_text", sa.String(), nullable=False),
+        sa.Column("spend_total_usd", sa.Float(), nullable=False),
+        sa.Column("agent_port", sa.Integer(), nullable=True),
+        ts("created_at", nullable=False),
+        ts("updated_at", nullable=False),
+        ts("last_activity_at", nullable=True),
+        sa.UniqueConstraint("agent_port", name="uq_agents_agent_port"),
+    )
+    sa.Table(
+        "messages",
+        md,
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("sender", sa.String(), nullable=False),
+        sa.Column("recipient", sa.String(), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        ts("created_at", nullable=False),
+        ts("delivered_at", nullable=True),
+        sa.Index("ix_messages_inbox", "recipient", "delivered_at", "id"),
+        sqlite_autoincrement=True,
+    )
+    sa.Table(
+        "approvals",
+        md,
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("kind", sa.String(), nullable=False),
+        sa.Column("status", sa.String(), nullable=False),
+        sa.Column("agent", sa.String(), nullable=False),
+        sa.Column("requester", sa.String(), nullable=False),
+        sa.Column("description", sa.String(), nullable=False),
+        sa.Column("diff", sa.Text(), nullable=False),
+        sa.Column("workflow_id", sa.String(), nullable=False),
+        ts("created_at", nullable=False),
+        ts("decided_at", nullable=True),
+        sa.Column("decided_by", sa.String(), nullable=True),
+        sa.Column("note", sa.String(), nullable=False),
+        ts("expires_at", nullable=True),
+        sa.Index("ix_approvals_workflow_id", "workflow_id"),
+        sqlite_autoincrement=True,
+    )
+    sa.Table(
+        "turn_records",
+        md,
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("agent", sa.String(), nullable=False),
+        sa.Column("message_id", sa.Integer(), nullable=True),
+        sa.Column("session_id", sa.String(), nullable=False),
+        ts("started_at", nullable=False),
+        ts("ended_at", nullable=False),
+        sa.Column("duration_ms", sa.Integer(), nullable=False),
+        sa.Column("cost_usd", sa.Float(), nullable=False),
+        sa.Column("input_tokens", sa.Integer(), nullable=False),
+        sa.Column("output_tokens", sa.Integer(), nullable=False),
+        sa.Column("cache_read_tokens", sa.Integer(), nullable=False),
+        sa.Column("cache_creation_tokens", sa.Integer(), nullable=False),
+        sa.Column("error_class", sa.String(), nullable=False),
+        sa.Column("error_message", sa.String(), nullable=False),
+        sa.Index("ix_turn_records_agent", "agent"),
+        sqlite_autoincrement=True,
+    )
+    md.create_all(conn, checkfirst=False)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema: agents, messages, approvals, turn_records", _v1_initial_schema),
+)
+
+
+def check_migrations(migrations: Sequence[Migration]) -> None:
+    """Raise ValueError unless versions are 1, 2, 3, … in order with non-empty descriptions."""
+    for expected, migration in enumerate(migrations, start=1):
+        if migration.version != expected:
+            raise ValueError(
+                f"migration #{expected} has version {migration.version}: versions must be "
+                "1, 2, 3, … in list order (append new migrations at the end)"
+            )
+        if not migration.description.strip():
+            raise ValueError(f"migration {migration.version} has no description")
+
+
+LATEST_VERSION: int = MIGRATIONS[-1].version
