@@ -12,14 +12,22 @@ from datetime import timedelta
 import uvicorn
 from temporalio.worker import Worker
 
+from activities.agents import AgentActivities
+from activities.backends import ContainerBackend, select_backend
 from activities.store import StoreActivities
+from activities.turns import TurnActivities
 from api.app import create_app
+from api.mcp_server import AgentMcpSockets
+from hyperhive.agent_runtime import AgentRuntime
+from hyperhive.broker import Broker
+from hyperhive.bus import Bus, EventBus
 from hyperhive.errors import StartupError
 from hyperhive.health_check import run_health_check
 from hyperhive.runtime import CoreRuntime
 from hyperhive.settings import HiveSettings
 from hyperhive.store.db import make_engine, migrate
 from hyperhive.temporal_client import connect
+from hyperhive.waker import TemporalWaker
 from workflows import ALL_WORKFLOWS
 
 log = logging.getLogger(__name__)
@@ -51,9 +59,11 @@ def bind_listener(host: str, port: int, setting: str) -> socket.socket:
     return sock
 
 
-def build_workers(runtime: CoreRuntime) -> list[Worker]:
+def build_workers(runtime: CoreRuntime, backend: ContainerBackend, bus: Bus) -> list[Worker]:
     settings = runtime.settings
     store = StoreActivities(runtime.engine)
+    turns = TurnActivities(settings, runtime.engine, bus, backend)
+    agents = AgentActivities(runtime.engine, runtime.broker)
     core = Worker(
         runtime.client,
         task_queue=settings.core_task_queue,
@@ -63,8 +73,15 @@ def build_workers(runtime: CoreRuntime) -> list[Worker]:
     host = Worker(
         runtime.client,
         task_queue=settings.host_task_queue,
-        activities=[store.check_store],
-        graceful_shutdown_timeout=timedelta(seconds=5),
+        activities=[
+            store.check_store,
+            turns.run_turn,
+            turns.release_turn_message,
+            agents.set_agent_state,
+            agents.notify_operator,
+        ],
+        # Turns are cancelled at shutdown: their process groups die and Temporal retries them.
+        graceful_shutdown_timeout=timedelta(seconds=2),
     )
     return [core, host]
 
@@ -82,7 +99,12 @@ async def run_c0re(
         version = await asyncio.to_thread(migrate, engine)
         log.info("store ready at schema version %d", version)
         client = await connect(settings)
-        runtime = CoreRuntime(settings=settings, engine=engine, client=client)
+        bus = EventBus()
+        broker = Broker(engine, bus, TemporalWaker(client, settings), settings)
+        runtime = CoreRuntime(settings=settings, engine=engine, client=client, broker=broker)
+        backend = select_backend(settings)
+        sockets = AgentMcpSockets(settings, broker)
+        agents = AgentRuntime(settings, engine, sockets)
         server = _QuietServer(
             uvicorn.Config(
                 create_app(runtime),
@@ -91,11 +113,17 @@ async def run_c0re(
                 lifespan="off",
             )
         )
-        workers = build_workers(runtime)
+        workers = build_workers(runtime, backend, bus)
         async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(broker.aclose)
+            stack.push_async_callback(sockets.stop_all)
             for worker in workers:
                 await stack.enter_async_context(worker)
             runtime.workers_running = True
+            registered = await agents.ensure_all()
+            # Whatever was pending when the last hive-c0re stopped is delivered now.
+            woken = await broker.drain_pending()
+            log.info("%d agents registered; woke %s", len(registered), woken or "none")
             serving = asyncio.create_task(server.serve(sockets=[listener]), name="dashboard")
             try:
                 result = await run_health_check(client, settings, within=READY_CHECK_TIMEOUT)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import signal
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import IO
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from hyperhive.child_process import die_with_parent
 from hyperhive.errors import StartupError
 from hyperhive.settings import HiveSettings
 
@@ -22,14 +22,6 @@ SEARCH_ATTRIBUTES = {"HiveAgent": "Keyword"}
 
 # The dev server's default (20 polls/s per shard) adds ~30 ms to every new workflow task.
 DYNAMIC_CONFIG = {"history.transferProcessorMaxPollRPS": "1000"}
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: if hive-c0re is SIGKILLed, the server goes with it."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def start_dev_command(settings: HiveSettings, temporal_cli: Path) -> list[str]:
@@ -90,7 +82,8 @@ class EmbeddedTemporal:
             stdout=self._log_file,
             stderr=self._log_file,
             cwd=self._settings.state_path,
-            preexec_fn=_die_with_parent,
+            # If hive-c0re is SIGKILLed, the server goes with it.
+            preexec_fn=die_with_parent(signal.SIGTERM),
             # Its own process group: a terminal's Ctrl-C reaches only hive, which stops the
             # workers first and the server last, instead of racing them.
             process_group=0,

@@ -22,3 +22,121 @@ class HealthCheckResult(BaseModel):
 
     store: StoreHealth = StoreHealth()
     checked_at: datetime | None = None
+
+
+class Message(BaseModel):
+    """A message between agents (or the operator), as the broker hands it out."""
+
+    id: int
+    sender: str
+    recipient: str
+    body: str
+    created_at: datetime
+    delivered_at: datetime | None = None
+
+
+class SendResult(BaseModel):
+    id: int
+    recipient: str
+    # Undelivered messages now waiting for the recipient, this one included.
+    pending: int = 0
+
+
+class AgentInfo(BaseModel):
+    """What an agent (or the dashboard) may know about one agent."""
+
+    name: str
+    state: str = "idle"
+    status_text: str = ""
+    pending: int = 0
+    is_manager: bool = False
+
+
+class AgentLimits(BaseModel):
+    """Per-agent limits, fixed when the AgentWorkflow (re)starts, from settings."""
+
+    max_turns_per_hour: int = 60
+    max_spend_usd_per_day: float = 20.0
+    turn_timeout_s: float = 3600.0
+    heartbeat_timeout_s: float = 30.0
+    max_turn_attempts: int = 5
+    turns_per_run: int = 200  # continue-as-new after this many turns
+
+
+class AgentLoopState(BaseModel):
+    """Everything AgentWorkflow carries across continue-as-new."""
+
+    session_id: str = ""
+    turns_total: int = 0
+    spend_total_usd: float = 0.0
+    spend_day: str = ""  # ISO date the day's spend belongs to
+    spend_day_usd: float = 0.0
+    recent_turn_times: list[datetime] = []
+    paused: bool = False
+    pause_reason: str = ""
+    needs_login: bool = False
+    over_budget: bool = False
+    # Resuming an agent that went over budget waives what was counted so far.
+    budget_reset_at: datetime | None = None
+    spend_waived_usd: float = 0.0
+    current_turn_id: str = ""
+    rate_limit_streak: int = 0
+    last_error: str = ""
+    last_error_class: str = "none"
+
+
+class AgentWorkflowInput(BaseModel):
+    name: str
+    host_task_queue: str = "hive-host-local"
+    limits: AgentLimits = AgentLimits()
+    state: AgentLoopState | None = None
+
+
+class AgentStatus(BaseModel):
+    """The `status` query of AgentWorkflow."""
+
+    name: str
+    state: str
+    session_id: str = ""
+    turns_total: int = 0
+    turns_last_hour: int = 0
+    spend_total_usd: float = 0.0
+    spend_today_usd: float = 0.0
+    current_turn_id: str = ""
+    pause_reason: str = ""
+    last_error: str = ""
+    last_error_class: str = "none"
+    rate_limited_until: datetime | None = None
+
+
+class TurnRequest(BaseModel):
+    agent: str
+    turn_id: str
+    session_id: str
+
+
+class TurnResult(BaseModel):
+    turn_id: str
+    no_message: bool = False
+    message_id: int | None = None
+    session_id: str = ""
+    error_class: str = "none"
+    error_message: str = ""
+    retry_after_s: float | None = None
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    duration_ms: int = 0
+
+
+class AgentStateChange(BaseModel):
+    agent: str
+    state: str
+    note: str = ""
+
+
+class OperatorNotice(BaseModel):
+    """A message from hive-c0re itself to the operator's inbox, about an agent."""
+
+    agent: str
+    body: str

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from hyperhive.broker import Broker
 from hyperhive.settings import HiveSettings
 
 
@@ -16,5 +17,6 @@ class CoreRuntime:
     settings: HiveSettings
     engine: Engine
     client: Client
+    broker: Broker
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     workers_running: bool = False

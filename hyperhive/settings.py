@@ -76,6 +76,53 @@ class HiveSettings(BaseSettings):
     claude_bin: str = Field(default="claude", description="The claude CLI (path or name on PATH).")
     model: str = Field(default="", description="Default model for agents. Empty = CLI default.")
 
+    permission_mode: Literal[
+        "acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan"
+    ] = Field(
+        default="default",
+        description="claude --permission-mode for agent turns (hive's MCP tools are always "
+        "allowed).",
+    )
+    agent_extra_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment for every agent's claude, as JSON (e.g. "
+        '{"ANTHROPIC_BASE_URL": "http://127.0.0.1:9999"}).',
+    )
+
+    max_body_bytes: int = Field(
+        default=65536, ge=1, description="Largest message body (UTF-8 bytes)."
+    )
+    send_rate_per_minute: int = Field(
+        default=120, ge=1, description="Messages one agent may send per minute (operator exempt)."
+    )
+    recv_max_wait_s: float = Field(
+        default=120.0, ge=0, description="Longest recv(wait_seconds) long-poll."
+    )
+    turn_idle_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A turn whose claude prints nothing for this long is hung: killed, retried.",
+    )
+    turn_heartbeat_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A turn whose worker stops heartbeating this long (hive-c0re died) is "
+        "retried elsewhere.",
+    )
+    turn_timeout_s: float = Field(
+        default=3600.0, gt=0, description="Longest a single turn may run."
+    )
+    max_turns_per_hour: int = Field(
+        default=60,
+        ge=1,
+        description="Turn budget per agent per hour; crossing it pauses the agent.",
+    )
+    max_spend_usd_per_day: float = Field(
+        default=20.0,
+        gt=0,
+        description="Spend budget per agent per UTC day (USD); crossing it pauses the agent.",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of hive-c0re."
     )
@@ -129,6 +176,17 @@ class HiveSettings(BaseSettings):
     @property
     def host_socket_path(self) -> Path:
         return self.run_path / "host.sock"
+
+    def agent_run_dir(self, agent: str) -> Path:
+        """Holds the agent's MCP socket; bind-mounted at /run/hive in its container."""
+        return self.run_path / "agents" / agent
+
+    def agent_socket_path(self, agent: str) -> Path:
+        return self.agent_run_dir(agent) / "mcp.sock"
+
+    def agent_state_dir(self, agent: str) -> Path:
+        """Per agent: home/ (HOME, with .claude = its credentials), work/ (its cwd)."""
+        return self.state_path / "agents" / agent
 
     def temporal_cli(self) -> Path | None:
         """Where the `temporal` binary is, or None when it cannot be found."""

@@ -131,8 +131,49 @@ def _v1_initial_schema(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
+def _v2_broker(conn: Connection) -> None:
+    """v2: messages.turn_id, agents.wake_pending, turn_events (frozen; see the v2 models)."""
+    md = sa.MetaData()
+    # Partial copies of the v1 tables: only what this migration adds, to render the DDL.
+    agents = sa.Table(
+        "agents",
+        md,
+        sa.Column("wake_pending", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
+    messages = sa.Table(
+        "messages",
+        md,
+        sa.Column("turn_id", sa.String(64), nullable=True),
+    )
+    for table in (agents, messages):
+        for column in table.columns:
+            ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
+    sa.Index("ix_messages_turn_id", messages.c.turn_id).create(conn)
+
+    sa.Table(
+        "turn_events",
+        md,
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("agent", sa.String(), nullable=False),
+        sa.Column("turn_id", sa.String(64), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("turn_id", "seq", name="uq_turn_events_turn_seq"),
+        sa.Index("ix_turn_events_agent", "agent", "id"),
+        sqlite_autoincrement=True,
+    ).create(conn, checkfirst=False)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema: agents, messages, approvals, turn_records", _v1_initial_schema),
+    Migration(
+        2,
+        "broker: messages.turn_id, agents.wake_pending, turn_events",
+        _v2_broker,
+    ),
 )
 
 

@@ -1,4 +1,4 @@
-"""The store's rows: SQLModel table models for agents, messages, approvals and turn records.
+"""The store's rows: SQLModel table models for agents, messages, approvals, turns and their events.
 
 These models never cross into Temporal workflows (workflows exchange small pydantic models from
 `hyperhive.domain` and their own packages); they are what the store reads and writes.
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import Index, String, Text, UniqueConstraint
+from sqlalchemy import Index, String, Text, UniqueConstraint, false
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -31,6 +31,7 @@ __all__ = [
     "ApprovalRow",
     "MessageRow",
     "StrEnumType",
+    "TurnEventRow",
     "TurnRecordRow",
     "UTCDateTime",
     "metadata",
@@ -133,6 +134,9 @@ class AgentRow(SQLModel, table=True):
     status_text: str = ""
     spend_total_usd: float = 0.0
     agent_port: int | None = None
+    # A wake-up (notify signal) is outstanding: set by the send that needs one, cleared by the
+    # turn loop's claim in the same transaction as it pops (see store.messages.claim_for_turn).
+    wake_pending: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     created_at: datetime = _created_at()
     updated_at: datetime = Field(
         default_factory=utcnow,
@@ -151,6 +155,7 @@ class MessageRow(SQLModel, table=True):
     # recipient. AUTOINCREMENT on SQLite: ids are never reused, so they are a stable cursor.
     __table_args__ = (
         Index("ix_messages_inbox", "recipient", "delivered_at", "id"),
+        Index("ix_messages_turn_id", "turn_id"),
         {"sqlite_autoincrement": True},
     )
 
@@ -160,6 +165,8 @@ class MessageRow(SQLModel, table=True):
     body: str = Field(sa_type=Text)
     created_at: datetime = _created_at()
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The agent turn that claimed it (None when popped by recv, or not delivered yet).
+    turn_id: str | None = Field(default=None, sa_type=String(64))
 
 
 class ApprovalRow(SQLModel, table=True):
@@ -213,6 +220,28 @@ class TurnRecordRow(SQLModel, table=True):
         default=TurnErrorClass.NONE, sa_type=StrEnumType(TurnErrorClass)
     )
     error_message: str = ""
+
+
+class TurnEventRow(SQLModel, table=True):
+    """One event of an agent turn: a claude stream-json event (`kind` = its "type"), or one of
+    hive's own notes (`kind` = "hive"). `seq` numbers the events within a turn; a retried turn
+    re-appending the same (turn_id, seq) is ignored."""
+
+    __tablename__ = "turn_events"
+    # (agent, id): an agent's event stream, paged by id (AUTOINCREMENT: a stable cursor).
+    __table_args__ = (
+        UniqueConstraint("turn_id", "seq", name="uq_turn_events_turn_seq"),
+        Index("ix_turn_events_agent", "agent", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    agent: str
+    turn_id: str = Field(sa_type=String(64))
+    seq: int
+    kind: str
+    payload: str = Field(default="{}", sa_type=Text)  # JSON object
+    created_at: datetime = _created_at()
 
 
 metadata = SQLModel.metadata

@@ -364,6 +364,29 @@ class FakeAnthropic:
                 )
             return matching()
 
+    def wait_for(
+        self, predicate: Callable[[RecordedRequest], bool], timeout: float = 60.0
+    ) -> RecordedRequest:
+        """Block until a request matching ``predicate`` has arrived; return the first such."""
+
+        def first() -> RecordedRequest | None:
+            return next((r for r in self._requests if predicate(r)), None)
+
+        with self._cond:
+            if not self._cond.wait_for(lambda: first() is not None, timeout):
+                raise TimeoutError(
+                    f"fake model: no matching request after {timeout}s; prompts seen: "
+                    f"{[r.prompt[:80] for r in self._requests if r.kind == 'turn']}"
+                )
+            found = first()
+            assert found is not None
+            return found
+
+    async def wait_for_async(
+        self, predicate: Callable[[RecordedRequest], bool], timeout: float = 60.0
+    ) -> RecordedRequest:
+        return await asyncio.to_thread(self.wait_for, predicate, timeout)
+
     async def wait_for_requests_async(
         self, n: int, timeout: float = 30.0, kind: RequestKind | None = "turn"
     ) -> list[RecordedRequest]:

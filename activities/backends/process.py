@@ -1,0 +1,72 @@
+"""The `process` backend: agents as plain subprocesses of hive-c0re, for development only.
+
+No isolation at all: an agent's claude can read and write anything hive-c0re can. Use bwrap or
+nixos for anything but a developer's own experiments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from activities.backends.base import AgentView
+from hyperhive.child_process import die_with_parent
+from hyperhive.settings import HiveSettings
+
+log = logging.getLogger(__name__)
+
+WARNING = (
+    "container backend 'process': agents run as plain subprocesses with NO isolation; "
+    "they can read and change everything hive-c0re can. Install bubblewrap (or run on NixOS) "
+    "for real sandboxes."
+)
+
+
+class ProcessBackend:
+    name = "process"
+
+    def __init__(self, settings: HiveSettings) -> None:
+        self._settings = settings
+        log.warning(WARNING)
+
+    def view(self, agent: str) -> AgentView:
+        base = self._settings.agent_state_dir(agent)
+        return AgentView(
+            home=str(base / "home"),
+            work=str(base / "work"),
+            mcp_socket=str(self._settings.agent_socket_path(agent)),
+        )
+
+    def hive_agent_command(self) -> list[str]:
+        return [str(Path(sys.executable).parent / "hive-agent")]
+
+    async def exec(
+        self,
+        agent: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        stdin: bytes,
+        host_cwd: Path,
+    ) -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=host_cwd,
+            env=dict(env),
+            start_new_session=True,
+            # A turn must not outlive hive-c0re: after a crash it is retried, not duplicated.
+            preexec_fn=die_with_parent(signal.SIGKILL),
+            limit=16 * 1024 * 1024,  # one stream-json line can carry a large tool result
+        )
+        assert process.stdin is not None
+        process.stdin.write(stdin)
+        await process.stdin.drain()
+        process.stdin.close()
+        return process

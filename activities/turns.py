@@ -1,0 +1,244 @@
+"""The turn: claim one inbox message, run the agent's claude on it, record every event."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.backends import ContainerBackend
+from agent_harness.claude_command import (
+    claude_argv,
+    claude_env,
+    hive_mcp_config,
+    session_exists,
+    session_file,
+)
+from agent_harness.stream_parser import TurnAccumulator, parse_line
+from agent_harness.wake_prompt import wake_prompt
+from hyperhive.broker import agent_events_topic
+from hyperhive.bus import Bus
+from hyperhive.child_process import kill_process_group
+from hyperhive.domain import MANAGER_NAME, AgentState, TurnErrorClass
+from hyperhive.models import Message, TurnRequest, TurnResult
+from hyperhive.settings import HiveSettings
+from hyperhive.store import agents as agent_store
+from hyperhive.store import messages as message_store
+
+log = logging.getLogger(__name__)
+
+# Events of one attempt are numbered attempt * SEQ_STRIDE + n, so a retried turn's events are
+# stored beside the first attempt's instead of being dropped as duplicates.
+SEQ_STRIDE = 100_000
+
+# Only these reach an agent's claude from hive-c0re's own environment.
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS")
+
+
+class TurnActivities:
+    def __init__(
+        self,
+        settings: HiveSettings,
+        engine: Engine,
+        bus: Bus,
+        backend: ContainerBackend,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._bus = bus
+        self._backend = backend
+
+    async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, self._engine, *args, **kwargs)
+
+    @activity.defn(name="release_turn_message")
+    async def release_turn_message(self, turn_id: str) -> bool:
+        released: bool = await self._db(message_store.release_turn_message, turn_id)
+        return released
+
+    @activity.defn(name="run_turn")
+    async def run_turn(self, request: TurnRequest) -> TurnResult:
+        agent = request.agent
+        message: Message | None = await self._db(
+            message_store.claim_for_turn, agent, request.turn_id
+        )
+        if message is None:
+            await self._db(agent_store.set_agent_state, agent, AgentState.IDLE)
+            return TurnResult(turn_id=request.turn_id, no_message=True)
+        await self._db(agent_store.set_agent_state, agent, AgentState.RUNNING)
+        pending: int = await self._db(message_store.pending_count, agent)
+        prompt = wake_prompt(
+            agent, message.sender, message.body, pending, is_manager=agent == MANAGER_NAME
+        )
+        process = await self._start_claude(request, prompt)
+        result = await self._follow(request, message, process)
+        await self._db(agent_store.set_agent_state, agent, AgentState.IDLE)
+        return result
+
+    async def _start_claude(self, request: TurnRequest, prompt: str) -> asyncio.subprocess.Process:
+        agent = request.agent
+        settings = self._settings
+        view = self._backend.view(agent)
+        host_home = settings.agent_state_dir(agent) / "home"
+        host_work = settings.agent_state_dir(agent) / "work"
+        for path in (host_home, host_work):
+            path.mkdir(parents=True, exist_ok=True)
+        resume = session_exists(host_home, Path(view.work), request.session_id)
+        bridge = self._backend.hive_agent_command()
+        argv = claude_argv(
+            settings.claude_bin,
+            session_id=request.session_id,
+            resume=resume,
+            mcp_config=hive_mcp_config(
+                command=bridge[0],
+                args=(*bridge[1:], "mcp"),
+                env={"HIVE_MCP_SOCKET": view.mcp_socket, "HIVE_AGENT": agent},
+            ),
+            model=settings.model,
+            permission_mode=settings.permission_mode,
+        )
+        base = {k: v for k, v in os.environ.items() if k in PASSED_ENV}
+        env = claude_env(base, home=view.home, extra=settings.agent_extra_env)
+        try:
+            return await self._backend.exec(
+                agent, argv, env=env, stdin=prompt.encode(), host_cwd=host_work
+            )
+        except FileNotFoundError as exc:
+            raise ApplicationError(
+                f"cannot start claude ({settings.claude_bin}): {exc}. Install Claude Code or set "
+                "HIVE_CLAUDE_BIN to its path.",
+                type="ClaudeMissing",
+            ) from exc
+
+    async def _follow(
+        self, request: TurnRequest, message: Message, process: asyncio.subprocess.Process
+    ) -> TurnResult:
+        """Read claude's stream to the end: persist, publish and heartbeat every event."""
+        assert process.stdout is not None and process.stderr is not None
+        settings = self._settings
+        info = activity.info()
+        seq = info.attempt * SEQ_STRIDE
+        accumulator = TurnAccumulator()
+        stderr_task = asyncio.create_task(process.stderr.read())
+        beat_every = info.heartbeat_timeout.total_seconds() / 3 if info.heartbeat_timeout else 5.0
+        beat = asyncio.create_task(_heartbeat_every(max(0.5, beat_every)))
+        try:
+            async with asyncio.timeout(settings.turn_timeout_s):
+                while True:
+                    try:
+                        raw = await asyncio.wait_for(
+                            process.stdout.readline(), settings.turn_idle_timeout_s
+                        )
+                    except TimeoutError:
+                        raise ApplicationError(
+                            f"claude printed nothing for {settings.turn_idle_timeout_s:.0f} s: "
+                            "killed as hung; the turn is retried with the same session",
+                            type="TurnHung",
+                        ) from None
+                    if not raw:
+                        break
+                    event = parse_line(raw.decode(errors="replace"))
+                    accumulator.feed(event)
+                    seq += 1
+                    await self._record_event(request, seq, event.type, event.raw)
+                    activity.heartbeat(seq)
+                returncode = await process.wait()
+        except TimeoutError:
+            raise ApplicationError(
+                f"the turn ran longer than {settings.turn_timeout_s:.0f} s (HIVE_TURN_TIMEOUT_S)",
+                type="TurnTimeout",
+            ) from None
+        finally:
+            beat.cancel()
+            if process.returncode is None:
+                kill_process_group(process.pid)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(process.wait())
+            stderr = await _quietly(stderr_task)
+        outcome = accumulator.outcome(now=time.time())
+        error_class = outcome.error_class
+        if outcome.session_missing:
+            # The session file is there but claude cannot resume it (e.g. empty after a kill):
+            # drop it so the retry starts the session afresh with --session-id.
+            session_file(
+                self._settings.agent_state_dir(request.agent) / "home",
+                Path(self._backend.view(request.agent).work),
+                request.session_id,
+            ).unlink(missing_ok=True)
+            raise ApplicationError(
+                f"claude could not resume session {request.session_id}: {outcome.error_message}",
+                type="SessionMissing",
+            )
+        if error_class is TurnErrorClass.CRASHED:
+            tail = stderr.decode(errors="replace").strip()[-500:]
+            raise ApplicationError(
+                f"claude exited with code {returncode} without a result: {tail or 'no stderr'}",
+                type="TurnCrashed",
+            )
+        result = TurnResult(
+            turn_id=request.turn_id,
+            message_id=message.id,
+            session_id=outcome.session_id or request.session_id,
+            error_class=error_class.value,
+            error_message=outcome.error_message,
+            retry_after_s=outcome.retry_after_s,
+            cost_usd=outcome.cost_usd,
+            input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens,
+            duration_ms=outcome.duration_ms or 0,
+        )
+        await self._db(
+            agent_store.record_turn,
+            agent=request.agent,
+            message_id=message.id,
+            session_id=result.session_id,
+            duration_ms=outcome.duration_ms or 0,
+            cost_usd=outcome.cost_usd,
+            input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens,
+            cache_read_tokens=outcome.cache_read_input_tokens,
+            cache_creation_tokens=outcome.cache_creation_input_tokens,
+            error_class=error_class,
+            error_message=outcome.error_message,
+        )
+        if result.cost_usd:
+            await self._db(agent_store.add_spend, request.agent, result.cost_usd)
+        return result
+
+    async def _record_event(
+        self, request: TurnRequest, seq: int, kind: str, payload: dict[str, Any]
+    ) -> None:
+        await self._db(
+            agent_store.append_turn_events,
+            request.agent,
+            request.turn_id,
+            [(seq, kind, payload)],
+        )
+        self._bus.publish(
+            agent_events_topic(request.agent),
+            {"turn_id": request.turn_id, "seq": seq, "kind": kind, "event": payload},
+        )
+
+
+async def _heartbeat_every(interval_s: float) -> None:
+    """Keeps the turn alive in Temporal's eyes (and lets cancellation reach us) while claude
+    thinks silently; a hung claude is caught by the idle timeout instead."""
+    while True:
+        await asyncio.sleep(interval_s)
+        activity.heartbeat()
+
+
+async def _quietly(task: Awaitable[bytes]) -> bytes:
+    try:
+        return await asyncio.wait_for(task, 5)
+    except (TimeoutError, asyncio.CancelledError):
+        return b""

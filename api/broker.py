@@ -1,0 +1,160 @@
+"""The broker's HTTP API for the operator (mounted by `api.app`; the Broker is
+`app.state.broker`).
+
+- `POST /api/messages` {"to", "body"}: the operator sends a message → 201 SendResult
+- `GET /api/messages?agent=&limit=`: recent messages, newest first (consumes nothing)
+- `POST /api/operator/recv?wait_seconds=`: pop the operator's oldest message → 200, or 204
+
+A refused call answers {"ok": false, "error": <code>, "message": …, "hint": …} with 400 (bad
+input), 404 (unknown agent), 413 (body too large) or 429 (rate limited, with Retry-After).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from hyperhive.broker import (
+    BodyTooLargeError,
+    Broker,
+    BrokerError,
+    RateLimitedError,
+    UnknownAgentError,
+)
+from hyperhive.domain import OPERATOR_NAME
+from hyperhive.models import Message, SendResult
+
+router = APIRouter(tags=["broker"])
+
+# JSON escaping can grow a body up to 6× (\uXXXX); anything larger is refused before parsing.
+_JSON_OVERHEAD_FACTOR = 6
+_JSON_OVERHEAD_BYTES = 4096
+
+
+class SendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: str
+    body: str
+
+
+class ErrorBody(BaseModel):
+    ok: bool = False
+    error: str
+    message: str
+    hint: str = ""
+
+
+def get_broker(request: Request) -> Broker:
+    broker: Broker = request.app.state.broker
+    return broker
+
+
+BrokerDep = Annotated[Broker, Depends(get_broker)]
+
+
+def _status_of(error: BrokerError) -> int:
+    if isinstance(error, UnknownAgentError):
+        return 404
+    if isinstance(error, BodyTooLargeError):
+        return 413
+    if isinstance(error, RateLimitedError):
+        return 429
+    return 400
+
+
+def error_response(error: BrokerError) -> JSONResponse:
+    """The JSON answer to a refused broker call."""
+    headers = {}
+    if isinstance(error, RateLimitedError):
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    body = ErrorBody(error=error.code, message=error.what, hint=error.hint)
+    return JSONResponse(body.model_dump(), status_code=_status_of(error), headers=headers)
+
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorBody} for status in (400, 404, 413, 429)
+}
+
+
+@router.post(
+    "/api/messages",
+    status_code=201,
+    response_model=SendResult,
+    responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SendRequest.model_json_schema()}},
+        }
+    },
+)
+async def send_message(broker: BrokerDep, request: Request) -> SendResult | JSONResponse:
+    """The operator sends a message to an agent (or to the operator's own inbox)."""
+    raw = await _read_limited(request, broker.settings.max_body_bytes)
+    if raw is None:
+        return error_response(
+            BodyTooLargeError(
+                "the request is far larger than any message body may be "
+                f"({broker.settings.max_body_bytes} bytes)",
+                "Shorten the message (the operator can raise HIVE_MAX_BODY_BYTES).",
+            )
+        )
+    try:
+        payload = SendRequest.model_validate_json(raw)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_url=False)) from None
+    try:
+        return await broker.send(OPERATOR_NAME, payload.to, payload.body)
+    except BrokerError as e:
+        return error_response(e)
+
+
+async def _read_limited(request: Request, max_body_bytes: int) -> bytes | None:
+    """The request body, or None as soon as it is larger than any valid send request could be
+    (JSON escaping grows a body at most 6×: \\uXXXX), so a huge upload is never held in memory."""
+    limit = max_body_bytes * _JSON_OVERHEAD_FACTOR + _JSON_OVERHEAD_BYTES
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.get("/api/messages", response_model=list[Message])
+async def list_messages(
+    broker: BrokerDep,
+    agent: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[Message]:
+    """Recent messages, newest first: all of them, or those from or to `agent`."""
+    return await broker.recent_messages(agent or None, limit)
+
+
+@router.post(
+    "/api/operator/recv",
+    response_model=Message,
+    responses={204: {"description": "no message arrived in time"}, **_ERRORS},
+)
+async def operator_recv(
+    broker: BrokerDep, wait_seconds: Annotated[float, Query()] = 0.0
+) -> Message | Response:
+    """Pop the operator's oldest undelivered message, waiting up to `wait_seconds` for one."""
+    try:
+        message = await broker.recv(OPERATOR_NAME, wait_seconds)
+    except BrokerError as e:
+        return error_response(e)
+    if message is None:
+        return Response(status_code=204)
+    return message

@@ -1,0 +1,525 @@
+"""Each agent's MCP server, served on its own unix socket: the socket path is the caller's identity.
+
+`build_agent_mcp(agent, broker)` makes an `MCPServer` whose tools act as `agent`, a name bound
+here and never taken from a tool argument, so whoever can reach `<run>/agents/<name>/mcp.sock`
+(only that agent's container, where the directory is mounted at /run/hive) speaks as that agent.
+Every agent gets `send`, `recv`, `whoami` and `set_status`; `extra_tools` adds more to one
+server (the manager's tools go on hm1nd's socket only).
+
+Tools return short plain text (registered without an output schema: claude would otherwise show
+the model the JSON of `structuredContent`). A refused broker call comes back as a tool error
+(`is_error`) saying what happened and what to do, never as a protocol error or a crash.
+
+`AgentMcpSockets` serves those servers: one uvicorn per agent on its unix socket, streamable
+HTTP at `/mcp`. In the container, `hive-agent mcp` (agent_harness.mcp_bridge) is the stdio MCP
+server claude starts; it forwards to /run/hive/mcp.sock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import inspect
+import logging
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec
+
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
+from starlette.applications import Starlette
+
+from hyperhive import __version__
+from hyperhive.broker import Broker
+from hyperhive.domain import MANAGER_NAME, check_agent_name
+from hyperhive.errors import HiveError
+from hyperhive.models import AgentInfo, Message
+from hyperhive.settings import HiveSettings
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "hive"
+MCP_PATH = "/mcp"
+# The socket file: owner and group may connect (connecting needs write permission), others not.
+SOCKET_MODE = 0o660
+RUN_DIR_MODE = 0o700
+# Clients reach the socket as http://localhost/mcp (there is no real host); DNS-rebinding
+# protection stays on and answers 421 to any other Host header.
+TRANSPORT_SECURITY = TransportSecuritySettings(
+    enable_dns_rebinding_protection=True,
+    allowed_hosts=["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*"],
+    allowed_origins=["http://localhost", "http://localhost:*"],
+)
+# On stop, open requests (a long-polling recv, a legacy session's event stream) get this long to
+# finish before uvicorn cancels them.
+GRACEFUL_SHUTDOWN_S = 2
+STOP_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 10.0
+
+ExtraTools = Callable[[MCPServer], None]
+"""Registers more tools on one agent's server (e.g. the manager's); see `hive_tool`."""
+
+P = ParamSpec("P")
+
+
+class McpSocketError(HiveError):
+    """An agent's MCP socket cannot be served."""
+
+
+# -- results --------------------------------------------------------------------------------------
+
+
+def tool_text(text: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)])
+
+
+def tool_error(what: str, hint: str = "") -> CallToolResult:
+    """An `is_error` result: what happened, then what to do about it."""
+    text = f"{what}\nWhat to do: {hint}" if hint else what
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+
+
+def hive_tool(
+    server: MCPServer,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    annotations: ToolAnnotations | None = None,
+) -> Callable[[Callable[P, Awaitable[str]]], Callable[P, Awaitable[CallToolResult]]]:
+    """Register an async tool that returns plain text; a `HiveError` becomes a tool error.
+
+    The tool gets no output schema (`structured_output=False`), so clients show its text as is.
+    `BrokerError` (and any other `HiveError`) carries a message written for the caller: it goes
+    back as an `is_error` result. Anything else is a bug: logged here, and the caller is told
+    only that hive-c0re failed, not why.
+    """
+
+    def register(fn: Callable[P, Awaitable[str]]) -> Callable[P, Awaitable[CallToolResult]]:
+        tool_name = name or getattr(fn, "__name__", "tool")
+
+        # functools.wraps keeps fn's signature (through __wrapped__) and docstring, from which
+        # the SDK builds the tool's input schema and description.
+        @functools.wraps(fn)
+        async def run(*args: P.args, **kwargs: P.kwargs) -> CallToolResult:
+            try:
+                return tool_text(await fn(*args, **kwargs))
+            except HiveError as e:
+                return tool_error(e.what, e.hint)
+            except Exception:
+                log.exception("MCP tool %s failed", tool_name)
+                return tool_error(
+                    f"{tool_name} failed inside hive-c0re (an internal error; the operator can "
+                    "find it in hive-c0re's log).",
+                    "try again later; if it keeps failing, tell the operator",
+                )
+
+        server.add_tool(
+            run,
+            name=tool_name,
+            description=description or inspect.cleandoc(fn.__doc__ or ""),
+            annotations=annotations,
+            structured_output=False,
+        )
+        return run
+
+    return register
+
+
+# -- formatting -----------------------------------------------------------------------------------
+
+
+def _when(at: datetime) -> str:
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _pending(n: int) -> str:
+    return "1 message pending" if n == 1 else f"{n} messages pending"
+
+
+def format_message(message: Message, still_pending: int | None = None) -> str:
+    head = f"message #{message.id} from {message.sender} at {_when(message.created_at)}"
+    if still_pending is not None:
+        head += f" ({_pending(still_pending)} after this one)"
+    return f"{head}:\n{message.body}"
+
+
+def format_whoami(info: AgentInfo) -> str:
+    role = " — the manager" if info.is_manager or info.name == MANAGER_NAME else ""
+    status = f'status "{info.status_text}"' if info.status_text else "no status set"
+    return f"you are {info.name}{role}; state {info.state}; {status}; {_pending(info.pending)}"
+
+
+# -- the server -----------------------------------------------------------------------------------
+
+_INSTRUCTIONS = (
+    "You are the agent {agent} in a hive of agents. Other agents and the human operator reach "
+    "you through messages: recv takes your oldest unread message (recv with wait_seconds waits "
+    "for one), send(to, body) messages an agent by name or the human as 'operator'. Messages are "
+    "sent as {agent}; nobody else can send in your name."
+)
+
+
+def register_common_tools(
+    server: MCPServer, agent: str, broker: Broker, *, closing: asyncio.Event | None = None
+) -> None:
+    """send, recv, whoami and set_status, acting as `agent`: every agent's server has these.
+
+    `closing`, once set, ends a waiting recv at once with "no messages" (the server is stopping),
+    so that a long poll neither holds up the shutdown nor is cut off mid-response.
+    """
+
+    @hive_tool(server)
+    async def send(
+        to: Annotated[
+            str, Field(description="Recipient: an agent's name, or 'operator' for the human.")
+        ],
+        body: Annotated[str, Field(description="The message text.")],
+    ) -> str:
+        """Send a message to another agent (or to the human operator as 'operator').
+
+        It is stored at once and wakes the recipient; its reply arrives in your inbox (recv).
+        """
+        result = await broker.send(agent, to, body)
+        return (
+            f"sent #{result.id} to {result.recipient} "
+            f"({result.recipient} has {result.pending} pending)"
+        )
+
+    max_wait = broker.settings.recv_max_wait_s
+
+    @hive_tool(
+        server,
+        description="Take your oldest unread message: sender, id, time and text. Each message "
+        "is handed out once. When the inbox is empty it waits up to wait_seconds (at most "
+        f'{max_wait:g}) for one, then says "no messages".',
+    )
+    async def recv(
+        wait_seconds: Annotated[
+            float,
+            Field(
+                ge=0,
+                description="How long to wait for a message if none is waiting (0 = do not wait).",
+            ),
+        ] = 0,
+    ) -> str:
+        wait_seconds = min(wait_seconds, max_wait)
+        if closing is None or wait_seconds == 0:
+            message = await broker.recv(agent, wait_seconds)
+        else:
+            closed, message = await _recv_unless_closing(broker, agent, wait_seconds, closing)
+            if closed:
+                return "no messages (hive-c0re is stopping this MCP server; call recv again later)"
+        if message is None:
+            waited = f" (waited {wait_seconds:g}s)" if wait_seconds > 0 else ""
+            return f"no messages{waited}"
+        # The message is taken: a failure to count the rest must not lose it.
+        try:
+            still_pending: int | None = (await broker.whoami(agent)).pending
+        except Exception:
+            log.warning("whoami(%s) failed after recv", agent, exc_info=True)
+            still_pending = None
+        return format_message(message, still_pending)
+
+    @hive_tool(server)
+    async def whoami() -> str:
+        """Who you are in the hive: your name, state, status text and how many messages wait."""
+        return format_whoami(await broker.whoami(agent))
+
+    @hive_tool(server)
+    async def set_status(
+        text: Annotated[
+            str,
+            Field(description="A short line on what you are doing; empty clears it."),
+        ],
+    ) -> str:
+        """Set your status line, shown to the operator and the other agents."""
+        await broker.set_status(agent, text)
+        return f'status set: "{text}"' if text else "status cleared"
+
+
+async def _recv_unless_closing(
+    broker: Broker, agent: str, wait_seconds: float, closing: asyncio.Event
+) -> tuple[bool, Message | None]:
+    """(False, what recv returned), or (True, None) when `closing` was set first."""
+    receiving = asyncio.ensure_future(broker.recv(agent, wait_seconds))
+    closed = asyncio.ensure_future(closing.wait())
+    try:
+        await asyncio.wait({receiving, closed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closed.cancel()
+        if not receiving.done():
+            receiving.cancel()  # broker.recv puts back a message it popped for a cancelled caller
+    try:
+        return False, await receiving
+    except asyncio.CancelledError:
+        if receiving.cancelled() and closing.is_set():
+            return True, None
+        raise
+
+
+def build_agent_mcp(
+    agent: str,
+    broker: Broker,
+    *,
+    extra_tools: ExtraTools | None = None,
+    closing: asyncio.Event | None = None,
+) -> MCPServer:
+    """The MCP server for `agent`: the common tools, plus whatever `extra_tools` registers.
+
+    `closing`: set it before stopping the server, so that waiting recv calls return at once.
+    """
+    check_agent_name(agent)
+    server: MCPServer = MCPServer(
+        SERVER_NAME,
+        version=__version__,
+        instructions=_INSTRUCTIONS.format(agent=agent),
+        warn_on_duplicate_tools=False,
+    )
+    register_common_tools(server, agent, broker, closing=closing)
+    if extra_tools is not None:
+        extra_tools(server)
+    return server
+
+
+# -- serving on unix sockets ----------------------------------------------------------------------
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: hive-c0re decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class _Served:
+    agent: str
+    path: Path
+    inode: int
+    server: _QuietServer
+    task: asyncio.Task[None]
+    closing: asyncio.Event
+
+
+class AgentMcpSockets:
+    """One MCP server per agent, each on `settings.agent_socket_path(agent)`.
+
+    `extra_tools_for(agent)` may return more tools for that agent's server (the manager's).
+    """
+
+    def __init__(
+        self,
+        settings: HiveSettings,
+        broker: Broker,
+        *,
+        extra_tools_for: Callable[[str], ExtraTools | None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.extra_tools_for = extra_tools_for
+        self._served: dict[str, _Served] = {}
+        self._lock = asyncio.Lock()
+
+    def running(self) -> set[str]:
+        return {name for name, s in self._served.items() if not s.task.done()}
+
+    async def start(self, agent: str) -> Path:
+        """Serve `agent`'s socket (a no-op if it is served already); returns the socket path."""
+        check_agent_name(agent)
+        async with self._lock:
+            current = self._served.get(agent)
+            if current is not None and not current.task.done():
+                return current.path
+            if current is not None:  # it died: clean up, then serve afresh
+                await self._stop(agent)
+            served = await self._start(agent)
+            self._served[agent] = served
+            return served.path
+
+    async def stop(self, agent: str) -> None:
+        """Stop serving `agent`'s socket and remove the socket file (a no-op if not served)."""
+        async with self._lock:
+            await self._stop(agent)
+
+    async def stop_all(self) -> None:
+        async with self._lock:
+            await asyncio.gather(*(self._stop(agent) for agent in list(self._served)))
+
+    # -- internals --
+
+    async def _start(self, agent: str) -> _Served:
+        path = self.settings.agent_socket_path(agent)
+        sock = _bind_socket(path, agent)
+        inode = os.stat(path).st_ino
+        extra = self.extra_tools_for(agent) if self.extra_tools_for is not None else None
+        closing = asyncio.Event()
+        mcp = build_agent_mcp(agent, self.broker, extra_tools=extra, closing=closing)
+        app = mcp.streamable_http_app(
+            streamable_http_path=MCP_PATH, transport_security=TRANSPORT_SECURITY
+        )
+        ready = asyncio.Event()
+        _signal_when_started(app, ready)
+        server = _QuietServer(
+            uvicorn.Config(
+                app,
+                lifespan="on",  # runs the MCP session manager (its task group) and shuts it down
+                log_level="warning",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            )
+        )
+        task = asyncio.create_task(_serve(server, sock, path), name=f"mcp-socket-{agent}")
+        served = _Served(agent, path, inode, server, task, closing)
+        waiting = asyncio.create_task(ready.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {task, waiting}, timeout=START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+            )
+        except BaseException:  # cancelled while starting: leave nothing behind
+            await self._shutdown(served)
+            raise
+        finally:
+            waiting.cancel()
+        if task in done or not done:
+            await self._shutdown(served)
+            if task in done and task.exception() is not None:
+                raise McpSocketError(
+                    f"the MCP server for {agent} on {path} failed to start: {task.exception()}",
+                    "see hive-c0re's log",
+                ) from task.exception()
+            raise McpSocketError(
+                f"the MCP server for {agent} on {path} did not start within {START_TIMEOUT_S}s",
+                "see hive-c0re's log",
+            )
+        task.add_done_callback(functools.partial(_log_unexpected_end, agent))
+        log.info("MCP socket for %s listening on %s", agent, path)
+        return served
+
+    async def _stop(self, agent: str) -> None:
+        served = self._served.pop(agent, None)
+        if served is not None:
+            await self._shutdown(served)
+            log.info("MCP socket for %s stopped", agent)
+
+    async def _shutdown(self, served: _Served) -> None:
+        served.closing.set()  # waiting recv calls answer now, so their connections can close
+        served.server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(served.task), STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("MCP server for %s did not stop in time: cancelling it", served.agent)
+            served.server.force_exit = True
+            served.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await served.task
+        except Exception as e:
+            # It failed: logged by its done callback, or reported by start().
+            log.debug("MCP server for %s ended with %r", served.agent, e)
+        _remove_socket(served.path, served.inode)
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket, path: Path) -> None:
+    try:
+        await server.serve(sockets=[sock])
+    except SystemExit:
+        # uvicorn exits the process when the app's startup fails; here that only ends this task.
+        raise McpSocketError(f"the MCP app on {path} failed its startup") from None
+    finally:
+        sock.close()
+
+
+def _signal_when_started(app: Starlette, ready: asyncio.Event) -> None:
+    """Set `ready` once the app's lifespan (the MCP session manager) has started."""
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        async with inner(app) as state:
+            ready.set()
+            yield state
+
+    app.router.lifespan_context = lifespan
+
+
+def _log_unexpected_end(agent: str, task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    if (exc := task.exception()) is not None:
+        log.error("MCP socket for %s failed: %s", agent, exc, exc_info=exc)
+
+
+def _bind_socket(path: Path, agent: str) -> socket.socket:
+    """A listening unix socket at `path` (mode 0660) in a directory made 0700 if it is new."""
+    try:
+        path.parent.mkdir(parents=True, mode=RUN_DIR_MODE, exist_ok=True)
+    except OSError as e:
+        raise McpSocketError(
+            f"cannot create {path.parent} for {agent}'s MCP socket: {e.strerror}",
+            "check the permissions of HIVE_RUN_DIR (or set it to a writable directory)",
+        ) from e
+    _clear_stale_socket(path, agent)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(os.fspath(path))
+        os.chmod(path, SOCKET_MODE)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        raise McpSocketError(
+            f"cannot listen on {path} for {agent}'s MCP socket: {e.strerror or e}",
+            "unix socket paths are limited to 107 bytes: use a shorter HIVE_RUN_DIR"
+            if "too long" in str(e)
+            else "check the permissions of HIVE_RUN_DIR",
+        ) from e
+    return sock
+
+
+def _clear_stale_socket(path: Path, agent: str) -> None:
+    """Remove a socket file left by a process that is gone; refuse one that still answers."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise McpSocketError(
+            f"{path} exists and is not a socket, so {agent}'s MCP socket cannot be created there",
+            f"move {path} away",
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        result = probe.connect_ex(os.fspath(path))
+    finally:
+        probe.close()
+    if result in (0, errno.EAGAIN, errno.EINPROGRESS):
+        raise McpSocketError(
+            f"another process is serving {path} ({agent}'s MCP socket)",
+            "stop the other hive-c0re using this run directory, or set HIVE_RUN_DIR",
+        )
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    log.info("removed stale MCP socket %s", path)
+
+
+def _remove_socket(path: Path, inode: int) -> None:
+    """Remove the socket file, unless it is no longer the one we bound."""
+    try:
+        if os.lstat(path).st_ino == inode:
+            path.unlink()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,39 @@
+"""Brings a registered agent to life on this host: its directories and its MCP socket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import Engine
+
+from api.mcp_server import AgentMcpSockets
+from hyperhive.settings import HiveSettings
+from hyperhive.store import agents as agent_store
+
+log = logging.getLogger(__name__)
+
+
+class AgentRuntime:
+    def __init__(self, settings: HiveSettings, engine: Engine, sockets: AgentMcpSockets) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._sockets = sockets
+
+    def prepare_dirs(self, agent: str) -> None:
+        base = self._settings.agent_state_dir(agent)
+        for sub in ("home", "work"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        # HOME/.claude holds credentials and sessions: only the agent may read it.
+        (base / "home" / ".claude").mkdir(mode=0o700, exist_ok=True)
+
+    async def ensure(self, agent: str) -> None:
+        await asyncio.to_thread(self.prepare_dirs, agent)
+        await self._sockets.start(agent)
+
+    async def ensure_all(self) -> list[str]:
+        """Every agent registered in the store gets its socket (at start-up)."""
+        agents = await asyncio.to_thread(agent_store.list_agents, self._engine)
+        for info in agents:
+            await self.ensure(info.name)
+        return [info.name for info in agents]

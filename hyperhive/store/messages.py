@@ -1,0 +1,265 @@
+"""Store operations on messages: the inbox of every agent and of the operator.
+
+Synchronous, one short transaction each (callers in async code use `asyncio.to_thread`).
+Transactions that read and then write use `begin(write=True)` (SQLite: BEGIN IMMEDIATE, so
+they are serialised; PostgreSQL: row locks as commented below).
+
+Delivery is exactly once: a message is handed out by the transaction that sets its
+`delivered_at` (`pop_message` for `recv`, `claim_for_turn` for an agent turn), and only one
+transaction can do that for a given row.
+
+Wake-ups are coalesced with `agents.wake_pending`: `insert_message` reports that a wake-up is
+needed only when it flips the flag from false to true, and the turn loop's `claim_for_turn`
+clears it in the same transaction as it pops. See `claim_for_turn` for why that is race-free.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from hyperhive.domain import OPERATOR_NAME, AgentState
+from hyperhive.models import Message
+from hyperhive.store.agents import AGENTS, MESSAGES, NoSuchAgent
+from hyperhive.store.db import begin
+from hyperhive.store.tables import utcnow
+
+__all__ = [
+    "NoSuchAgent",
+    "agents_with_pending",
+    "claim_for_turn",
+    "clear_wake",
+    "insert_message",
+    "insert_message_counted",
+    "pending_count",
+    "pop_message",
+    "recent_messages",
+    "release_turn_message",
+    "undeliver_message",
+]
+
+
+def _message(row: sa.Row[Any], **override: Any) -> Message:
+    fields = {
+        "id": row.id,
+        "sender": row.sender,
+        "recipient": row.recipient,
+        "body": row.body,
+        "created_at": row.created_at,
+        "delivered_at": row.delivered_at,
+    }
+    fields.update(override)
+    return Message(**fields)
+
+
+# Prebuilt statements of the hot paths (a send is a handful of them; building expressions per
+# call costs more than SQLite takes to run them).
+_SENDER_EXISTS = sa.select(AGENTS.c.name).where(AGENTS.c.name == sa.bindparam("sender"))
+# FOR UPDATE: see insert_message. SQLite ignores it (the transaction holds the write lock).
+_LOCK_RECIPIENT = (
+    sa.select(AGENTS.c.wake_pending, AGENTS.c.state)
+    .where(AGENTS.c.name == sa.bindparam("recipient"))
+    .with_for_update()
+)
+_INSERT = sa.insert(MESSAGES)
+_SET_WAKE = (
+    sa.update(AGENTS)
+    .where(AGENTS.c.name == sa.bindparam("recipient"), AGENTS.c.wake_pending.is_(False))
+    .values(wake_pending=True)
+)
+_PENDING = (
+    sa.select(sa.func.count())
+    .select_from(MESSAGES)
+    .where(MESSAGES.c.recipient == sa.bindparam("recipient"), MESSAGES.c.delivered_at.is_(None))
+)
+
+
+def insert_message(engine: Engine, sender: str, recipient: str, body: str) -> tuple[Message, bool]:
+    """Store a message; return it and whether the recipient's turn loop must be woken.
+
+    The bool is True only for the send that flips the recipient's `wake_pending` from false to
+    true (never for the operator, nor for a stopped agent): at most one wake-up is outstanding
+    per agent. Raises `NoSuchAgent` (storing nothing) when the sender or the recipient is neither
+    the operator nor a registered agent.
+    """
+    with begin(engine, write=True) as conn:
+        return _insert(conn, sender, recipient, body)
+
+
+def insert_message_counted(
+    engine: Engine, sender: str, recipient: str, body: str
+) -> tuple[Message, bool, int]:
+    """`insert_message`, plus how many messages now wait for the recipient (this one included),
+    counted in the same transaction."""
+    with begin(engine, write=True) as conn:
+        message, wake = _insert(conn, sender, recipient, body)
+        pending = conn.execute(_PENDING, {"recipient": recipient}).scalar()
+    return message, wake, int(pending or 0)
+
+
+def _insert(conn: Connection, sender: str, recipient: str, body: str) -> tuple[Message, bool]:
+    now = utcnow()
+    if sender != OPERATOR_NAME and conn.execute(_SENDER_EXISTS, {"sender": sender}).first() is None:
+        raise NoSuchAgent(sender)
+    wake = False
+    if recipient != OPERATOR_NAME:
+        # Lock the recipient's row (PostgreSQL; SQLite holds the database write lock already)
+        # before looking at the flag, and keep it until our message is committed: a concurrent
+        # claim_for_turn clears the flag under the same lock, so either it runs first and we
+        # see the flag cleared (and wake), or it runs after our commit and its pop sees this
+        # message. Only this one row is locked, so sends cannot deadlock each other.
+        agent = conn.execute(_LOCK_RECIPIENT, {"recipient": recipient}).first()
+        if agent is None:
+            raise NoSuchAgent(recipient)
+        if not agent.wake_pending and agent.state != AgentState.STOPPED:
+            wake = conn.execute(_SET_WAKE, {"recipient": recipient}).rowcount == 1
+    result = conn.execute(
+        _INSERT, {"sender": sender, "recipient": recipient, "body": body, "created_at": now}
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    message = Message(id=int(key[0]), sender=sender, recipient=recipient, body=body, created_at=now)
+    return message, wake
+
+
+# PostgreSQL: FOR UPDATE SKIP LOCKED, so that concurrent pops take different rows instead of
+# queueing on the head row (and, under READ COMMITTED, finding it delivered once they get it and
+# returning nothing). SQLite ignores the clause: BEGIN IMMEDIATE serialises pops.
+_OLDEST_UNDELIVERED = (
+    sa.select(MESSAGES)
+    .where(MESSAGES.c.recipient == sa.bindparam("recipient"), MESSAGES.c.delivered_at.is_(None))
+    .order_by(MESSAGES.c.id)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+_MARK_DELIVERED = (
+    sa.update(MESSAGES)
+    .where(MESSAGES.c.id == sa.bindparam("message_id"), MESSAGES.c.delivered_at.is_(None))
+    .values(delivered_at=sa.bindparam("now"), turn_id=sa.bindparam("turn_id"))
+)
+
+
+def _pop(conn: Connection, recipient: str, *, turn_id: str | None = None) -> Message | None:
+    """Mark the recipient's oldest undelivered message delivered (claimed by `turn_id`)."""
+    row = conn.execute(_OLDEST_UNDELIVERED, {"recipient": recipient}).first()
+    if row is None:
+        return None
+    now = utcnow()
+    updated = conn.execute(_MARK_DELIVERED, {"message_id": row.id, "now": now, "turn_id": turn_id})
+    if updated.rowcount != 1:  # pragma: no cover - the row is locked (or the db serialised)
+        raise RuntimeError(f"message {row.id} was delivered by someone else while locked")
+    return _message(row, delivered_at=now)
+
+
+def pop_message(engine: Engine, recipient: str) -> Message | None:
+    """Hand out the recipient's oldest undelivered message (marking it delivered), or None."""
+    with begin(engine, write=True) as conn:
+        return _pop(conn, recipient)
+
+
+def claim_for_turn(engine: Engine, agent: str, turn_id: str) -> Message | None:
+    """The message turn `turn_id` of `agent` works on: popped now, or the one it claimed before.
+
+    Idempotent: a retried turn activity calling this again with the same `turn_id` gets the same
+    message back. None means the inbox is empty: the turn loop may go idle.
+
+    Why clearing `wake_pending` here, first, in the same transaction as the pop, makes
+    coalescing race-free. The flag may be set while the inbox is empty (the agent's own `recv`
+    took the message whose send set it). The clearing UPDATE takes the agent's row lock
+    (PostgreSQL; on SQLite the transaction holds the database write lock) and keeps it to
+    commit, and `insert_message` takes the same lock before it looks at the flag and keeps it
+    until its message is committed. So for any send, either
+      - it holds the lock first: this claim waits for its commit, and the pop (which reads the
+        inbox after the clear, in a fresh snapshot) sees its message; or
+      - this claim commits first: the send then finds the flag cleared, sets it and wakes the
+        agent.
+    A send can therefore never see the flag still set (and skip its wake-up) while this claim
+    goes on to find the inbox empty without its message. Popping before clearing, or clearing
+    in a separate transaction after the pop, opens exactly that window on PostgreSQL (READ
+    COMMITTED: the pop's snapshot misses the send's uncommitted row, and the send's flag check
+    saw the old value), stranding the message with no wake-up outstanding.
+    """
+    with begin(engine, write=True) as conn:
+        conn.execute(sa.update(AGENTS).where(AGENTS.c.name == agent).values(wake_pending=False))
+        row = conn.execute(
+            sa.select(MESSAGES)
+            .where(MESSAGES.c.turn_id == turn_id, MESSAGES.c.recipient == agent)
+            .order_by(MESSAGES.c.id)
+            .limit(1)
+        ).first()
+        if row is not None:
+            return _message(row)
+        return _pop(conn, agent, turn_id=turn_id)
+
+
+def release_turn_message(engine: Engine, turn_id: str) -> bool:
+    """Give back the message a (cancelled) turn claimed: undelivered again, at the head of the
+    inbox (messages are handed out by id). False when that turn holds no message.
+
+    This does not wake the agent: the caller (the turn loop) claims again when it resumes.
+    """
+    with begin(engine, write=True) as conn:
+        result = conn.execute(
+            sa.update(MESSAGES)
+            .where(MESSAGES.c.turn_id == turn_id)
+            .values(delivered_at=None, turn_id=None)
+        )
+        return bool(result.rowcount)
+
+
+def undeliver_message(engine: Engine, message_id: int) -> bool:
+    """Put back a message popped by `pop_message` whose receiver never got it (the `recv` was
+    cancelled while popping). Messages claimed by a turn are left alone (see
+    `release_turn_message`). False when there was nothing to put back."""
+    with begin(engine, write=True) as conn:
+        result = conn.execute(
+            sa.update(MESSAGES)
+            .where(
+                MESSAGES.c.id == message_id,
+                MESSAGES.c.turn_id.is_(None),
+                MESSAGES.c.delivered_at.is_not(None),
+            )
+            .values(delivered_at=None)
+        )
+        return bool(result.rowcount)
+
+
+def clear_wake(engine: Engine, agent: str) -> None:
+    """Forget the agent's outstanding wake-up (its signal failed), so the next send tries again."""
+    with begin(engine, write=True) as conn:
+        conn.execute(sa.update(AGENTS).where(AGENTS.c.name == agent).values(wake_pending=False))
+
+
+def pending_count(engine: Engine, recipient: str) -> int:
+    """How many messages wait, undelivered, for `recipient`."""
+    with begin(engine) as conn:
+        found = conn.execute(_PENDING, {"recipient": recipient}).scalar()
+    return int(found or 0)
+
+
+def agents_with_pending(engine: Engine) -> list[str]:
+    """Agents (not stopped) with undelivered messages, by name: to wake after a restart."""
+    with begin(engine) as conn:
+        rows = conn.execute(
+            sa.select(AGENTS.c.name)
+            .where(
+                AGENTS.c.state != AgentState.STOPPED,
+                sa.exists().where(
+                    MESSAGES.c.recipient == AGENTS.c.name, MESSAGES.c.delivered_at.is_(None)
+                ),
+            )
+            .order_by(AGENTS.c.name)
+        ).all()
+    return [row.name for row in rows]
+
+
+def recent_messages(engine: Engine, *, agent: str | None = None, limit: int = 100) -> list[Message]:
+    """The newest messages first (at most `limit`), all of them or those from/to `agent`."""
+    query = sa.select(MESSAGES).order_by(MESSAGES.c.id.desc()).limit(max(0, limit))
+    if agent is not None:
+        query = query.where(sa.or_(MESSAGES.c.sender == agent, MESSAGES.c.recipient == agent))
+    with begin(engine) as conn:
+        rows = conn.execute(query).all()
+    return [_message(row) for row in rows]

@@ -1,0 +1,146 @@
+"""Run the real `hive c0re` against the test dev server, with agents driven by the fake model.
+
+async def test_x(start_c0re, fake_model):
+    hive = await start_c0re(agents=["a", "b"])
+    await hive.send("a", "hello")           # as the operator, through the HTTP API
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from hyperhive.models import AgentStatus, Message
+from hyperhive.store import agents as agent_store
+from hyperhive.store import messages as message_store
+from hyperhive.store.db import make_engine, migrate
+from tests.fakes.anthropic_api import FakeAnthropic
+from tests.rig.hive_process import HiveEnv, HiveProcess
+from tests.rig.ports import free_port
+
+
+@dataclass
+class RunningC0re:
+    env: HiveEnv
+    process: HiveProcess
+    client: Client
+    agents: list[str]
+    run_dir: Path
+    settings_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.env.state_dir / 'hive.db'}"
+
+    def engine(self) -> Any:
+        return make_engine(self.db_url)
+
+    async def send(self, to: str, body: str) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            response = await http.post(
+                f"{self.env.dashboard}/api/messages", json={"to": to, "body": body}
+            )
+        assert response.status_code == 201, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def workflow(self, agent: str) -> WorkflowHandle[Any, Any]:
+        return self.client.get_workflow_handle(f"hive-agent-{agent}")
+
+    async def status(self, agent: str) -> AgentStatus:
+        result: AgentStatus = await self.workflow(agent).query("status", result_type=AgentStatus)
+        return result
+
+    async def wait_status(
+        self, agent: str, check: Callable[[AgentStatus], bool], timeout: float = 60
+    ) -> AgentStatus:
+        """Poll the workflow's status query until `check` holds (queries have no push form)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last: AgentStatus | None = None
+        while loop.time() < deadline:
+            try:
+                last = await self.status(agent)
+            except RPCError:
+                last = None
+            if last is not None and check(last):
+                return last
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{agent}: status never matched; last: {last}")
+
+    def messages(self, agent: str | None = None) -> list[Message]:
+        engine = self.engine()
+        try:
+            return message_store.recent_messages(engine, agent=agent, limit=10_000)
+        finally:
+            engine.dispose()
+
+    def restart(self) -> None:
+        self.process = HiveProcess(self.env, "c0re")
+        self.process.wait_ready()
+
+
+StartC0re = Callable[..., Awaitable[RunningC0re]]
+
+
+@pytest.fixture
+async def start_c0re(
+    tmp_path: Path,
+    dev_server: WorkflowEnvironment,
+    fake_model: FakeAnthropic,
+    claude_bin: Path,
+) -> AsyncIterator[StartC0re]:
+    started: list[RunningC0re] = []
+    # Unix socket paths are short (107 bytes): pytest's tmp_path can be too deep.
+    run_dir = Path(tempfile.mkdtemp(prefix="hive-run-", dir="/tmp"))
+
+    async def start(agents: list[str], **settings: str) -> RunningC0re:
+        state = tmp_path / "state"
+        engine = make_engine(f"sqlite:///{state / 'hive.db'}")
+        migrate(engine)
+        host_id = f"t{uuid.uuid4().hex[:10]}"
+        for name in agents:
+            agent_store.register_agent(engine, name, host_id)
+        engine.dispose()
+        env = HiveEnv(state, free_port(), 0, 0)
+        env.extra.update(
+            HIVE_RUN_DIR=str(run_dir),
+            HIVE_HOST_ID=host_id,
+            HIVE_TEMPORAL_ADDRESS=dev_server.client.service_client.config.target_host,
+            HIVE_CLAUDE_BIN=str(claude_bin),
+            HIVE_CONTAINER_BACKEND="process",
+            HIVE_AGENT_EXTRA_ENV=json.dumps(
+                {"ANTHROPIC_BASE_URL": fake_model.base_url, "ANTHROPIC_API_KEY": "dummy"}
+            ),
+            HIVE_LOG_LEVEL="info",
+        )
+        env.extra.update({f"HIVE_{k.upper()}": v for k, v in settings.items()})
+        process = HiveProcess(env, "c0re")
+        process.wait_ready()
+        running = RunningC0re(env, process, dev_server.client, agents, run_dir)
+        started.append(running)
+        return running
+
+    yield start
+
+    for running in started:
+        running.process.kill()
+        # Workflows outlive the process: end them so the next test's agents start afresh.
+        for name in running.agents:
+            with contextlib.suppress(RPCError):
+                await running.workflow(name).terminate("test over")
+    shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,240 @@
+"""AgentWorkflow on the time-skipping server; its activities replaced by name with a scripted host.
+
+The host double keeps an inbox like the store does (a turn claims a message by turn id; a retried
+turn id gets the same message back) and answers run_turn from a script of outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from hyperhive.models import (
+    AgentLimits,
+    AgentStateChange,
+    AgentStatus,
+    AgentWorkflowInput,
+    OperatorNotice,
+    TurnRequest,
+    TurnResult,
+)
+from workflows.agent import AgentWorkflow
+
+
+@dataclass
+class ScriptedHost:
+    inbox: deque[int] = field(default_factory=deque)
+    claimed: dict[str, int] = field(default_factory=dict)
+    outcomes: deque[object] = field(default_factory=deque)  # TurnResult fields, or an exception
+    turns: list[TurnRequest] = field(default_factory=list)
+    handled: list[int] = field(default_factory=list)
+    states: list[AgentStateChange] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+    hang: asyncio.Event | None = None
+    turn_started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        @activity.defn(name="run_turn")
+        async def run_turn(request: TurnRequest) -> TurnResult:
+            self.turns.append(request)
+            if request.turn_id not in self.claimed:
+                if not self.inbox:
+                    return TurnResult(turn_id=request.turn_id, no_message=True)
+                self.claimed[request.turn_id] = self.inbox.popleft()
+            message = self.claimed[request.turn_id]
+            self.turn_started.set()
+            if self.hang is not None:
+                while True:  # a silent claude: heartbeats keep it alive until cancelled
+                    activity.heartbeat()
+                    await asyncio.sleep(0.05)
+            outcome = self.outcomes.popleft() if self.outcomes else {}
+            if isinstance(outcome, Exception):
+                raise outcome
+            assert isinstance(outcome, dict)
+            result = TurnResult(turn_id=request.turn_id, message_id=message, **outcome)
+            if result.error_class == "none":
+                self.handled.append(message)
+            return result
+
+        @activity.defn(name="set_agent_state")
+        async def set_agent_state(change: AgentStateChange) -> None:
+            self.states.append(change)
+
+        @activity.defn(name="notify_operator")
+        async def notify_operator(notice: OperatorNotice) -> None:
+            self.notices.append(notice.body)
+
+        @activity.defn(name="release_turn_message")
+        async def release_turn_message(turn_id: str) -> bool:
+            self.released.append(turn_id)
+            message = self.claimed.pop(turn_id, None)
+            if message is not None:
+                self.inbox.appendleft(message)
+            return message is not None
+
+        return [run_turn, set_agent_state, notify_operator, release_turn_message]
+
+
+@asynccontextmanager
+async def agent_loop(
+    env: WorkflowEnvironment, task_queue: str, host: ScriptedHost, **limits: object
+) -> AsyncIterator[WorkflowHandle[AgentWorkflow, AgentStatus]]:
+    host_queue = f"{task_queue}-host"
+    async with (
+        Worker(env.client, task_queue=task_queue, workflows=[AgentWorkflow]),
+        Worker(env.client, task_queue=host_queue, activities=host.activities()),
+    ):
+        handle = await env.client.start_workflow(
+            AgentWorkflow.run,
+            AgentWorkflowInput(
+                name="alice",
+                host_task_queue=host_queue,
+                limits=AgentLimits(heartbeat_timeout_s=5, **limits),
+            ),
+            id=f"hive-agent-alice-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+        )
+        # Unpinned to a run: queries follow the workflow across continue-as-new.
+        yield env.client.get_workflow_handle_for(AgentWorkflow.run, handle.id)
+
+
+async def wait_status(handle, check, timeout: float = 30):
+    async def poll():
+        while True:
+            status = await handle.query(AgentWorkflow.status)
+            if check(status):
+                return status
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+async def test_runs_one_turn_per_message_then_idles(time_skipping_server, task_queue):
+    host = ScriptedHost(inbox=deque([1, 2, 3]))
+    host.outcomes.extend([{"cost_usd": 0.5}, {"cost_usd": 0.25}, {"cost_usd": 0.25}])
+    async with agent_loop(time_skipping_server, task_queue, host) as handle:
+        status = await wait_status(handle, lambda s: s.turns_total == 3 and s.state == "idle")
+        assert host.handled == [1, 2, 3]
+        assert status.spend_total_usd == pytest.approx(1.0)
+        # One session for the agent: every turn carries the same session id.
+        assert {t.session_id for t in host.turns} == {status.session_id}
+        host.inbox.append(4)
+        await handle.signal(AgentWorkflow.notify)
+        await wait_status(handle, lambda s: s.turns_total == 4)
+        assert host.handled == [1, 2, 3, 4]
+
+
+async def test_needs_login_waits_without_retrying_then_reruns_the_same_turn(
+    time_skipping_server, task_queue
+):
+    host = ScriptedHost(inbox=deque([7]))
+    host.outcomes.append({"error_class": "needs_login", "error_message": "Not logged in"})
+    async with agent_loop(time_skipping_server, task_queue, host) as handle:
+        await wait_status(handle, lambda s: s.state == "needs_login")
+        await time_skipping_server.sleep(timedelta(hours=2))
+        assert len(host.turns) == 1, "no retry storm while logged out"
+        assert any("not logged in" in n for n in host.notices)
+        await handle.signal(AgentWorkflow.credentials_updated)
+        await wait_status(handle, lambda s: s.turns_total == 1 and s.state == "idle")
+        assert host.turns[1].turn_id == host.turns[0].turn_id
+        assert host.handled == [7]
+
+
+async def test_rate_limit_sleeps_durably_until_reset_then_retries(time_skipping_server, task_queue):
+    host = ScriptedHost(inbox=deque([5]))
+    host.outcomes.append({"error_class": "rate_limited", "retry_after_s": 600})
+    async with agent_loop(time_skipping_server, task_queue, host) as handle:
+        status = await wait_status(handle, lambda s: s.state == "rate_limited")
+        assert status.rate_limited_until is not None
+        assert len(host.turns) == 1
+        await time_skipping_server.sleep(timedelta(seconds=601))
+        await wait_status(handle, lambda s: s.turns_total == 1 and s.state == "idle", timeout=60)
+        assert [t.turn_id for t in host.turns[:2]] == [host.turns[0].turn_id] * 2
+        assert host.handled == [5]
+
+
+async def test_hung_turn_is_retried_with_the_same_turn_and_session(
+    time_skipping_server, task_queue
+):
+    host = ScriptedHost(inbox=deque([9]))
+    hung = ApplicationError("claude printed nothing: killed as hung", type="TurnHung")
+    host.outcomes.extend([hung, hung, {}])
+    async with agent_loop(time_skipping_server, task_queue, host) as handle:
+        await wait_status(handle, lambda s: s.turns_total == 1, timeout=60)
+        attempts = [t for t in host.turns if t.turn_id == host.turns[0].turn_id]
+        assert len(attempts) == 3
+        assert len({t.session_id for t in attempts}) == 1
+        assert host.handled == [9]
+
+
+async def test_turn_budget_pauses_and_tells_the_operator(time_skipping_server, task_queue):
+    host = ScriptedHost(inbox=deque([1, 2, 3]))
+    async with agent_loop(time_skipping_server, task_queue, host, max_turns_per_hour=2) as handle:
+        status = await wait_status(handle, lambda s: s.state == "over_budget")
+        assert status.turns_total == 2 and host.handled == [1, 2]
+        assert any("2 turns in the last hour" in n for n in host.notices)
+        await handle.signal(AgentWorkflow.resume)
+        await wait_status(handle, lambda s: s.turns_total == 3)
+        assert host.handled == [1, 2, 3]
+
+
+async def test_spend_budget_pauses(time_skipping_server, task_queue):
+    host = ScriptedHost(inbox=deque([1, 2]))
+    host.outcomes.extend([{"cost_usd": 3.0}, {"cost_usd": 3.0}])
+    async with agent_loop(
+        time_skipping_server, task_queue, host, max_spend_usd_per_day=2.5
+    ) as handle:
+        status = await wait_status(handle, lambda s: s.state == "over_budget")
+        assert host.handled == [1] and status.spend_today_usd == pytest.approx(3.0)
+        assert any("spent $3.00 today" in n for n in host.notices)
+
+
+async def test_cancel_kills_the_turn_and_keeps_the_message(time_skipping_server, task_queue):
+    host = ScriptedHost(inbox=deque([11, 12]), hang=asyncio.Event())
+    async with agent_loop(time_skipping_server, task_queue, host) as handle:
+        await asyncio.wait_for(host.turn_started.wait(), 30)
+        await handle.signal(AgentWorkflow.cancel_turn)
+        status = await wait_status(handle, lambda s: s.state == "paused")
+        assert "cancelled" in status.pause_reason
+        assert host.released == [host.turns[0].turn_id]
+        assert list(host.inbox) == [11, 12], "the cancelled message is back at the head"
+
+
+async def test_stop_ends_the_workflow_and_records_it(time_skipping_server, task_queue):
+    host = ScriptedHost()
+    async with agent_loop(time_skipping_server, task_queue, host) as handle:
+        await wait_status(handle, lambda s: s.state == "idle")
+        await handle.signal(AgentWorkflow.stop)
+        final = await handle.result()
+        assert final.state == "stopped"
+        assert host.states[-1].state == "stopped"
+
+
+async def test_continue_as_new_carries_everything(time_skipping_server, task_queue):
+    host = ScriptedHost(inbox=deque(range(1, 8)))
+    host.outcomes.extend([{"cost_usd": 0.1}] * 7)
+    async with agent_loop(time_skipping_server, task_queue, host, turns_per_run=3) as handle:
+        status = await wait_status(handle, lambda s: s.turns_total == 7 and s.state == "idle")
+        assert host.handled == list(range(1, 8))
+        assert status.spend_total_usd == pytest.approx(0.7)
+        assert len({t.session_id for t in host.turns}) == 1
+        runs = {t.turn_id for t in host.turns}
+        assert len(runs) >= 7
+        description = await handle.describe()
+        assert (
+            description.run_id != description.raw_description.workflow_execution_info.first_run_id
+        )
