@@ -30,7 +30,6 @@ from hyperhive.store import messages as message_store
 from hyperhive.store.db import make_engine, migrate
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.rig.hive_process import HiveEnv, HiveProcess
-from tests.rig.ports import free_port
 
 
 @dataclass
@@ -116,7 +115,7 @@ async def start_c0re(
         for name in agents:
             agent_store.register_agent(engine, name, host_id)
         engine.dispose()
-        env = HiveEnv(state, free_port(), 0, 0)
+        env = HiveEnv.fresh(state)
         env.extra.update(
             HIVE_RUN_DIR=str(run_dir),
             HIVE_HOST_ID=host_id,

@@ -151,3 +151,18 @@ def wait_gone(pids: list[int], timeout: float = 30) -> list[int]:
         finally:
             os.close(fd)
     return alive
+
+
+def pids_with_cwd(path: Path) -> list[int]:
+    """Processes working in `path` (an agent's claude and its MCP bridge run in its work dir)."""
+    found = []
+    target = str(path.resolve())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "cwd") == target:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
