@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from hyperhive.store import agents as agent_store
 from tests.fakes.anthropic_api import FakeAnthropic, Text, tool_result_text
 from tests.rig.agent_scripts import (
     Wake,
@@ -53,6 +54,18 @@ async def test_agents_talk_through_the_broker(start_c0re, fake_model: FakeAnthro
         ("b", "a", "pong from b"),
     ]
     assert all(m.delivered_at is not None for m in hive.messages())
+
+    # Every claude event of the turns is in the store, for the agent pages to replay.
+    engine = hive.engine()
+    try:
+        kinds = [e.kind for e in agent_store.turn_events(engine, "b")]
+    finally:
+        engine.dispose()
+    assert kinds[0] == "system" and kinds[-1] == "result"
+    assert "assistant" in kinds and "user" in kinds
+    # Operators find an agent's workflows in the Temporal UI by the HiveAgent search attribute.
+    found = [wf.id async for wf in hive.client.list_workflows("HiveAgent = 'b'")]
+    assert found == ["hive-agent-b"]
 
 
 async def test_a_hundred_messages_across_three_agents_arrive_once_in_order(
