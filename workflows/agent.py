@@ -216,7 +216,7 @@ class AgentWorkflow:
                     initial_interval=timedelta(seconds=2),
                     maximum_interval=timedelta(seconds=60),
                     maximum_attempts=self.limits.max_turn_attempts,
-                    non_retryable_error_types=["BadTurnRequest"],
+                    non_retryable_error_types=["BadTurnRequest", "ClaudeMissing"],
                 ),
             )
             return await self.turn_handle
@@ -361,13 +361,16 @@ class AgentWorkflow:
             return
         cause = err.cause
         detail = str(cause.message if isinstance(cause, ApplicationError) else cause)
+        # Out of attempts (or a failure retrying cannot fix): keep the message for later and
+        # stop here rather than burn through the inbox with the same fault.
+        await self._release_message(turn_id)
         self.s.current_turn_id = ""
         self.s.last_error_class = TurnErrorClass.CRASHED.value
         self.s.last_error = detail
-        await self._record_state(f"turn failed: {detail}")
+        self.s.paused = True
+        self.s.pause_reason = f"turn failed: {detail}"
+        await self._record_state(self.s.pause_reason)
         await self._tell_operator(
-            f"{self.name}'s turn {turn_id} failed after {self.limits.max_turn_attempts} attempts: "
-            f"{detail}. The message it was handling stays delivered to that turn; see the agent's "
-            "page and the workflow history."
+            f"{self.name} is paused: its turn failed ({detail}). The message is back in its "
+            "inbox; fix the cause, then resume the agent to run it again."
         )
-        self.wake = True

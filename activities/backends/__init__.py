@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from activities.backends.base import AgentView, ContainerBackend
+from activities.backends.base import (
+    AgentView,
+    BackendError,
+    BackendErrorKind,
+    ContainerBackend,
+    ContainerSpec,
+    ContainerStatus,
+    Mount,
+)
 from activities.backends.process import ProcessBackend
 from hyperhive.errors import StartupError
 from hyperhive.settings import HiveSettings
 
-__all__ = ["AgentView", "ContainerBackend", "ProcessBackend", "select_backend"]
+__all__ = [
+    "AgentView",
+    "BackendError",
+    "BackendErrorKind",
+    "ContainerBackend",
+    "ContainerSpec",
+    "ContainerStatus",
+    "Mount",
+    "ProcessBackend",
+    "select_backend",
+]
 
 
 def select_backend(settings: HiveSettings) -> ContainerBackend:

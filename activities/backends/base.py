@@ -1,12 +1,15 @@
-"""The container backend interface: how hive-c0re runs things in an agent's container."""
+"""The container backend interface: how hive-c0re makes, runs and removes an agent's container."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
+
+from hyperhive.errors import HiveError
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,50 @@ class AgentView:
     home: str
     work: str
     mcp_socket: str
+
+
+@dataclass(frozen=True)
+class Mount:
+    host: Path
+    container: str
+    writable: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What a container is made from: the agent's applied flake dir and its bind mounts."""
+
+    agent: str
+    flake_dir: Path  # applied/<name>: flake.nix + agent.nix + CLAUDE.md
+    mounts: tuple[Mount, ...] = field(default_factory=tuple)
+
+
+class ContainerStatus(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    ABSENT = "absent"
+
+
+class BackendErrorKind(StrEnum):
+    ALREADY_EXISTS = "already_exists"
+    NOT_FOUND = "not_found"
+    INVALID_NAME = "invalid_name"
+    NAME_TOO_LONG = "name_too_long"
+    BUILD_FAILED = "build_failed"
+    START_FAILED = "start_failed"
+    STOP_FAILED = "stop_failed"
+    UPDATE_FAILED = "update_failed"
+    NOT_RUNNING = "not_running"
+    UNAVAILABLE = "unavailable"
+    FAILED = "failed"
+
+
+class BackendError(HiveError):
+    """A container operation failed. `kind` says how (classified from the backend's output)."""
+
+    def __init__(self, kind: BackendErrorKind, what: str, hint: str = "") -> None:
+        self.kind = kind
+        super().__init__(what, hint)
 
 
 class ContainerBackend(Protocol):
@@ -28,6 +75,28 @@ class ContainerBackend(Protocol):
     def hive_agent_command(self) -> list[str]:
         """How to start `hive-agent` inside the container."""
         ...
+
+    async def create(self, spec: ContainerSpec) -> None:
+        """Make the container (idempotent: an existing one is left as it is)."""
+        ...
+
+    async def start(self, agent: str) -> None:
+        """Start it (idempotent)."""
+        ...
+
+    async def stop(self, agent: str) -> None:
+        """Stop it (idempotent; a missing container is already stopped)."""
+        ...
+
+    async def update(self, spec: ContainerSpec) -> None:
+        """Rebuild it from its flake and reload it if running."""
+        ...
+
+    async def destroy(self, agent: str) -> None:
+        """Remove it (idempotent). Bind-mounted data (repos, credentials, work) survives."""
+        ...
+
+    async def status(self, agent: str) -> ContainerStatus: ...
 
     async def exec(
         self,

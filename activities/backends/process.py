@@ -13,7 +13,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from activities.backends.base import AgentView
+from activities.backends.base import (
+    AgentView,
+    BackendError,
+    BackendErrorKind,
+    ContainerSpec,
+    ContainerStatus,
+)
 from hyperhive.child_process import die_with_parent
 from hyperhive.settings import HiveSettings
 
@@ -43,6 +49,49 @@ class ProcessBackend:
 
     def hive_agent_command(self) -> list[str]:
         return [str(Path(sys.executable).parent / "hive-agent")]
+
+    # There is no container: only whether it counts as made and running, in a small state file.
+
+    def _state_file(self, agent: str) -> Path:
+        return self._settings.state_path / "containers" / f"h-{agent}.process"
+
+    async def create(self, spec: ContainerSpec) -> None:
+        path = self._state_file(spec.agent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.write_text(ContainerStatus.DOWN.value)
+
+    async def start(self, agent: str) -> None:
+        path = self._state_file(agent)
+        if not path.exists():
+            raise BackendError(
+                BackendErrorKind.NOT_FOUND,
+                f"container h-{agent} does not exist",
+                "spawn the agent first",
+            )
+        path.write_text(ContainerStatus.UP.value)
+
+    async def stop(self, agent: str) -> None:
+        path = self._state_file(agent)
+        if path.exists():
+            path.write_text(ContainerStatus.DOWN.value)
+
+    async def update(self, spec: ContainerSpec) -> None:
+        if not self._state_file(spec.agent).exists():
+            raise BackendError(
+                BackendErrorKind.NOT_FOUND,
+                f"container h-{spec.agent} does not exist",
+                "spawn the agent first",
+            )
+
+    async def destroy(self, agent: str) -> None:
+        self._state_file(agent).unlink(missing_ok=True)
+
+    async def status(self, agent: str) -> ContainerStatus:
+        path = self._state_file(agent)
+        return (
+            ContainerStatus(path.read_text().strip()) if path.exists() else ContainerStatus.ABSENT
+        )
 
     async def exec(
         self,

@@ -88,8 +88,9 @@ async def test_401_means_needs_login_without_a_retry_storm(start_c0re, fake_mode
     await hive.send("a", "do something")
     status = await hive.wait_status("a", lambda s: s.state == "needs_login")
     assert status.last_error_class == "needs_login"
-    notices = [m for m in hive.messages("operator") if m.sender == "a"]
-    assert notices and "not logged in" in notices[0].body
+    notice = await hive.operator_recv(wait_seconds=60)
+    assert notice is not None and notice.sender == "a"
+    assert "not logged in" in notice.body
     assert len(_wakes(fake_model, "a", "do something")) == 1, "no retries while logged out"
 
     logged_in.set()

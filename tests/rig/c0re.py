@@ -57,6 +57,17 @@ class RunningC0re:
         result: dict[str, Any] = response.json()
         return result
 
+    async def operator_recv(self, wait_seconds: float = 60) -> Message | None:
+        """Pop the operator's next message, long-polling for it as the dashboard does."""
+        async with httpx.AsyncClient(timeout=wait_seconds + 30) as http:
+            response = await http.post(
+                f"{self.env.dashboard}/api/operator/recv", params={"wait_seconds": wait_seconds}
+            )
+        if response.status_code == 204:
+            return None
+        assert response.status_code == 200, response.text
+        return Message.model_validate(response.json())
+
     def workflow(self, agent: str) -> WorkflowHandle[Any, Any]:
         return self.client.get_workflow_handle(f"hive-agent-{agent}")
 

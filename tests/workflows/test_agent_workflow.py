@@ -238,3 +238,20 @@ async def test_continue_as_new_carries_everything(time_skipping_server, task_que
         assert (
             description.run_id != description.raw_description.workflow_execution_info.first_run_id
         )
+
+
+async def test_a_turn_that_keeps_failing_pauses_and_keeps_its_message(
+    time_skipping_server, task_queue
+):
+    host = ScriptedHost(inbox=deque([21, 22]))
+    missing = ApplicationError("cannot start claude", type="ClaudeMissing", non_retryable=True)
+    host.outcomes.append(missing)
+    async with agent_loop(time_skipping_server, task_queue, host) as handle:
+        status = await wait_status(handle, lambda s: s.state == "paused")
+        assert "cannot start claude" in status.pause_reason
+        assert len(host.turns) == 1, "a non-retryable failure is not retried"
+        assert list(host.inbox) == [21, 22], "the message is kept, at the head"
+        assert any("is paused" in n for n in host.notices)
+        await handle.signal(AgentWorkflow.resume)
+        await wait_status(handle, lambda s: s.turns_total == 2 and s.state == "idle")
+        assert host.handled == [21, 22]
