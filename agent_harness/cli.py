@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+# Standard library only: cheap to import for every command.
+from agent_harness import sandbox_run
 from hyperhive import __version__
 
 
@@ -26,6 +28,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the agent's MCP socket (default: $HIVE_MCP_SOCKET, else /run/hive/mcp.sock)",
     )
+    run = commands.add_parser(
+        "run",
+        usage="hive-agent run [--model-socket PATH] [--port N] -- COMMAND [ARG ...]",
+        help="run a command in a sandbox, with the model API forwarded from a loopback port",
+        description="Listen on 127.0.0.1:PORT, forward each connection to the model proxy's unix "
+        "socket, run COMMAND with stdin/stdout/stderr passed through and exit with its code. "
+        "Used inside network-less sandboxes (bwrap), with ANTHROPIC_BASE_URL pointing at PORT.",
+    )
+    run.add_argument(
+        "--model-socket",
+        metavar="PATH",
+        default=sandbox_run.DEFAULT_MODEL_SOCKET,
+        help="hive-c0re's model proxy for this agent (default: %(default)s)",
+    )
+    run.add_argument(
+        "--port",
+        type=int,
+        default=sandbox_run.DEFAULT_PORT,
+        help="loopback port to listen on (default: %(default)s)",
+    )
+    run.add_argument("argv", nargs="+", metavar="COMMAND", help="the command and its arguments")
     return parser
 
 
@@ -37,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from agent_harness import mcp_bridge
 
         return mcp_bridge.run(args.socket)
+    if args.command == "run":
+        return sandbox_run.run(args.model_socket, args.port, args.argv)
     parser.print_help()
     return 0
 

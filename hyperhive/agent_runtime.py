@@ -8,6 +8,7 @@ import logging
 from sqlalchemy import Engine
 
 from api.mcp_server import AgentMcpSockets
+from api.model_proxy import ModelProxies
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 
@@ -15,10 +16,18 @@ log = logging.getLogger(__name__)
 
 
 class AgentRuntime:
-    def __init__(self, settings: HiveSettings, engine: Engine, sockets: AgentMcpSockets) -> None:
+    def __init__(
+        self,
+        settings: HiveSettings,
+        engine: Engine,
+        sockets: AgentMcpSockets,
+        proxies: ModelProxies | None = None,
+    ) -> None:
         self._settings = settings
         self._engine = engine
         self._sockets = sockets
+        # Sandboxes without a network reach the model API only through these.
+        self._proxies = proxies
 
     def prepare_dirs(self, agent: str) -> None:
         base = self._settings.agent_state_dir(agent)
@@ -30,6 +39,8 @@ class AgentRuntime:
     async def ensure(self, agent: str) -> None:
         await asyncio.to_thread(self.prepare_dirs, agent)
         await self._sockets.start(agent)
+        if self._proxies is not None:
+            await self._proxies.start(agent)
 
     async def ensure_all(self) -> list[str]:
         """Every agent registered in the store gets its socket (at start-up)."""

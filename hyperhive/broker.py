@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Engine
 
 from hyperhive.bus import Bus
-from hyperhive.domain import OPERATOR_NAME, AgentState, InvalidName, check_recipient
+from hyperhive.domain import OPERATOR_NAME, SYSTEM_SENDER, AgentState, InvalidName, check_recipient
 from hyperhive.errors import HiveError
 from hyperhive.models import AgentInfo, Message, SendResult
 from hyperhive.settings import HiveSettings
@@ -202,17 +202,25 @@ class Broker:
         notice must get through). Raises UnknownAgentError / InvalidNameError / EmptyBodyError.
         """
         self._check_name(agent, "agent")
+        return await self._notice(agent, OPERATOR_NAME, body)
+
+    async def system_notice(self, to: str, body: str) -> SendResult:
+        """A notice from hive-c0re itself (sender `hive-c0re`) to an agent or the operator: an
+        approval to decide, a spawn done, a commit deployed. Exempt from rate limits like
+        `notify_operator`."""
+        self._check_name(to, "recipient")
+        return await self._notice(SYSTEM_SENDER, to, body)
+
+    async def _notice(self, sender: str, to: str, body: str) -> SendResult:
         if not isinstance(body, str) or not body.strip():
-            raise EmptyBodyError("the notice to the operator is empty", "Say what happened.")
+            raise EmptyBodyError("the notice is empty", "Say what happened.")
         text = body.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
         limit = self.settings.max_body_bytes
         if len(text.encode("utf-8")) > limit:
             marker = " … (cut)"
             room = max(0, limit - len(marker.encode("utf-8")))
             text = text.encode("utf-8")[:room].decode("utf-8", "ignore") + marker
-        return await asyncio.shield(
-            self._spawn(self._store_and_wake(agent, OPERATOR_NAME, text, None))
-        )
+        return await asyncio.shield(self._spawn(self._store_and_wake(sender, to, text, None)))
 
     async def recv(self, agent: str, wait_seconds: float = 0) -> Message | None:
         """Pop `agent`'s oldest undelivered message; wait up to `wait_seconds` for one.

@@ -14,15 +14,20 @@ from temporalio.worker import Worker
 
 from activities.agents import AgentActivities
 from activities.backends import ContainerBackend, select_backend
+from activities.lifecycle import LifecycleActivities
+from activities.repos import RepoActivities
 from activities.store import StoreActivities
 from activities.turns import TurnActivities
 from api.app import create_app
+from api.manager_tools import extra_tools_for
 from api.mcp_server import AgentMcpSockets
+from api.model_proxy import ModelProxies
 from hyperhive.agent_runtime import AgentRuntime
 from hyperhive.broker import Broker
 from hyperhive.bus import Bus, EventBus
 from hyperhive.errors import StartupError
 from hyperhive.health_check import run_health_check
+from hyperhive.lifecycle import Lifecycle
 from hyperhive.runtime import CoreRuntime
 from hyperhive.settings import HiveSettings
 from hyperhive.store.db import make_engine, migrate
@@ -59,11 +64,20 @@ def bind_listener(host: str, port: int, setting: str) -> socket.socket:
     return sock
 
 
-def build_workers(runtime: CoreRuntime, backend: ContainerBackend, bus: Bus) -> list[Worker]:
+def build_workers(
+    runtime: CoreRuntime,
+    backend: ContainerBackend,
+    bus: Bus,
+    agent_runtime: AgentRuntime,
+    waker: TemporalWaker,
+) -> list[Worker]:
     settings = runtime.settings
     store = StoreActivities(runtime.engine)
     turns = TurnActivities(settings, runtime.engine, bus, backend)
     agents = AgentActivities(runtime.engine, runtime.broker)
+    lifecycle = LifecycleActivities(
+        settings, runtime.engine, runtime.broker, backend, agent_runtime, waker, runtime.client
+    )
     core = Worker(
         runtime.client,
         task_queue=settings.core_task_queue,
@@ -79,6 +93,8 @@ def build_workers(runtime: CoreRuntime, backend: ContainerBackend, bus: Bus) -> 
             turns.release_turn_message,
             agents.set_agent_state,
             agents.notify_operator,
+            *lifecycle.all(),
+            *RepoActivities(settings).all(),
         ],
         # Turns are cancelled at shutdown: their process groups die and Temporal retries them.
         graceful_shutdown_timeout=timedelta(seconds=2),
@@ -100,11 +116,18 @@ async def run_c0re(
         log.info("store ready at schema version %d", version)
         client = await connect(settings)
         bus = EventBus()
-        broker = Broker(engine, bus, TemporalWaker(client, settings), settings)
-        runtime = CoreRuntime(settings=settings, engine=engine, client=client, broker=broker)
+        waker = TemporalWaker(client, settings)
+        broker = Broker(engine, bus, waker, settings)
+        lifecycle = Lifecycle(client, settings, engine)
+        runtime = CoreRuntime(
+            settings=settings, engine=engine, client=client, broker=broker, lifecycle=lifecycle
+        )
         backend = select_backend(settings)
-        sockets = AgentMcpSockets(settings, broker)
-        agents = AgentRuntime(settings, engine, sockets)
+        sockets = AgentMcpSockets(
+            settings, broker, extra_tools_for=extra_tools_for(lifecycle, engine)
+        )
+        proxies = ModelProxies(settings) if getattr(backend, "needs_model_proxy", False) else None
+        agents = AgentRuntime(settings, engine, sockets, proxies)
         server = _QuietServer(
             uvicorn.Config(
                 create_app(runtime),
@@ -113,10 +136,12 @@ async def run_c0re(
                 lifespan="off",
             )
         )
-        workers = build_workers(runtime, backend, bus)
+        workers = build_workers(runtime, backend, bus, agents, waker)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(broker.aclose)
             stack.push_async_callback(sockets.stop_all)
+            if proxies is not None:
+                stack.push_async_callback(proxies.stop_all)
             for worker in workers:
                 await stack.enter_async_context(worker)
             runtime.workers_running = True
@@ -124,6 +149,9 @@ async def run_c0re(
             # Whatever was pending when the last hive-c0re stopped is delivered now.
             woken = await broker.drain_pending()
             log.info("%d agents registered; woke %s", len(registered), woken or "none")
+            if settings.create_manager:
+                await lifecycle.ensure_manager()
+            await lifecycle.ensure_auto_update()
             serving = asyncio.create_task(server.serve(sockets=[listener]), name="dashboard")
             try:
                 result = await run_health_check(client, settings, within=READY_CHECK_TIMEOUT)

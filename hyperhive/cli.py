@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from hyperhive import __version__
+from hyperhive.cli_lifecycle import add_commands
+from hyperhive.errors import HiveError
 from hyperhive.settings import HiveSettings
 
 
@@ -93,12 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("settings", help="print the effective settings")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=_cmd_settings)
+
+    add_commands(commands, load_settings)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except HiveError as e:
+        print(f"hive: {e}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -14,6 +14,8 @@ from pydantic import AfterValidator
 
 MANAGER_NAME = "hm1nd"
 OPERATOR_NAME = "operator"
+# hive-c0re itself, as the sender of its notices (approvals, spawns, deploys).
+SYSTEM_SENDER = "hive-c0re"
 
 # nixos-container refuses names over 11 characters; `h-` leaves 9 for the agent.
 AGENT_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,8}$")
@@ -41,6 +43,8 @@ def check_agent_name(name: str) -> str:
         )
     if name == OPERATOR_NAME:
         raise InvalidName(f"{OPERATOR_NAME!r} is reserved for the human operator")
+    if name == SYSTEM_SENDER:
+        raise InvalidName(f"{SYSTEM_SENDER!r} is reserved for hyperhive's own notices")
     return name
 
 

@@ -50,6 +50,9 @@ class AgentInfo(BaseModel):
     status_text: str = ""
     pending: int = 0
     is_manager: bool = False
+    container_status: str = "absent"
+    deployed_sha: str | None = None
+    hyperhive_rev: str | None = None
 
 
 class AgentLimits(BaseModel):
@@ -140,3 +143,103 @@ class OperatorNotice(BaseModel):
 
     agent: str
     body: str
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+
+
+class Decision(BaseModel):
+    """The `decide` signal of an approval workflow (dashboard, `hive approve`, temporal CLI)."""
+
+    approved: bool
+    by: str = "operator"
+    note: str = ""
+
+
+class ApprovalTiming(BaseModel):
+    expire_after_s: float = 7 * 24 * 3600.0
+    remind_every_s: float = 24 * 3600.0
+
+
+class SpawnRequest(BaseModel):
+    name: str
+    host_task_queue: str = "hive-host-local"
+    purpose: str = ""
+    requester: str = "operator"
+    # hm1nd itself is created at start-up without an approval.
+    preapproved: bool = False
+    timing: ApprovalTiming = ApprovalTiming()
+
+
+class ApplyRequest(BaseModel):
+    name: str
+    host_task_queue: str = "hive-host-local"
+    sha: str  # full 40-hex sha, resolved before the workflow starts
+    description: str = ""
+    requester: str = "hm1nd"
+    timing: ApprovalTiming = ApprovalTiming()
+
+
+class KillRequest(BaseModel):
+    name: str
+    host_task_queue: str = "hive-host-local"
+    destroy: bool = False
+    by: str = "operator"
+
+
+class StartRequest(BaseModel):
+    name: str
+    host_task_queue: str = "hive-host-local"
+    restart: bool = False
+    by: str = "operator"
+
+
+class NewApproval(BaseModel):
+    kind: str
+    agent: str
+    requester: str
+    description: str
+    workflow_id: str
+    diff: str = ""
+    expires_at: datetime | None = None
+
+
+class ApprovalUpdate(BaseModel):
+    approval_id: int
+    status: str
+    by: str | None = None
+    note: str = ""
+
+
+class AgentMessage(BaseModel):
+    """A notice from hive-c0re to an agent or the operator (sender: who it is about/for)."""
+
+    sender: str
+    to: str
+    body: str
+
+
+class LifecycleOutcome(BaseModel):
+    """What a lifecycle workflow ended with (also its result in the Temporal UI)."""
+
+    status: str  # approved/denied/failed/expired/done
+    approval_id: int | None = None
+    detail: str = ""
+    deployed_sha: str | None = None
+
+
+class AutoUpdateRequest(BaseModel):
+    host_task_queue: str = "hive-host-local"
+    concurrency: int = 4
+
+
+class DeployedRecord(BaseModel):
+    name: str
+    sha: str | None = None
+    hyperhive_rev: str | None = None
+
+
+class AutoUpdateResult(BaseModel):
+    updated: list[str] = []
+    failed: dict[str, str] = {}
+    current_rev: str = ""

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 
 from hyperhive.broker import Broker
+from hyperhive.lifecycle import Lifecycle
 from hyperhive.settings import HiveSettings
 
 
@@ -18,5 +19,6 @@ class CoreRuntime:
     engine: Engine
     client: Client
     broker: Broker
+    lifecycle: Lifecycle
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     workers_running: bool = False

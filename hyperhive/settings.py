@@ -13,9 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ContainerBackendName = Literal["auto", "nixos", "bwrap", "process"]
 
-# AF_UNIX paths are limited to 108 bytes including the NUL; `agents/<9 chars>/mcp.sock` is 25.
+# AF_UNIX paths are limited to 108 bytes including the NUL; `/agents/<9 chars>/model.sock` is 28.
 UNIX_SOCKET_PATH_MAX = 107
-LONGEST_AGENT_SOCKET_SUFFIX = len("/agents/") + 9 + len("/mcp.sock")
+LONGEST_AGENT_SOCKET_SUFFIX = len("/agents/") + 9 + len("/model.sock")
 
 
 class HiveSettings(BaseSettings):
@@ -121,6 +121,21 @@ class HiveSettings(BaseSettings):
         default=20.0,
         gt=0,
         description="Spend budget per agent per UTC day (USD); crossing it pauses the agent.",
+    )
+
+    approval_expire_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="A pending approval expires after this long."
+    )
+    approval_remind_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="Remind the operator of a pending approval this often.",
+    )
+    auto_update_interval_s: float = Field(
+        default=3600.0, gt=0, description="How often the hive-auto-update schedule runs."
+    )
+    create_manager: bool = Field(
+        default=True, description="Create hm1nd at start-up when it does not exist."
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(

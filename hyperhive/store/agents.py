@@ -84,6 +84,9 @@ def _agent_query() -> sa.Select[Any]:
         AGENTS.c.name,
         AGENTS.c.state,
         AGENTS.c.status_text,
+        AGENTS.c.container_status,
+        AGENTS.c.deployed_sha,
+        AGENTS.c.hyperhive_rev,
         _pending_subquery().label("pending"),
     )
 
@@ -95,6 +98,9 @@ def _info(row: sa.Row[Any]) -> AgentInfo:
         status_text=row.status_text,
         pending=int(row.pending),
         is_manager=row.name == MANAGER_NAME,
+        container_status=row.container_status,
+        deployed_sha=row.deployed_sha,
+        hyperhive_rev=row.hyperhive_rev,
     )
 
 
@@ -162,6 +168,23 @@ def set_agent_state(
     if state == AgentState.STOPPED:
         values["wake_pending"] = False
     _update_agent(engine, name, **values)
+
+
+def set_container_status(engine: Engine, name: str, status: str) -> None:
+    _update_agent(engine, name, container_status=status)
+
+
+def set_deployed(
+    engine: Engine, name: str, *, sha: str | None = None, hyperhive_rev: str | None = None
+) -> None:
+    """Record what the container now runs: its applied config sha and/or hyperhive revision."""
+    values: dict[str, Any] = {}
+    if sha is not None:
+        values["deployed_sha"] = sha
+    if hyperhive_rev is not None:
+        values["hyperhive_rev"] = hyperhive_rev
+    if values:
+        _update_agent(engine, name, **values)
 
 
 def set_status_text(engine: Engine, name: str, text: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from hyperhive.domain import OPERATOR_NAME, AgentState
+from hyperhive.domain import OPERATOR_NAME, SYSTEM_SENDER, AgentState
 from hyperhive.models import Message
 from hyperhive.store.agents import AGENTS, MESSAGES, NoSuchAgent
 from hyperhive.store.db import begin
@@ -101,7 +101,9 @@ def insert_message_counted(
 
 def _insert(conn: Connection, sender: str, recipient: str, body: str) -> tuple[Message, bool]:
     now = utcnow()
-    if sender != OPERATOR_NAME and conn.execute(_SENDER_EXISTS, {"sender": sender}).first() is None:
+    if sender not in (OPERATOR_NAME, SYSTEM_SENDER) and (
+        conn.execute(_SENDER_EXISTS, {"sender": sender}).first() is None
+    ):
         raise NoSuchAgent(sender)
     wake = False
     if recipient != OPERATOR_NAME:

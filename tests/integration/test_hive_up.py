@@ -130,7 +130,7 @@ async def test_up_with_an_external_cluster_starts_no_server(tmp_path: Path, dev_
     hive = HiveProcess(env, "up")
     try:
         hive.wait_ready()
-        assert pids_mentioning(str(env.state_dir)) == []
+        assert pids_mentioning(f"--db-filename {env.state_dir}") == []
         async with httpx.AsyncClient(timeout=30) as http:
             body = (await http.get(f"{env.dashboard}/health", params={"deep": "true"})).json()
         assert body["status"] == "ok"

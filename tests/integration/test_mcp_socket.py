@@ -7,7 +7,6 @@ Everything runs over a real Broker on a real SQLite store; the waker only record
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import socket
@@ -22,10 +21,8 @@ from typing import Any
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult, TextContent
 
 from api.mcp_server import AgentMcpSockets, McpSocketError, hive_tool
 from hyperhive.broker import Broker
@@ -34,6 +31,7 @@ from hyperhive.settings import HiveSettings
 from tests.fakes.anthropic_api import FakeAnthropic, Text, ToolUse, tool_result_text
 from tests.fakes.fixtures import REPO_ROOT, run_claude
 from tests.rig.broker import RecordingWaker
+from tests.rig.mcp_client import text_of, uds_client
 
 pytestmark = pytest.mark.integration
 
@@ -53,25 +51,8 @@ async def sockets(hive_settings: HiveSettings, broker: Broker) -> AsyncIterator[
     await served.stop_all()
 
 
-@contextlib.asynccontextmanager
-async def uds_client(path: Path) -> AsyncIterator[Client]:
-    """An MCP client straight to a unix socket (what the bridge does, without the bridge)."""
-    async with (
-        httpx2.AsyncClient(transport=httpx2.AsyncHTTPTransport(uds=str(path))) as http,
-        Client(streamable_http_client("http://localhost/mcp", http_client=http)) as client,
-    ):
-        yield client
-
-
 def bridge(path: Path | str) -> StdioServerParameters:
     return StdioServerParameters(command=str(HIVE_AGENT), args=["mcp", "--socket", str(path)])
-
-
-def text_of(result: CallToolResult) -> str:
-    assert len(result.content) == 1, result
-    block = result.content[0]
-    assert isinstance(block, TextContent), result
-    return block.text
 
 
 def dump_tools(tools: list[Any]) -> list[dict[str, Any]]:

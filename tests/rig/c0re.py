@@ -137,6 +137,7 @@ async def start_c0re(
                 {"ANTHROPIC_BASE_URL": fake_model.base_url, "ANTHROPIC_API_KEY": "dummy"}
             ),
             HIVE_LOG_LEVEL="info",
+            HIVE_CREATE_MANAGER="false",
         )
         env.extra.update({f"HIVE_{k.upper()}": v for k, v in settings.items()})
         process = HiveProcess(env, "c0re")
@@ -149,8 +150,13 @@ async def start_c0re(
 
     for running in started:
         running.process.kill()
-        # Workflows outlive the process: end them so the next test's agents start afresh.
-        for name in running.agents:
-            with contextlib.suppress(RPCError):
-                await running.workflow(name).terminate("test over")
+        # Shown by pytest when the test failed: the daemon's own account of what happened.
+        print(f"--- hive c0re output ---\n{running.process.output()[-8000:]}")
+    # Workflows and the schedule outlive the process: end them so the next test starts afresh.
+    client = dev_server.client
+    with contextlib.suppress(RPCError):
+        await client.get_schedule_handle("hive-auto-update").delete()
+    async for wf in client.list_workflows("ExecutionStatus = 'Running'"):
+        with contextlib.suppress(RPCError):
+            await client.get_workflow_handle(wf.id, run_id=wf.run_id).terminate("test over")
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -70,5 +70,7 @@ def test_readme_documents_every_setting_with_its_default() -> None:
         var = f"HIVE_{name.upper()}"
         assert var in table, f"README's configuration table lacks {var}"
         default = field.default
+        if isinstance(default, bool):
+            default = str(default).lower()
         if isinstance(default, str | int) and default not in ("", None):
             assert f"`{default}`" in table[var], f"README gives the wrong default for {var}"

@@ -7,6 +7,7 @@ turn id gets the same message back) and answers run_turn from a script of outcom
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,7 @@ import pytest
 from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -109,10 +111,17 @@ async def agent_loop(
             task_queue=task_queue,
         )
         # Unpinned to a run: queries follow the workflow across continue-as-new.
-        yield env.client.get_workflow_handle_for(AgentWorkflow.run, handle.id)
+        latest = env.client.get_workflow_handle_for(AgentWorkflow.run, handle.id)
+        try:
+            yield latest
+        finally:
+            # A loop left running would hold an activity open on the shared time-skipping
+            # server, and time stops skipping for every later test.
+            with contextlib.suppress(RPCError):
+                await latest.terminate("test over")
 
 
-async def wait_status(handle, check, timeout: float = 30):
+async def wait_status(handle, check, timeout: float = 90):
     async def poll():
         while True:
             status = await handle.query(AgentWorkflow.status)

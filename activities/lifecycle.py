@@ -1,0 +1,203 @@
+"""Host activities of the lifecycle workflows: approvals, notices, containers, registration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import Engine
+from temporalio import activity
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.backends import (
+    BackendError,
+    BackendErrorKind,
+    ContainerBackend,
+    ContainerSpec,
+    ContainerStatus,
+)
+from activities.backends.mounts import agent_mounts
+from hyperhive import config_repo
+from hyperhive.agent_runtime import AgentRuntime
+from hyperhive.broker import Broker
+from hyperhive.domain import ApprovalStatus
+from hyperhive.models import AgentMessage, ApprovalUpdate, DeployedRecord, NewApproval
+from hyperhive.settings import HiveSettings
+from hyperhive.store import agents as agent_store
+from hyperhive.store import approvals as approval_store
+from hyperhive.waker import agent_workflow_id
+
+log = logging.getLogger(__name__)
+
+# Retrying cannot fix these: the workflow should clean up and report instead.
+PERMANENT = {
+    BackendErrorKind.INVALID_NAME,
+    BackendErrorKind.NAME_TOO_LONG,
+    BackendErrorKind.BUILD_FAILED,
+    BackendErrorKind.UNAVAILABLE,
+}
+
+
+def _as_activity_error(err: BackendError) -> ApplicationError:
+    permanent = err.kind in PERMANENT
+    return ApplicationError(
+        str(err),
+        err.kind.value,
+        type="BackendError:permanent" if permanent else "BackendError",
+        non_retryable=permanent,
+    )
+
+
+class LifecycleActivities:
+    def __init__(
+        self,
+        settings: HiveSettings,
+        engine: Engine,
+        broker: Broker,
+        backend: ContainerBackend,
+        agents: AgentRuntime,
+        wake: Callable[[str], Awaitable[None]],
+        client: Client,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._engine = engine
+        self._broker = broker
+        self._backend = backend
+        self._agents = agents
+        self._wake = wake
+
+    async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, self._engine, *args, **kwargs)
+
+    # -- approvals and notices ------------------------------------------------------------------
+
+    @activity.defn(name="create_approval")
+    async def create_approval(self, new: NewApproval) -> int:
+        approval_id: int = await self._db(approval_store.create_approval, new)
+        return approval_id
+
+    @activity.defn(name="update_approval")
+    async def update_approval(self, update: ApprovalUpdate) -> None:
+        await self._db(
+            approval_store.set_approval_status,
+            update.approval_id,
+            ApprovalStatus(update.status),
+            by=update.by,
+            note=update.note,
+        )
+
+    @activity.defn(name="send_notice")
+    async def send_notice(self, notice: AgentMessage) -> None:
+        await self._broker.system_notice(notice.to, notice.body)
+
+    # -- registration ---------------------------------------------------------------------------
+
+    @activity.defn(name="prepare_agent")
+    async def prepare_agent(self, name: str) -> None:
+        await self._db(agent_store.register_agent, name, self._settings.host_id)
+        await self._agents.ensure(name)
+
+    @activity.defn(name="wake_agent")
+    async def wake_agent(self, name: str) -> None:
+        await self._wake(name)
+
+    @activity.defn(name="stop_agent_loop")
+    async def stop_agent_loop(self, name: str) -> None:
+        """Signal the turn loop to stop and wait until it has: a start right after a kill must
+        not reach a run that is still finishing (its wake-up would be lost)."""
+        handle = self._client.get_workflow_handle(agent_workflow_id(name))
+        try:
+            await handle.signal("stop")
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return  # not running: nothing to stop
+            raise
+        waiting = asyncio.create_task(handle.result())
+        while not waiting.done():
+            activity.heartbeat()
+            await asyncio.wait({waiting}, timeout=1.0)
+        with contextlib.suppress(WorkflowFailureError):
+            waiting.result()
+
+    @activity.defn(name="record_deployed")
+    async def record_deployed(self, record: DeployedRecord) -> None:
+        state = self._settings.state_path
+        sha = record.sha or await asyncio.to_thread(config_repo.proposed_head, state, record.name)
+        rev = record.hyperhive_rev or await asyncio.to_thread(
+            config_repo.recorded_rev, state, record.name
+        )
+        await self._db(agent_store.set_deployed, record.name, sha=sha, hyperhive_rev=rev)
+
+    @activity.defn(name="hyperhive_revision")
+    async def hyperhive_revision(self) -> str:
+        return config_repo.hyperhive_revision()
+
+    @activity.defn(name="stale_agents")
+    async def stale_agents(self, rev: str) -> list[str]:
+        agents = await self._db(agent_store.list_agents)
+        return [
+            a.name
+            for a in agents
+            if a.container_status != ContainerStatus.ABSENT.value and a.hyperhive_rev != rev
+        ]
+
+    # -- containers -----------------------------------------------------------------------------
+
+    def _spec(self, name: str) -> ContainerSpec:
+        return ContainerSpec(
+            agent=name,
+            flake_dir=self._settings.state_path / "applied" / name,
+            mounts=agent_mounts(self._settings, name),
+        )
+
+    async def _container(self, name: str, op: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await op()
+        except BackendError as err:
+            raise _as_activity_error(err) from err
+        status = await self._backend.status(name)
+        await self._db(agent_store.set_container_status, name, status.value)
+
+    @activity.defn(name="container_create")
+    async def container_create(self, name: str) -> None:
+        await self._container(name, lambda: self._backend.create(self._spec(name)))
+
+    @activity.defn(name="container_start")
+    async def container_start(self, name: str) -> None:
+        await self._container(name, lambda: self._backend.start(name))
+
+    @activity.defn(name="container_stop")
+    async def container_stop(self, name: str) -> None:
+        await self._container(name, lambda: self._backend.stop(name))
+
+    @activity.defn(name="container_update")
+    async def container_update(self, name: str) -> None:
+        await self._container(name, lambda: self._backend.update(self._spec(name)))
+
+    @activity.defn(name="container_destroy")
+    async def container_destroy(self, name: str) -> None:
+        await self._container(name, lambda: self._backend.destroy(name))
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            self.create_approval,
+            self.update_approval,
+            self.send_notice,
+            self.prepare_agent,
+            self.wake_agent,
+            self.stop_agent_loop,
+            self.record_deployed,
+            self.hyperhive_revision,
+            self.stale_agents,
+            self.container_create,
+            self.container_start,
+            self.container_stop,
+            self.container_update,
+            self.container_destroy,
+        ]

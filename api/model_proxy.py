@@ -1,0 +1,488 @@
+"""Each sandboxed agent's only way out: a reverse proxy to the model API on a unix socket.
+
+A bwrap sandbox shares no network with the host (`--unshare-all`: only its own loopback), so
+claude inside cannot reach the model API, and nothing else on the host either (DESIGN §1). For
+each agent hive-c0re serves this proxy on `<run>/agents/<name>/model.sock`, which the sandbox sees
+at /run/hive/model.sock; inside, `hive-agent run` (agent_harness.sandbox_run) forwards
+127.0.0.1:PORT to it and claude runs with `ANTHROPIC_BASE_URL=http://127.0.0.1:PORT`.
+
+What passes: `GET`/`HEAD /` (claude's probe) and `/v1/…` (messages, count_tokens, models, …),
+forwarded to the upstream, `settings.agent_extra_env["ANTHROPIC_BASE_URL"]` or
+https://api.anthropic.com (a path in it is kept as a prefix). Request headers go through as sent
+(x-api-key, authorization, anthropic-*) minus hop-by-hop ones and Host; the response's status,
+headers and body come back unchanged and unbuffered (SSE streams chunk by chunk, compressed
+bodies as they are). Upstream errors are the upstream's statuses and bodies; when the upstream
+cannot be reached the proxy answers 502 (504 on a timeout) with an Anthropic-style error body.
+Anything else gets 404 (or 405 for an odd method): the socket is not a way to the host's other
+services.
+
+The HTTP client honours hive-c0re's HTTPS_PROXY/NO_PROXY environment (trust_env) and the system's
+trust store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import json
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import uvicorn
+
+from hyperhive.domain import check_agent_name
+from hyperhive.errors import HiveError
+from hyperhive.settings import HiveSettings
+
+log = logging.getLogger(__name__)
+
+MODEL_SOCKET_NAME = "model.sock"
+DEFAULT_UPSTREAM = "https://api.anthropic.com"
+# Same permissions as the MCP socket next to it (api.mcp_server).
+SOCKET_MODE = 0o660
+RUN_DIR_MODE = 0o700
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+GRACEFUL_SHUTDOWN_S = 2
+# claude bounds one API request itself (API_TIMEOUT_MS, 10 min by default); stay above it.
+UPSTREAM_TIMEOUT = httpx2.Timeout(connect=15.0, read=900.0, write=120.0, pool=30.0)
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+FORWARDED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+# RFC 9110 §7.6.1 plus the usual non-standard ones; never forwarded in either direction.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Set again by the client for the upstream request.
+REQUEST_DROPPED = HOP_BY_HOP | {"host", "content-length"}
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class ModelProxyError(HiveError):
+    """An agent's model proxy socket cannot be served."""
+
+
+def model_socket_path(settings: HiveSettings, agent: str) -> Path:
+    return settings.agent_run_dir(agent) / MODEL_SOCKET_NAME
+
+
+def upstream_url(settings: HiveSettings) -> str:
+    return settings.agent_extra_env.get("ANTHROPIC_BASE_URL") or DEFAULT_UPSTREAM
+
+
+def is_model_path(path: str) -> bool:
+    """`/` and `/v1/…`, with no `.` or `..` segments (the path as decoded by the server)."""
+    if path == "/":
+        return True
+    if not path.startswith("/v1/"):
+        return False
+    return not any(segment in (".", "..") for segment in path.split("/"))
+
+
+def _error_body(status: int, kind: str, message: str) -> tuple[int, bytes]:
+    body = {"type": "error", "error": {"type": kind, "message": f"hive model proxy: {message}"}}
+    return status, json.dumps(body).encode()
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class ModelProxyApp:
+    """The ASGI app of one agent's proxy (a raw ASGI app: nothing may buffer the stream)."""
+
+    def __init__(self, agent: str, upstream: str, client: httpx2.AsyncClient) -> None:
+        self.agent = agent
+        self.upstream = upstream.rstrip("/")
+        self.client = client
+        self.started = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.started.set()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        path: str = scope["path"]
+        if not is_model_path(path):
+            await _respond(
+                send,
+                *_error_body(
+                    404,
+                    "not_found_error",
+                    f"{method} {path} is not forwarded: only the model API (/ and /v1/…) is",
+                ),
+            )
+            return
+        if method not in (("GET", "HEAD") if path == "/" else FORWARDED_METHODS):
+            await _respond(
+                send, *_error_body(405, "invalid_request_error", f"method {method} not allowed")
+            )
+            return
+        try:
+            body = await _read_body(receive)
+        except _TooLarge:
+            await _respond(
+                send,
+                *_error_body(413, "request_too_large", f"request over {MAX_REQUEST_BYTES} bytes"),
+            )
+            return
+        except _Disconnected:
+            return
+        raw_path: bytes = scope.get("raw_path") or path.encode()
+        url = self.upstream + raw_path.decode("latin-1")
+        if scope.get("query_string"):
+            url += "?" + scope["query_string"].decode("latin-1")
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        dropped = REQUEST_DROPPED | _connection_tokens(raw_headers)
+        headers = [
+            (name, value)
+            for name, value in raw_headers
+            if name.decode("latin-1").lower() not in dropped
+        ]
+        request = self.client.build_request(method, url, headers=headers, content=body)
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx2.TimeoutException as e:
+            log.warning("model proxy for %s: upstream %s timed out: %r", self.agent, url, e)
+            await _respond(
+                send, *_error_body(504, "api_error", f"the model API timed out ({self.upstream})")
+            )
+            return
+        except httpx2.HTTPError as e:
+            log.warning("model proxy for %s: upstream %s failed: %r", self.agent, url, e)
+            await _respond(
+                send,
+                *_error_body(
+                    502, "api_error", f"cannot reach the model API at {self.upstream}: {e}"
+                ),
+            )
+            return
+        try:
+            await _until_disconnected(receive, _relay(response, send, head=method == "HEAD"))
+        finally:
+            await response.aclose()
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[str]:
+    """Header names a `Connection` header declares hop-by-hop (RFC 9110 §7.6.1)."""
+    return {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == b"connection"
+        for token in value.decode("latin-1").split(",")
+        if token.strip()
+    }
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _relay(response: httpx2.Response, send: Send, *, head: bool) -> None:
+    """The upstream's status, headers and raw body, each chunk sent as soon as it arrives."""
+    dropped = HOP_BY_HOP | _connection_tokens(response.headers.raw)
+    headers = [
+        (name, value)
+        for name, value in response.headers.raw
+        if name.decode("latin-1").lower() not in dropped
+    ]
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    if not head:
+        # A broken upstream stream raises here, after the headers: the server then drops the
+        # connection, so the client sees a truncated response, never a falsely complete one.
+        async for chunk in response.aiter_raw():
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _until_disconnected(receive: Receive, work: Awaitable[None]) -> None:
+    """Run `work`, cancelling it if the client goes away (then the upstream request is closed)."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+        await asyncio.gather(task, watcher, return_exceptions=True)
+    if not task.cancelled():
+        task.result()  # the relay's own failure, if any
+
+
+async def _respond(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: hive-c0re decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class _Served:
+    agent: str
+    path: Path
+    inode: int
+    server: _QuietServer
+    task: asyncio.Task[None]
+    client: httpx2.AsyncClient
+
+
+class ModelProxies:
+    """One model proxy per agent, each on `<settings.agent_run_dir(agent)>/model.sock`.
+
+    Started for the agents of a backend whose sandboxes have no network (`needs_model_proxy`);
+    `start` is idempotent, `stop`/`stop_all` remove the sockets.
+    """
+
+    def __init__(self, settings: HiveSettings, *, upstream: str | None = None) -> None:
+        self.settings = settings
+        self.upstream = upstream or upstream_url(settings)
+        self._served: dict[str, _Served] = {}
+        self._lock = asyncio.Lock()
+
+    def running(self) -> set[str]:
+        return {name for name, s in self._served.items() if not s.task.done()}
+
+    def socket_path(self, agent: str) -> Path:
+        return model_socket_path(self.settings, agent)
+
+    async def start(self, agent: str) -> Path:
+        """Serve `agent`'s proxy (a no-op if it is served already); returns the socket path."""
+        check_agent_name(agent)
+        async with self._lock:
+            current = self._served.get(agent)
+            if current is not None and not current.task.done():
+                return current.path
+            if current is not None:  # it died: clean up, then serve afresh
+                await self._stop(agent)
+            served = await self._start(agent)
+            self._served[agent] = served
+            return served.path
+
+    async def stop(self, agent: str) -> None:
+        """Stop serving `agent`'s proxy and remove its socket (a no-op if not served)."""
+        async with self._lock:
+            await self._stop(agent)
+
+    async def stop_all(self) -> None:
+        async with self._lock:
+            await asyncio.gather(*(self._stop(agent) for agent in list(self._served)))
+
+    # -- internals --
+
+    async def _start(self, agent: str) -> _Served:
+        path = self.socket_path(agent)
+        sock = _bind_socket(path, agent)
+        inode = os.stat(path).st_ino
+        client = httpx2.AsyncClient(timeout=UPSTREAM_TIMEOUT, follow_redirects=False)
+        # Only the agent's own headers go upstream: no user-agent/accept-encoding of ours.
+        client.headers.clear()
+        app = ModelProxyApp(agent, self.upstream, client)
+        server = _QuietServer(
+            uvicorn.Config(
+                app,
+                lifespan="on",
+                log_level="warning",
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                date_header=False,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            )
+        )
+        task = asyncio.create_task(_serve(server, sock, path), name=f"model-proxy-{agent}")
+        served = _Served(agent, path, inode, server, task, client)
+        waiting = asyncio.create_task(app.started.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {task, waiting}, timeout=START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+            )
+        except BaseException:  # cancelled while starting: leave nothing behind
+            await self._shutdown(served)
+            raise
+        finally:
+            waiting.cancel()
+        if task in done or not done:
+            await self._shutdown(served)
+            failure = task.exception() if task in done else None
+            raise ModelProxyError(
+                f"the model proxy for {agent} on {path} "
+                + (f"failed to start: {failure}" if failure else "did not start in time"),
+                "see hive-c0re's log",
+            ) from failure
+        task.add_done_callback(functools.partial(_log_unexpected_end, agent))
+        log.info("model proxy for %s listening on %s → %s", agent, path, self.upstream)
+        return served
+
+    async def _stop(self, agent: str) -> None:
+        served = self._served.pop(agent, None)
+        if served is not None:
+            await self._shutdown(served)
+            log.info("model proxy for %s stopped", agent)
+
+    async def _shutdown(self, served: _Served) -> None:
+        served.server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(served.task), STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("model proxy for %s did not stop in time: cancelling it", served.agent)
+            served.server.force_exit = True
+            served.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await served.task
+        except Exception as e:
+            log.debug("model proxy for %s ended with %r", served.agent, e)
+        await served.client.aclose()
+        _remove_socket(served.path, served.inode)
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket, path: Path) -> None:
+    try:
+        await server.serve(sockets=[sock])
+    except SystemExit:
+        raise ModelProxyError(f"the model proxy on {path} failed its startup") from None
+    finally:
+        sock.close()
+
+
+def _log_unexpected_end(agent: str, task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    if (exc := task.exception()) is not None:
+        log.error("model proxy for %s failed: %s", agent, exc, exc_info=exc)
+
+
+def _bind_socket(path: Path, agent: str) -> socket.socket:
+    """A listening unix socket at `path` (mode 0660) in a directory made 0700 if it is new."""
+    try:
+        path.parent.mkdir(parents=True, mode=RUN_DIR_MODE, exist_ok=True)
+    except OSError as e:
+        raise ModelProxyError(
+            f"cannot create {path.parent} for {agent}'s model proxy: {e.strerror}",
+            "check the permissions of HIVE_RUN_DIR (or set it to a writable directory)",
+        ) from e
+    _clear_stale_socket(path, agent)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(os.fspath(path))
+        os.chmod(path, SOCKET_MODE)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        raise ModelProxyError(
+            f"cannot listen on {path} for {agent}'s model proxy: {e.strerror or e}",
+            "unix socket paths are limited to 107 bytes: use a shorter HIVE_RUN_DIR"
+            if "too long" in str(e)
+            else "check the permissions of HIVE_RUN_DIR",
+        ) from e
+    return sock
+
+
+def _clear_stale_socket(path: Path, agent: str) -> None:
+    """Remove a socket file left by a process that is gone; refuse one that still answers."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ModelProxyError(
+            f"{path} exists and is not a socket, so {agent}'s model proxy cannot be served there",
+            f"move {path} away",
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        result = probe.connect_ex(os.fspath(path))
+    finally:
+        probe.close()
+    if result in (0, errno.EAGAIN, errno.EINPROGRESS):
+        raise ModelProxyError(
+            f"another process is serving {path} ({agent}'s model proxy)",
+            "stop the other hive-c0re using this run directory, or set HIVE_RUN_DIR",
+        )
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    log.info("removed stale model proxy socket %s", path)
+
+
+def _remove_socket(path: Path, inode: int) -> None:
+    """Remove the socket file, unless it is no longer the one we bound."""
+    try:
+        if os.lstat(path).st_ino == inode:
+            path.unlink()
+    except FileNotFoundError:
+        pass

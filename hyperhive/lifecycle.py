@@ -1,0 +1,234 @@
+"""Starting lifecycle workflows and deciding approvals: what the manager's tools, the CLI and
+the dashboard call. Every operator path ends in the same `decide` signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlalchemy import Engine
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    WorkflowExecutionStatus,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from hyperhive import config_repo
+from hyperhive.domain import MANAGER_NAME, ApprovalStatus, InvalidName, check_agent_name
+from hyperhive.errors import HiveError
+from hyperhive.models import (
+    ApplyRequest,
+    ApprovalTiming,
+    AutoUpdateRequest,
+    Decision,
+    KillRequest,
+    LifecycleOutcome,
+    SpawnRequest,
+    StartRequest,
+)
+from hyperhive.settings import HiveSettings
+from hyperhive.store import agents as agent_store
+from hyperhive.store import approvals as approval_store
+
+log = logging.getLogger(__name__)
+
+AUTO_UPDATE_SCHEDULE = "hive-auto-update"
+
+
+class LifecycleError(HiveError):
+    """A refused lifecycle request; nothing was started."""
+
+
+class Lifecycle:
+    def __init__(self, client: Client, settings: HiveSettings, engine: Engine) -> None:
+        self._client = client
+        self._settings = settings
+        self._engine = engine
+
+    def _timing(self) -> ApprovalTiming:
+        return ApprovalTiming(
+            expire_after_s=self._settings.approval_expire_s,
+            remind_every_s=self._settings.approval_remind_s,
+        )
+
+    async def _known(self, name: str) -> bool:
+        return await asyncio.to_thread(agent_store.get_agent, self._engine, name) is not None
+
+    async def request_spawn(self, name: str, purpose: str, *, requester: str) -> str:
+        """Start SpawnWorkflow (waiting for approval); returns its workflow id."""
+        try:
+            check_agent_name(name)
+        except InvalidName as e:
+            raise LifecycleError(str(e), "pick another name") from None
+        if name == MANAGER_NAME or await self._known(name):
+            raise LifecycleError(f"an agent named {name!r} already exists", "pick another name")
+        if not purpose.strip():
+            raise LifecycleError("the purpose is empty", "say what the new agent is for")
+        workflow_id = f"hive-spawn-{name}"
+        try:
+            await self._client.start_workflow(
+                "SpawnWorkflow",
+                SpawnRequest(
+                    name=name,
+                    purpose=purpose.strip(),
+                    requester=requester,
+                    host_task_queue=self._settings.host_task_queue,
+                    timing=self._timing(),
+                ),
+                id=workflow_id,
+                task_queue=self._settings.core_task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            )
+        except WorkflowAlreadyStartedError:
+            raise LifecycleError(
+                f"a spawn of {name} is already waiting for approval", "wait for the operator"
+            ) from None
+        return workflow_id
+
+    async def ensure_manager(self) -> None:
+        """hm1nd exists from the first start-up on, without an approval."""
+        if await self._known(MANAGER_NAME):
+            return
+        await self._client.start_workflow(
+            "SpawnWorkflow",
+            SpawnRequest(
+                name=MANAGER_NAME,
+                purpose="the manager of this hive: coordinates the agents and asks the operator "
+                "for new agents and config changes",
+                requester="hive-c0re",
+                preapproved=True,
+                host_task_queue=self._settings.host_task_queue,
+            ),
+            id=f"hive-spawn-{MANAGER_NAME}",
+            task_queue=self._settings.core_task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+
+    async def request_apply_commit(
+        self, name: str, sha: str, description: str, *, requester: str
+    ) -> str:
+        if not await self._known(name):
+            raise LifecycleError(f"there is no agent named {name!r}", "check list_agents")
+        try:
+            full = await asyncio.to_thread(
+                config_repo.resolve_sha, self._settings.state_path, name, sha
+            )
+        except config_repo.RepoError as e:
+            raise LifecycleError(e.what, e.hint) from None
+        workflow_id = f"hive-apply-{name}-{full[:12]}"
+        try:
+            await self._client.start_workflow(
+                "ApplyCommitWorkflow",
+                ApplyRequest(
+                    name=name,
+                    sha=full,
+                    description=description,
+                    requester=requester,
+                    host_task_queue=self._settings.host_task_queue,
+                    timing=self._timing(),
+                ),
+                id=workflow_id,
+                task_queue=self._settings.core_task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            )
+        except WorkflowAlreadyStartedError:
+            raise LifecycleError(
+                f"commit {full[:12]} of {name} was already requested", "see the approvals"
+            ) from None
+        return workflow_id
+
+    async def kill(self, name: str, *, by: str, destroy: bool = False) -> LifecycleOutcome:
+        if name == MANAGER_NAME and by == MANAGER_NAME:
+            raise LifecycleError("hm1nd cannot kill itself", "ask the operator")
+        if not await self._known(name):
+            raise LifecycleError(f"there is no agent named {name!r}", "check list_agents")
+        result: LifecycleOutcome = await self._client.execute_workflow(
+            "KillWorkflow",
+            KillRequest(
+                name=name, destroy=destroy, by=by, host_task_queue=self._settings.host_task_queue
+            ),
+            id=f"hive-kill-{name}",
+            task_queue=self._settings.core_task_queue,
+            result_type=LifecycleOutcome,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            execution_timeout=timedelta(minutes=10),
+        )
+        return result
+
+    async def start(self, name: str, *, by: str, restart: bool = False) -> LifecycleOutcome:
+        if not await self._known(name):
+            raise LifecycleError(f"there is no agent named {name!r}", "check list_agents")
+        result: LifecycleOutcome = await self._client.execute_workflow(
+            "StartWorkflow",
+            StartRequest(
+                name=name, restart=restart, by=by, host_task_queue=self._settings.host_task_queue
+            ),
+            id=f"hive-start-{name}",
+            task_queue=self._settings.core_task_queue,
+            result_type=LifecycleOutcome,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            execution_timeout=timedelta(minutes=10),
+        )
+        return result
+
+    async def decide(self, approval_id: int, decision: Decision) -> approval_store.Approval:
+        """Send `decide` to the approval's workflow. A decided approval is not changed."""
+        approval = await asyncio.to_thread(approval_store.get_approval, self._engine, approval_id)
+        if approval is None:
+            raise LifecycleError(f"there is no approval #{approval_id}", "see `hive approvals`")
+        if approval.status != ApprovalStatus.PENDING.value:
+            by = f" by {approval.decided_by}" if approval.decided_by else ""
+            raise LifecycleError(
+                f"approval #{approval_id} is already {approval.status}{by}", "nothing to do"
+            )
+        handle = self._client.get_workflow_handle(approval.workflow_id)
+        try:
+            description = await handle.describe()
+            if description.status != WorkflowExecutionStatus.RUNNING:
+                raise LifecycleError(
+                    f"the workflow of approval #{approval_id} is no longer running",
+                    "request it again",
+                )
+            await handle.signal("decide", decision)
+        except RPCError as e:
+            raise LifecycleError(
+                f"cannot reach the workflow of approval #{approval_id}: {e}",
+                "check that hive-c0re and Temporal are running",
+            ) from None
+        return approval
+
+    async def ensure_auto_update(self) -> None:
+        """The schedule is created once (idempotently) and triggered at every start-up."""
+        every = timedelta(seconds=self._settings.auto_update_interval_s)
+        try:
+            handle = await self._client.create_schedule(
+                AUTO_UPDATE_SCHEDULE,
+                Schedule(
+                    action=ScheduleActionStartWorkflow(
+                        "AutoUpdateWorkflow",
+                        AutoUpdateRequest(host_task_queue=self._settings.host_task_queue),
+                        id=AUTO_UPDATE_SCHEDULE,
+                        task_queue=self._settings.core_task_queue,
+                    ),
+                    spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+                    policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+                ),
+            )
+        except ScheduleAlreadyRunningError:
+            handle = self._client.get_schedule_handle(AUTO_UPDATE_SCHEDULE)
+        await handle.trigger(overlap=ScheduleOverlapPolicy.SKIP)

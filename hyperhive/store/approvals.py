@@ -1,0 +1,103 @@
+"""Approval rows: the listing side of an approval; the decision itself is a workflow signal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+
+from hyperhive.domain import ApprovalKind, ApprovalStatus
+from hyperhive.models import NewApproval
+from hyperhive.store.db import begin
+from hyperhive.store.tables import metadata, utcnow
+
+APPROVALS = metadata.tables["approvals"]
+
+
+class Approval(BaseModel):
+    id: int
+    kind: str
+    status: str
+    agent: str
+    requester: str
+    description: str
+    diff: str
+    workflow_id: str
+    created_at: datetime
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    note: str = ""
+    expires_at: datetime | None = None
+
+
+def _approval(row: sa.Row[object]) -> Approval:
+    values = dict(row._mapping)
+    values["kind"] = str(values["kind"])
+    values["status"] = str(values["status"])
+    return Approval.model_validate(values)
+
+
+def create_approval(engine: Engine, new: NewApproval) -> int:
+    """Store a pending approval; idempotent per workflow id (a retried activity gets the same row
+    back while it is pending)."""
+    with begin(engine, write=True) as conn:
+        existing = conn.execute(
+            sa.select(APPROVALS.c.id).where(
+                APPROVALS.c.workflow_id == new.workflow_id,
+                APPROVALS.c.status == ApprovalStatus.PENDING,
+            )
+        ).first()
+        if existing is not None:
+            return int(existing.id)
+        result = conn.execute(
+            sa.insert(APPROVALS).values(
+                kind=ApprovalKind(new.kind),
+                status=ApprovalStatus.PENDING,
+                agent=new.agent,
+                requester=new.requester,
+                description=new.description,
+                diff=new.diff,
+                workflow_id=new.workflow_id,
+                created_at=utcnow(),
+                expires_at=new.expires_at,
+                note="",
+            )
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+
+def set_approval_status(
+    engine: Engine, approval_id: int, status: ApprovalStatus, *, by: str | None, note: str
+) -> None:
+    values: dict[str, object] = {"status": status}
+    if status in (ApprovalStatus.APPROVED, ApprovalStatus.DENIED, ApprovalStatus.EXPIRED):
+        values.update(decided_at=utcnow(), decided_by=by, note=note)
+    elif note:
+        values["note"] = note
+    with begin(engine, write=True) as conn:
+        conn.execute(sa.update(APPROVALS).where(APPROVALS.c.id == approval_id).values(**values))
+
+
+def get_approval(engine: Engine, approval_id: int) -> Approval | None:
+    with begin(engine) as conn:
+        row = conn.execute(sa.select(APPROVALS).where(APPROVALS.c.id == approval_id)).first()
+    return _approval(row) if row is not None else None
+
+
+def list_approvals(engine: Engine, *, limit: int = 200) -> list[Approval]:
+    """Pending first (oldest first), then decided ones (newest first)."""
+    pending = APPROVALS.c.status == ApprovalStatus.PENDING
+    with begin(engine) as conn:
+        rows = conn.execute(
+            sa.select(APPROVALS)
+            .order_by(
+                sa.case((pending, 0), else_=1),
+                sa.case((pending, APPROVALS.c.id), else_=-APPROVALS.c.id),
+            )
+            .limit(limit)
+        ).all()
+    return [_approval(row) for row in rows]

@@ -1,0 +1,286 @@
+"""Lifecycle end to end: real hive-c0re, dev server, git repos, claude and the fake model.
+
+Approvals are decided the ways an operator does: `temporal workflow signal`, `hive approve`,
+`hive deny`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hyperhive.store import agents as agent_store
+from hyperhive.store import approvals as approval_store
+from tests.fakes.anthropic_api import FakeAnthropic, Text
+from tests.rig.agent_scripts import Wake, hive_responder, send, wake_of
+from tests.rig.hive_process import run_hive
+from tests.rig.mcp_client import text_of, uds_client
+
+pytestmark = pytest.mark.integration
+
+TEMPORAL = str(Path(sys.executable).parent / "temporal")
+
+
+def _agent(hive, name: str):
+    engine = hive.engine()
+    try:
+        return agent_store.get_agent(engine, name)
+    finally:
+        engine.dispose()
+
+
+def _approvals(hive) -> list[approval_store.Approval]:
+    engine = hive.engine()
+    try:
+        return approval_store.list_approvals(engine)
+    finally:
+        engine.dispose()
+
+
+async def _notice(hive, containing: str, timeout: float = 60):
+    """The operator's next notice containing `containing` (earlier ones are skipped)."""
+    while True:
+        message = await hive.operator_recv(wait_seconds=timeout)
+        assert message is not None, f"no operator notice containing {containing!r}"
+        if containing in message.body:
+            return message
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=hm1nd", "-c", "user.email=hm1nd@hive", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@pytest.mark.parametrize("backend", ["bwrap"])
+async def test_spawn_approved_by_temporal_signal_then_the_agent_answers(
+    start_c0re, fake_model: FakeAnthropic, backend: str
+):
+    def behaviour(wake: Wake):
+        if wake.agent == "bob" and wake.sender == "operator":
+            return send("operator", f"bob here, you said: {wake.body}")
+        return Text("ok")
+
+    fake_model.responder = hive_responder(behaviour)
+    hive = await start_c0re(agents=[], container_backend=backend)
+    requested = run_hive(hive.env, "spawn", "bob", "--purpose", "answers questions")
+    assert requested.returncode == 0, requested.stdout + requested.stderr
+    await _notice(hive, "asks to spawn bob")
+    [approval] = _approvals(hive)
+    assert approval.status == "pending" and approval.kind == "spawn"
+
+    signal = subprocess.run(
+        [
+            TEMPORAL,
+            "workflow",
+            "signal",
+            "--address",
+            hive.env.extra["HIVE_TEMPORAL_ADDRESS"],
+            "--workflow-id",
+            "hive-spawn-bob",
+            "--name",
+            "decide",
+            "--input",
+            '{"approved":true,"by":"ops"}',
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert signal.returncode == 0, signal.stderr
+    await _notice(hive, "bob is up")
+    bob = _agent(hive, "bob")
+    assert bob is not None and bob.container_status == "up" and bob.deployed_sha
+    [approval] = _approvals(hive)
+    assert approval.status == "approved" and approval.decided_by == "ops"
+
+    # Deciding again changes nothing.
+    again = run_hive(hive.env, "deny", str(approval.id))
+    assert again.returncode == 1 and "already approved by ops" in again.stdout
+
+    await hive.send("bob", "hello bob")
+    reply = await _notice(hive, "bob here")
+    assert reply.sender == "bob" and "hello bob" in reply.body
+
+
+async def test_spawn_denied_makes_no_agent(start_c0re, fake_model):
+    hive = await start_c0re(agents=[])
+    assert run_hive(hive.env, "spawn", "eve", "--purpose", "x").returncode == 0
+    await _notice(hive, "asks to spawn eve")
+    [approval] = _approvals(hive)
+    denied = run_hive(hive.env, "deny", str(approval.id), "--note", "not today", "--by", "ops")
+    assert denied.returncode == 0, denied.stdout
+    await _notice(hive, "denied by ops: not today")
+    assert _agent(hive, "eve") is None
+    assert _approvals(hive)[0].status == "denied"
+
+
+async def test_manager_applies_a_config_commit_after_approval(start_c0re, fake_model):
+    fake_model.responder = hive_responder(lambda wake: Text("noted"))
+    hive = await start_c0re(agents=[], create_manager="true")
+    await _notice(hive, "hm1nd is up")
+    # hm1nd asks for bob through its own socket, as its claude would.
+    manager_socket = hive.run_dir / "agents" / "hm1nd" / "mcp.sock"
+    async with uds_client(manager_socket) as client:
+        text = text_of(await client.call_tool("request_spawn", {"name": "bob", "purpose": "p"}))
+        assert "requested" in text
+    await _notice(hive, "asks to spawn bob")
+    approval = _approvals(hive)[0]
+    assert run_hive(hive.env, "approve", str(approval.id)).returncode == 0
+    await _notice_agent(fake_model, "hm1nd", "bob is up")
+
+    proposed = hive.env.state_dir / "proposed" / "bob"
+    agent_nix = proposed / "agent.nix"
+    agent_nix.write_text(agent_nix.read_text() + "\n# more memory for bob\n")
+    _git(proposed, "commit", "-qam", "bob: more memory")
+    sha = _git(proposed, "rev-parse", "HEAD")
+
+    async with uds_client(manager_socket) as client:
+        text = text_of(
+            await client.call_tool(
+                "request_apply_commit", {"name": "bob", "sha": sha[:10], "description": "memory"}
+            )
+        )
+    assert f"hive-apply-bob-{sha[:12]}" in text
+    await _notice(hive, f"apply commit {sha[:12]} to bob")
+    listed = json.loads(run_hive(hive.env, "approvals", "--json").stdout)
+    pending = [a for a in listed if a["status"] == "pending"]
+    assert len(pending) == 1 and "+# more memory for bob" in pending[0]["diff"]
+    assert run_hive(hive.env, "approve", str(pending[0]["id"])).returncode == 0
+    await _notice_agent(fake_model, "hm1nd", "is deployed")
+
+    bob = _agent(hive, "bob")
+    assert bob is not None and bob.deployed_sha == sha
+    applied = hive.env.state_dir / "applied" / "bob"
+    assert "# more memory for bob" in (applied / "agent.nix").read_text()
+    assert sha in _git(applied, "log", "-1", "--format=%B")
+
+
+async def test_a_symlink_commit_is_refused_and_no_tool_for_non_managers(start_c0re, fake_model):
+    fake_model.responder = hive_responder(lambda wake: Text("noted"))
+    hive = await start_c0re(agents=[], create_manager="true")
+    await _notice(hive, "hm1nd is up")
+    async with uds_client(hive.run_dir / "agents" / "hm1nd" / "mcp.sock") as client:
+        await client.call_tool("request_spawn", {"name": "bob", "purpose": "p"})
+    await _notice(hive, "asks to spawn bob")
+    assert run_hive(hive.env, "approve", str(_approvals(hive)[0].id)).returncode == 0
+    await _notice_agent(fake_model, "hm1nd", "bob is up")
+
+    # A non-manager's socket does not have the manager's tools at all.
+    async with uds_client(hive.run_dir / "agents" / "bob" / "mcp.sock") as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        assert names == {"send", "recv", "whoami", "set_status"}
+        refused = await client.call_tool("request_spawn", {"name": "x", "purpose": "p"})
+        assert refused.is_error
+
+    proposed = hive.env.state_dir / "proposed" / "bob"
+    (proposed / "agent.nix").unlink()
+    (proposed / "agent.nix").symlink_to("/etc/passwd")
+    _git(proposed, "add", "-A")
+    _git(proposed, "commit", "-qm", "sneaky")
+    sha = _git(proposed, "rev-parse", "HEAD")
+    async with uds_client(hive.run_dir / "agents" / "hm1nd" / "mcp.sock") as client:
+        await client.call_tool(
+            "request_apply_commit", {"name": "bob", "sha": sha, "description": "trust me"}
+        )
+    refusal = await _notice_agent(fake_model, "hm1nd", "is refused")
+    assert "symlink" in refusal.body
+    assert all(a.kind == "spawn" for a in _approvals(hive)), "no approval was asked for"
+
+
+async def _notice_agent(fake: FakeAnthropic, agent: str, containing: str, timeout: float = 120):
+    """The wake of `agent`'s claude by a notice containing `containing` (it read the message)."""
+    request = await fake.wait_for_async(
+        lambda r: (w := wake_of(r)) is not None and w.agent == agent and containing in w.body,
+        timeout,
+    )
+    wake = wake_of(request)
+    assert wake is not None
+    return wake
+
+
+async def test_auto_update_at_start_up_updates_only_stale_agents(tmp_path, start_c0re, fake_model):
+    from activities.backends import ContainerSpec, ProcessBackend
+    from hyperhive import config_repo
+    from hyperhive.settings import HiveSettings
+    from hyperhive.store.db import make_engine, migrate
+
+    state = tmp_path / "state"
+    current = config_repo.hyperhive_revision()
+    checkout = config_repo.hyperhive_checkout()
+    engine = make_engine(f"sqlite:///{state / 'hive.db'}")
+    migrate(engine)
+    backend = ProcessBackend(HiveSettings(state_dir=state))
+    for name, rev in (("fresh", current), ("stale", "0" * 40)):
+        config_repo.init_agent_repos(
+            state, name, purpose="x", hyperhive_rev=rev, hyperhive_flake_url=str(checkout)
+        )
+        agent_store.register_agent(engine, name, "somewhere")
+        await backend.create(ContainerSpec(agent=name, flake_dir=state / "applied" / name))
+        await backend.start(name)
+        agent_store.set_container_status(engine, name, "up")
+        agent_store.set_deployed(engine, name, hyperhive_rev=rev)
+    engine.dispose()
+
+    hive = await start_c0re(agents=[])
+    # Start-up triggers the hive-auto-update schedule once; the schedule starts its workflow
+    # asynchronously and has no push form: look at its description until the run shows up.
+    import asyncio
+
+    schedule = hive.client.get_schedule_handle("hive-auto-update")
+    run = None
+    for _ in range(300):
+        described = await schedule.describe()
+        started = [r.action for r in described.info.recent_actions]
+        started += described.info.running_actions
+        if started:
+            run = hive.client.get_workflow_handle(
+                started[0].workflow_id, run_id=started[0].first_execution_run_id
+            )
+            break
+        await asyncio.sleep(0.1)
+    assert run is not None, "the schedule should have started an AutoUpdateWorkflow"
+    result = await run.result()
+    assert result["updated"] == ["stale"] and result["failed"] == {}
+    assert _agent(hive, "stale").hyperhive_rev == current
+    assert _agent(hive, "fresh").hyperhive_rev == current
+    assert config_repo.recorded_rev(state, "stale") == current
+    assert (await schedule.describe()).schedule.policy.overlap.name == "SKIP"
+
+
+async def test_kill_keeps_messages_and_start_delivers_them(start_c0re, fake_model):
+    fake_model.responder = hive_responder(lambda wake: send("operator", f"got {wake.body}"))
+    hive = await start_c0re(agents=[], create_manager="true")
+    await _notice(hive, "hm1nd is up")
+    assert run_hive(hive.env, "spawn", "bob", "--purpose", "p").returncode == 0
+    await _notice(hive, "asks to spawn bob")
+    assert run_hive(hive.env, "approve", str(_approvals(hive)[0].id)).returncode == 0
+    await _notice(hive, "bob is up")
+
+    killed = run_hive(hive.env, "kill", "bob")
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+    assert "bob stopped" in killed.stdout
+    bob = _agent(hive, "bob")
+    assert bob.state == "stopped" and bob.container_status == "down"
+    await hive.send("bob", "are you there")
+    assert _agent(hive, "bob").pending == 1, "a stopped agent keeps its mail"
+
+    refused = run_hive(hive.env, "destroy", "bob")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+
+    started = run_hive(hive.env, "start", "bob")
+    assert started.returncode == 0, started.stdout + started.stderr
+    reply = await _notice(hive, "got are you there")
+    assert reply.sender == "bob"
+
+    destroyed = run_hive(hive.env, "destroy", "bob", "--yes")
+    assert destroyed.returncode == 0
+    bob = _agent(hive, "bob")
+    assert bob.container_status == "absent" and bob.state == "stopped"
+    assert (hive.env.state_dir / "applied" / "bob" / "agent.nix").exists(), "repos are kept"

@@ -1,0 +1,448 @@
+"""The per-agent model proxy (api.model_proxy) over its real unix socket, against real upstreams:
+a scripted ASGI app (to hold a stream open, fail, record headers) and the fake Anthropic API.
+Also `hive-agent run`'s forwarder in front of it, as in a sandbox but on the host's loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from api.model_proxy import ModelProxies, ModelProxyError, is_model_path, model_socket_path
+from hyperhive.settings import HiveSettings
+from tests.fakes.anthropic_api import FakeAnthropic, Text
+from tests.rig.ports import free_port
+
+HIVE_AGENT = Path(sys.executable).with_name("hive-agent")
+TIMEOUT = 10.0
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Upstream:
+    """A scripted model API: records what reaches it; its SSE stream waits on `gate`."""
+
+    url: str = ""
+    seen: list[Seen] = field(default_factory=list)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    stream_closed: asyncio.Event = field(default_factory=asyncio.Event)
+    hung_up: bool = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        path = scope["path"]
+        self.seen.append(Seen(scope["method"], path, scope["query_string"].decode(), headers, body))
+        if path.endswith("/v1/messages"):
+            await self._stream(receive, send)
+        elif path.endswith("/v1/limited"):
+            await _send(
+                send,
+                429,
+                b'{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}',
+                [(b"retry-after", b"30"), (b"anthropic-ratelimit-requests-reset", b"soon")],
+            )
+        elif path.endswith("/v1/overloaded"):
+            await _send(send, 529, b'{"type":"error","error":{"type":"overloaded_error"}}')
+        else:
+            await _send(send, 200, json.dumps({"path": path}).encode())
+
+    async def _stream(self, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream"), (b"x-upstream", b"yes")],
+            }
+        )
+        try:
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b'event: message_start\ndata: {"n":1}\n\n',
+                    "more_body": True,
+                }
+            )
+            # Held open until the test opens the gate, or the proxy hangs up.
+            gate = asyncio.ensure_future(self.gate.wait())
+            hangup = asyncio.ensure_future(receive())
+            await asyncio.wait({gate, hangup}, return_when=asyncio.FIRST_COMPLETED)
+            gate.cancel()
+            hangup.cancel()
+            if not self.gate.is_set():
+                self.hung_up = True
+                return
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b'event: message_stop\ndata: {"n":2}\n\n',
+                    "more_body": False,
+                }
+            )
+        finally:
+            self.stream_closed.set()
+
+
+async def _send(send: Any, status: int, body: bytes, headers: list[Any] | None = None) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *(headers or [])],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    app = Upstream()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    app.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=1
+        )
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    yield app
+    app.gate.set()
+    server.should_exit = True
+    await asyncio.wait_for(task, TIMEOUT)
+    sock.close()
+
+
+@pytest.fixture
+async def proxies(hive_settings: HiveSettings, upstream: Upstream) -> AsyncIterator[ModelProxies]:
+    # A path in the upstream URL is a prefix of every forwarded path.
+    served = ModelProxies(hive_settings, upstream=upstream.url + "/anthropic/")
+    yield served
+    await served.stop_all()
+
+
+def client_for(path: Path) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.AsyncHTTPTransport(uds=str(path)),
+        base_url="http://model-proxy",
+        timeout=TIMEOUT,
+    )
+
+
+# -- forwarding ------------------------------------------------------------------------------------
+
+
+async def test_sse_streams_through_unbuffered_with_the_agents_headers(
+    proxies: ModelProxies, upstream: Upstream
+):
+    path = await proxies.start("alice")
+    request_body = json.dumps({"model": "m", "stream": True, "messages": []}).encode()
+    async with (
+        client_for(path) as http,
+        http.stream(
+            "POST",
+            "/v1/messages?beta=true",
+            content=request_body,
+            headers={
+                "x-api-key": "sk-test",
+                "authorization": "Bearer tok",
+                "anthropic-version": "2023-06-01",
+                "anthropic-beta": "b1",
+                "user-agent": "claude-cli/2.1.197",
+                "connection": "keep-alive, x-hop",
+                "keep-alive": "timeout=5",
+                "x-hop": "only to the proxy",
+            },
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        assert response.headers["x-upstream"] == "yes"
+        chunks = response.aiter_raw()
+        # The first event arrives while the upstream still holds the stream open.
+        first = await asyncio.wait_for(anext(chunks), TIMEOUT)
+        assert b"message_start" in first
+        assert not upstream.gate.is_set()
+        upstream.gate.set()
+        rest = b"".join([chunk async for chunk in chunks])
+        assert b"message_stop" in rest
+
+    seen = upstream.seen[-1]
+    assert (seen.method, seen.path, seen.query) == ("POST", "/anthropic/v1/messages", "beta=true")
+    assert seen.body == request_body
+    assert seen.headers["x-api-key"] == "sk-test"
+    assert seen.headers["authorization"] == "Bearer tok"
+    assert seen.headers["anthropic-version"] == "2023-06-01"
+    assert seen.headers["anthropic-beta"] == "b1"
+    assert seen.headers["user-agent"] == "claude-cli/2.1.197"
+    assert seen.headers["host"] == upstream.url.removeprefix("http://")
+    assert seen.headers["content-length"] == str(len(request_body))
+    assert seen.headers.get("keep-alive") is None
+    assert "x-hop" not in seen.headers
+
+
+async def test_a_client_going_away_closes_the_upstream_stream(
+    proxies: ModelProxies, upstream: Upstream
+):
+    path = await proxies.start("alice")
+    async with client_for(path) as http:
+        async with http.stream("POST", "/v1/messages", content=b"{}") as response:
+            await asyncio.wait_for(anext(response.aiter_raw()), TIMEOUT)
+        # The client hung up mid-stream: the proxy drops its upstream request too.
+        await asyncio.wait_for(upstream.stream_closed.wait(), TIMEOUT)
+    assert upstream.hung_up
+
+
+async def test_only_the_model_api_is_forwarded(proxies: ModelProxies, upstream: Upstream):
+    path = await proxies.start("alice")
+    async with client_for(path) as http:
+        probe = await http.head("/")
+        assert probe.status_code == 200 and probe.content == b""
+        assert (await http.get("/")).json() == {"path": "/anthropic/"}
+        assert (await http.get("/v1/models")).json() == {"path": "/anthropic/v1/models"}
+        for method, url, status in [
+            ("GET", "/api/messages", 404),
+            ("POST", "/mcp", 404),
+            ("GET", "/v2/messages", 404),
+            ("GET", "/v1", 404),
+            ("POST", "/", 405),
+            ("TRACE", "/v1/messages", 405),
+        ]:
+            response = await http.request(method, url)
+            assert response.status_code == status, (method, url)
+            error = response.json()
+            assert error["type"] == "error" and "hive model proxy" in error["error"]["message"]
+    # A path climbing out of /v1/ (sent raw: HTTP clients would normalise it).
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(b"GET /v1/../admin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    raw = await asyncio.wait_for(reader.read(), TIMEOUT)
+    writer.close()
+    assert raw.startswith(b"HTTP/1.1 404")
+    assert [s.path for s in upstream.seen] == ["/anthropic/", "/anthropic/", "/anthropic/v1/models"]
+
+
+def test_model_paths() -> None:
+    assert is_model_path("/") and is_model_path("/v1/messages")
+    assert is_model_path("/v1/messages/count_tokens")
+    for path in ("", "/v1", "/v10/x", "/v1/../x", "/v1/./x", "/health", "//v1/x"):
+        assert not is_model_path(path), path
+
+
+async def test_upstream_errors_pass_through_as_statuses(proxies: ModelProxies, upstream: Upstream):
+    path = await proxies.start("alice")
+    async with client_for(path) as http:
+        limited = await http.post("/v1/limited", content=b"{}")
+        assert limited.status_code == 429
+        assert limited.headers["retry-after"] == "30"
+        assert limited.headers["anthropic-ratelimit-requests-reset"] == "soon"
+        assert limited.json()["error"]["type"] == "rate_limit_error"
+        overloaded = await http.post("/v1/overloaded", content=b"{}")
+        assert overloaded.status_code == 529
+        assert overloaded.json()["error"]["type"] == "overloaded_error"
+
+
+async def test_an_unreachable_upstream_is_a_502(hive_settings: HiveSettings):
+    proxies = ModelProxies(hive_settings, upstream=f"http://127.0.0.1:{free_port()}")
+    try:
+        path = await proxies.start("alice")
+        async with client_for(path) as http:
+            response = await http.post("/v1/messages", content=b"{}")
+        assert response.status_code == 502
+        body = response.json()
+        assert body["type"] == "error" and body["error"]["type"] == "api_error"
+        assert "cannot reach the model API" in body["error"]["message"]
+    finally:
+        await proxies.stop_all()
+
+
+async def test_the_fake_model_answers_through_the_proxy(
+    hive_settings: HiveSettings, fake_model: FakeAnthropic
+):
+    fake_model.script(Text("hello through the proxy"))
+    # The upstream is the agents' ANTHROPIC_BASE_URL setting.
+    settings = hive_settings.model_copy(
+        update={"agent_extra_env": {"ANTHROPIC_BASE_URL": fake_model.base_url}}
+    )
+    proxies = ModelProxies(settings)
+    assert proxies.upstream == fake_model.base_url
+    try:
+        path = await proxies.start("alice")
+        body = {
+            "model": "m",
+            "max_tokens": 10,
+            "stream": True,
+            "tools": [{"name": "t", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        async with client_for(path) as http:
+            response = await http.post("/v1/messages", json=body, headers={"x-api-key": "k"})
+        assert response.status_code == 200
+        events = [
+            json.loads(line.removeprefix("data: "))
+            for line in response.text.splitlines()
+            if line.startswith("data: ")
+        ]
+        deltas = [e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta"]
+        assert "".join(deltas) == "hello through the proxy"
+        assert events[-1]["type"] == "message_stop"
+    finally:
+        await proxies.stop_all()
+
+
+# -- the socket ------------------------------------------------------------------------------------
+
+
+async def test_socket_modes_idempotent_start_and_stop(
+    hive_settings: HiveSettings, upstream: Upstream
+):
+    proxies = ModelProxies(hive_settings, upstream=upstream.url)
+    try:
+        path = await proxies.start("alice")
+        assert (
+            path
+            == model_socket_path(hive_settings, "alice")
+            == (hive_settings.agent_run_dir("alice") / "model.sock")
+        )
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+        assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+        assert await proxies.start("alice") == path
+        assert proxies.running() == {"alice"}
+        # A second hive-c0re on the same run dir is refused while this one serves.
+        other = ModelProxies(hive_settings, upstream=upstream.url)
+        with pytest.raises(ModelProxyError, match="another process is serving"):
+            await other.start("alice")
+        await proxies.stop("alice")
+        assert not path.exists() and proxies.running() == set()
+        await proxies.stop("alice")  # a no-op
+    finally:
+        await proxies.stop_all()
+
+
+async def test_a_stale_socket_is_replaced_and_a_file_refused(
+    hive_settings: HiveSettings, upstream: Upstream
+):
+    path = model_socket_path(hive_settings, "alice")
+    path.parent.mkdir(parents=True, mode=0o700)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # bound, never listening: what a killed process leaves
+    proxies = ModelProxies(hive_settings, upstream=upstream.url)
+    try:
+        await proxies.start("alice")
+        async with client_for(path) as http:
+            assert (await http.get("/")).status_code == 200
+        await proxies.stop_all()
+        path.write_text("not a socket")
+        with pytest.raises(ModelProxyError, match="is not a socket"):
+            await proxies.start("alice")
+    finally:
+        await proxies.stop_all()
+
+
+# -- hive-agent run in front of it -----------------------------------------------------------------
+
+
+async def test_hive_agent_run_forwards_a_loopback_port_to_the_socket(
+    proxies: ModelProxies, upstream: Upstream
+):
+    path = await proxies.start("alice")
+    port = free_port()
+    code = (
+        "import json, sys, urllib.request\n"
+        "data = sys.stdin.read()\n"
+        f"r = urllib.request.urlopen('http://127.0.0.1:{port}/v1/models?x=' + data, timeout=10)\n"
+        "print(json.load(r)['path'], r.status)\n"
+        "sys.exit(7)\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        str(HIVE_AGENT),
+        "run",
+        "--model-socket",
+        str(path),
+        "--port",
+        str(port),
+        "--",
+        sys.executable,
+        "-c",
+        code,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NO_PROXY": "*"},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(b"fromstdin"), 30)
+    # stdin reached the child, its stdout came back untouched, and its exit code is ours.
+    assert proc.returncode == 7, err.decode()
+    assert out.decode() == "/anthropic/v1/models 200\n"
+    assert upstream.seen[-1].query == "x=fromstdin"
+
+
+async def test_hive_agent_run_without_the_socket_still_runs_the_command(tmp_path: Path):
+    port = free_port()
+    code = (
+        "import urllib.request, urllib.error\n"
+        "try:\n"
+        f"    urllib.request.urlopen('http://127.0.0.1:{port}/', timeout=10)\n"
+        "except (urllib.error.URLError, ConnectionError) as e:\n"
+        "    print('failed')\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        str(HIVE_AGENT),
+        "run",
+        "--model-socket",
+        str(tmp_path / "missing.sock"),
+        "--port",
+        str(port),
+        "--",
+        sys.executable,
+        "-c",
+        code,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NO_PROXY": "*"},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    assert out.decode() == "failed\n"
+    assert "cannot reach the model proxy" in err.decode()
+
+
+def test_sandbox_run_imports_only_the_standard_library() -> None:
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import agent_harness.sandbox_run, agent_harness.cli\n"
+        "heavy = ('temporalio', 'sqlalchemy', 'sqlmodel', 'fastapi', 'httpx', 'httpx2', 'mcp',"
+        " 'uvicorn', 'starlette', 'anyio', 'pydantic')\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] in heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,98 @@
+"""ApplyCommitWorkflow (`hive-apply-<name>-<sha12>`): approve a config commit, then deploy it."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from hyperhive.domain import MANAGER_NAME, OPERATOR_NAME, ApprovalKind, ApprovalStatus
+    from hyperhive.models import ApplyRequest, DeployedRecord, LifecycleOutcome, NewApproval
+    from hyperhive.repo_models import ApplyInput, CommitCheck, CommitRef, RevertInput
+
+from workflows.approval_gate import ApprovalGate
+from workflows.spawn import failure_text
+
+
+@workflow.defn(name="ApplyCommitWorkflow")
+class ApplyCommitWorkflow(ApprovalGate):
+    @workflow.init
+    def __init__(self, request: ApplyRequest) -> None:
+        self.decision = None
+        self.host_queue = request.host_task_queue
+
+    @workflow.run
+    async def run(self, request: ApplyRequest) -> LifecycleOutcome:
+        name, sha = request.name, request.sha
+        short = sha[:12]
+        try:
+            check = await self.host(
+                "validate_commit", CommitRef(agent=name, sha=sha), result_type=CommitCheck
+            )
+        except ActivityError as err:
+            detail = failure_text(err)
+            await self._tell_manager(request, f"commit {short} of {name} is refused: {detail}")
+            return LifecycleOutcome(status="failed", detail=detail)
+        assert isinstance(check, CommitCheck)
+        what = f"apply {short} to {name}"
+        approval_id = int(
+            await self.host(
+                "create_approval",
+                NewApproval(
+                    kind=ApprovalKind.APPLY_COMMIT.value,
+                    agent=name,
+                    requester=request.requester,
+                    description=f"{what}: {request.description}",
+                    workflow_id=workflow.info().workflow_id,
+                    diff=check.diff,
+                ),
+                result_type=int,
+            )
+        )
+        await self.tell(
+            OPERATOR_NAME,
+            f"{request.requester} asks to apply commit {short} to {name} "
+            f"({', '.join(check.files) or 'no changes'}): {request.description}\n"
+            f"Approve with `hive approve {approval_id}` (or on the dashboard).",
+            about=request.requester if request.requester != OPERATOR_NAME else name,
+        )
+        decision = await self.await_decision(approval_id, request.timing, about=name, what=what)
+        if decision is None:
+            await self.mark(approval_id, ApprovalStatus.EXPIRED.value, by=None, note="")
+            await self._tell_manager(request, f"{what} expired unapproved.")
+            return LifecycleOutcome(status="expired", approval_id=approval_id)
+        if not decision.approved:
+            await self.mark(
+                approval_id, ApprovalStatus.DENIED.value, by=decision.by, note=decision.note
+            )
+            await self._tell_manager(
+                request,
+                f"{what} was denied by {decision.by}"
+                + (f": {decision.note}" if decision.note else "."),
+            )
+            return LifecycleOutcome(status="denied", approval_id=approval_id)
+        await self.mark(
+            approval_id, ApprovalStatus.APPROVED.value, by=decision.by, note=decision.note
+        )
+
+        previous = str(await self.host("applied_head", name, result_type=str))
+        applied = await self.host(
+            "apply_commit", ApplyInput(agent=name, sha=sha, approver=decision.by), result_type=str
+        )
+        try:
+            await self.host("container_update", name)
+        except ActivityError as err:
+            detail = failure_text(err)
+            await self.host("revert_applied", RevertInput(agent=name, to_sha=previous))
+            await self.mark(approval_id, ApprovalStatus.FAILED.value, by=None, note=detail)
+            await self._tell_manager(
+                request, f"{what} failed: the container did not update ({detail}); reverted."
+            )
+            return LifecycleOutcome(status="failed", approval_id=approval_id, detail=detail)
+        await self.host("record_deployed", DeployedRecord(name=name, sha=sha))
+        await self._tell_manager(request, f"{what} is deployed (applied commit {applied}).")
+        return LifecycleOutcome(status="done", approval_id=approval_id, deployed_sha=sha)
+
+    async def _tell_manager(self, request: ApplyRequest, body: str) -> None:
+        to = request.requester if request.requester != OPERATOR_NAME else OPERATOR_NAME
+        await self.tell(to or MANAGER_NAME, body, about=request.name)

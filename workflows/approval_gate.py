@@ -1,0 +1,79 @@
+"""The approval part of lifecycle workflows: wait for `decide`, remind, expire."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from hyperhive.domain import OPERATOR_NAME
+    from hyperhive.models import AgentMessage, ApprovalTiming, ApprovalUpdate, Decision
+
+HOST_ACTIVITY_TIMEOUT = timedelta(seconds=60)
+HOST_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+    non_retryable_error_types=["BackendError:permanent", "RepoError"],
+)
+
+
+class ApprovalGate:
+    """Mixed into workflows that wait for a human. Deciding twice changes nothing."""
+
+    decision: Decision | None = None
+    host_queue: str = "hive-host-local"
+
+    @workflow.signal
+    def decide(self, decision: Decision) -> None:
+        if self.decision is None:
+            self.decision = decision
+
+    async def host(self, activity: str, *args: object, result_type: type | None = None) -> Any:
+        """Run a host activity (on this host's queue) with the lifecycle timeouts and retries."""
+        return await workflow.execute_activity(
+            activity,
+            args=list(args),
+            task_queue=self.host_queue,
+            result_type=result_type,
+            start_to_close_timeout=HOST_ACTIVITY_TIMEOUT,
+            retry_policy=HOST_RETRY,
+        )
+
+    async def tell(self, to: str, body: str, *, about: str) -> None:
+        """A notice from hive-c0re to `to` (an agent or the operator) about agent `about`."""
+        await self.host("send_notice", AgentMessage(sender=about, to=to, body=body))
+
+    async def mark(self, approval_id: int, status: str, *, by: str | None, note: str) -> None:
+        await self.host(
+            "update_approval",
+            ApprovalUpdate(approval_id=approval_id, status=status, by=by, note=note),
+        )
+
+    async def await_decision(
+        self, approval_id: int, timing: ApprovalTiming, *, about: str, what: str
+    ) -> Decision | None:
+        """The decision, or None when the approval expired. Reminds the operator meanwhile."""
+        deadline = workflow.now() + timedelta(seconds=timing.expire_after_s)
+        while self.decision is None:
+            remaining = (deadline - workflow.now()).total_seconds()
+            if remaining <= 0:
+                return None
+            try:
+                await workflow.wait_condition(
+                    lambda: self.decision is not None,
+                    timeout=timedelta(seconds=min(timing.remind_every_s, remaining)),
+                )
+            except TimeoutError:
+                if self.decision is None and workflow.now() < deadline:
+                    await self.tell(
+                        OPERATOR_NAME,
+                        f"reminder: approval #{approval_id} ({what}) is still waiting. "
+                        f"Approve with `hive approve {approval_id}` or deny with "
+                        f"`hive deny {approval_id}`.",
+                        about=about,
+                    )
+        return self.decision
