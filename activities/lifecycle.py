@@ -136,7 +136,7 @@ class LifecycleActivities:
 
     @activity.defn(name="hyperhive_revision")
     async def hyperhive_revision(self) -> str:
-        return config_repo.hyperhive_revision()
+        return self._settings.hyperhive_rev or config_repo.hyperhive_revision()
 
     @activity.defn(name="stale_agents")
     async def stale_agents(self, rev: str) -> list[str]:

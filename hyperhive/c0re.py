@@ -94,7 +94,11 @@ def build_workers(
             agents.set_agent_state,
             agents.notify_operator,
             *lifecycle.all(),
-            *RepoActivities(settings).all(),
+            *RepoActivities(
+                settings,
+                hyperhive_flake_url=settings.hyperhive_flake_url or None,
+                hyperhive_rev=settings.hyperhive_rev or None,
+            ).all(),
         ],
         # Turns are cancelled at shutdown: their process groups die and Temporal retries them.
         graceful_shutdown_timeout=timedelta(seconds=2),

@@ -134,6 +134,16 @@ class HiveSettings(BaseSettings):
     auto_update_interval_s: float = Field(
         default=3600.0, gt=0, description="How often the hive-auto-update schedule runs."
     )
+    hyperhive_flake_url: str = Field(
+        default="",
+        description="The hyperhive flake agents' flakes are pinned to. Empty = this git "
+        "checkout (the NixOS module sets path:<store path>).",
+    )
+    hyperhive_rev: str = Field(
+        default="",
+        description="This hyperhive's revision, recorded per agent. Empty = the checkout's git "
+        "commit, else the package version.",
+    )
     create_manager: bool = Field(
         default=True, description="Create hm1nd at start-up when it does not exist."
     )

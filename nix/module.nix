@@ -1,4 +1,14 @@
-# services.hive-c0re: the host daemon.
+# services.hive-c0re: the hyperhive host daemon on NixOS (nixosModules.hive-c0re).
+#
+# - hive-c0re.service runs `hive c0re` as root (nixos-container needs root) with the state dir
+#   /var/lib/hyperhive and the run dir /run/hyperhive (host.sock, agents/<name>/mcp.sock).
+# - Temporal: services.hive-c0re.temporal.address, or (null, the default) hive-temporal.service,
+#   an embedded `temporal server start-dev` on loopback with its SQLite DB in the state dir.
+# - Agents are imperative nixos-containers h-<name> on private veth networks (ve-*), with NAT
+#   egress; see nix/agent.nix for how they are kept off the host's services.
+# - `hive` on the system PATH is the CLI with the daemon's environment. Until the admin socket
+#   (<run dir>/host.sock, group adminGroup) exists it talks to Temporal and the store directly,
+#   so it must run as root.
 { self }:
 {
   config,
@@ -8,51 +18,365 @@
 }:
 let
   cfg = config.services.hive-c0re;
+  system = pkgs.stdenv.hostPlatform.system;
+
+  loopback = "127.0.0.1";
+  runDir = "/run/hyperhive";
+  embeddedTemporal = cfg.temporal.address == null;
+  temporalAddress =
+    if embeddedTemporal then "${loopback}:${toString cfg.ports.temporal}" else cfg.temporal.address;
+
+  natInterface = cfg.nat.externalInterface;
+
+  # systemd's StateDirectory= lives under /var/lib; elsewhere tmpfiles makes the dir.
+  underVarLib = lib.hasPrefix "/var/lib/" cfg.stateDir;
+  stateDirectory = lib.removePrefix "/var/lib/" cfg.stateDir;
+
+  # The settings of hyperhive/settings.py (HIVE_*) for hive-c0re and the `hive` CLI.
+  hiveEnvironment = {
+    HIVE_STATE_DIR = cfg.stateDir;
+    HIVE_RUN_DIR = runDir;
+    HIVE_CONTAINER_BACKEND = cfg.backend;
+    HIVE_BIND_HOST = cfg.bindHost;
+    HIVE_DASHBOARD_PORT = toString cfg.ports.dashboard;
+    HIVE_MANAGER_PORT = toString cfg.ports.manager;
+    HIVE_AGENT_PORT_MIN = toString cfg.ports.agents.from;
+    HIVE_AGENT_PORT_MAX = toString cfg.ports.agents.to;
+    HIVE_TEMPORAL_ADDRESS = temporalAddress;
+    HIVE_TEMPORAL_NAMESPACE = cfg.temporal.namespace;
+    HIVE_TEMPORAL_PORT = toString cfg.ports.temporal;
+    HIVE_TEMPORAL_UI_PORT = toString cfg.ports.temporalUi;
+    # Which hyperhive the agents' flakes are pinned to (the package has no git checkout).
+    HIVE_HYPERHIVE_FLAKE_URL = cfg.flake.url;
+    HIVE_HYPERHIVE_REV = cfg.flake.rev;
+  }
+  // cfg.extraEnvironment;
+
+  temporalArgs = [
+    (lib.getExe cfg.temporal.package)
+    "server"
+    "start-dev"
+    "--ip"
+    loopback
+    "--port"
+    (toString cfg.ports.temporal)
+    "--db-filename"
+    "${cfg.stateDir}/temporal.db"
+    "--namespace"
+    cfg.temporal.namespace
+    "--log-level"
+    "warn"
+    # As hyperhive/embedded_temporal.py: the agents' workflows are searchable by HiveAgent, and
+    # the dev server's default poll rate adds ~30 ms to every workflow task.
+    "--search-attribute"
+    "HiveAgent=Keyword"
+    "--dynamic-config-value"
+    "history.transferProcessorMaxPollRPS=1000"
+  ]
+  ++ (
+    if cfg.temporal.ui.enable then
+      [
+        "--ui-ip"
+        loopback
+        "--ui-port"
+        (toString cfg.ports.temporalUi)
+      ]
+    else
+      [ "--headless" ]
+  );
+
+  hiveCli = pkgs.writeShellScriptBin "hive" ''
+    # `hive` with the environment of hive-c0re.service (state dir, Temporal, run dir).
+    ${lib.concatStringsSep "\n" (
+      lib.mapAttrsToList (name: value: "export ${name}=${lib.escapeShellArg value}") hiveEnvironment
+    )}
+    exec ${lib.getExe' cfg.package "hive"} "$@"
+  '';
+
+  port =
+    default: what:
+    lib.mkOption {
+      type = lib.types.port;
+      inherit default;
+      description = what;
+    };
 in
 {
   options.services.hive-c0re = {
     enable = lib.mkEnableOption "hive-c0re, the hyperhive host daemon";
+
     package = lib.mkOption {
       type = lib.types.package;
-      default = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
-      defaultText = lib.literalExpression "hyperhive.packages.\${system}.default";
-      description = "The hyperhive package.";
+      default = self.packages.${system}.default;
+      defaultText = lib.literalExpression "hyperhive.packages.\${pkgs.system}.default";
+      description = "The hyperhive package (`hive`, `hive-agent`).";
     };
+
     stateDir = lib.mkOption {
-      type = lib.types.str;
+      type = lib.types.path;
       default = "/var/lib/hyperhive";
-      description = "Store, Temporal history and config repos.";
+      description = ''
+        Persistent state (HIVE_STATE_DIR): the SQLite store, the embedded Temporal's
+        temporal.db, the agents' config repos and homes. Owned by root, mode 0750.
+      '';
+    };
+
+    bindHost = lib.mkOption {
+      type = lib.types.str;
+      default = loopback;
+      description = ''
+        Address the dashboard and agent pages bind to (HIVE_BIND_HOST). Keep it on loopback: agent
+        containers must not reach them (reach them from elsewhere through an SSH tunnel or a
+        reverse proxy with authentication).
+      '';
+    };
+
+    ports = {
+      dashboard = port 7000 "Dashboard, broker API and /health (HIVE_DASHBOARD_PORT).";
+      manager = port 8000 "hm1nd's agent page (HIVE_MANAGER_PORT).";
+      agents = {
+        from = port 8100 "First port of the agent pages (HIVE_AGENT_PORT_MIN).";
+        to = port 8999 "Last port of the agent pages (HIVE_AGENT_PORT_MAX).";
+      };
+      temporal = port 7233 "gRPC port of the embedded Temporal server (HIVE_TEMPORAL_PORT).";
+      temporalUi = port 8233 "Web UI port of the embedded Temporal server (temporal.ui.enable).";
+    };
+
+    temporal = {
+      address = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "temporal.internal:7233";
+        description = ''
+          host:port of a Temporal cluster (HIVE_TEMPORAL_ADDRESS). null runs hive-temporal.service:
+          `temporal server start-dev` on 127.0.0.1:ports.temporal with its DB at
+          stateDir/temporal.db. A cluster needs the search attribute HiveAgent (Keyword).
+        '';
+      };
+      namespace = lib.mkOption {
+        type = lib.types.str;
+        default = "default";
+        description = "Temporal namespace (HIVE_TEMPORAL_NAMESPACE).";
+      };
+      package = lib.mkOption {
+        type = lib.types.package;
+        default = pkgs.temporal-cli;
+        defaultText = lib.literalExpression "pkgs.temporal-cli";
+        description = "The `temporal` CLI: the embedded server, and `temporal …` for operators.";
+      };
+      ui.enable = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = ''
+          Serve the embedded server's Web UI on 127.0.0.1:ports.temporalUi. Off, the server runs
+          with --headless (no UI).
+        '';
+      };
+    };
+
+    adminGroup = lib.mkOption {
+      type = lib.types.str;
+      default = "hive-admin";
+      description = ''
+        Group of the hive's operators: it owns the run dir (mode 0750) and, once hive-c0re serves
+        it, the admin socket <run dir>/host.sock (mode 0660). Until then `hive` commands need root.
+      '';
+    };
+
+    backend = lib.mkOption {
+      type = lib.types.enum [
+        "nixos"
+        "bwrap"
+        "process"
+        "auto"
+      ];
+      default = "nixos";
+      description = "Container backend (HIVE_CONTAINER_BACKEND); nixos: nixos-containers.";
+    };
+
+    flake = {
+      url = lib.mkOption {
+        type = lib.types.str;
+        default = "path:${self.outPath}";
+        defaultText = lib.literalExpression ''"path:''${hyperhive.outPath}"'';
+        description = ''
+          The hyperhive flake every agent container is built from (its generated flake's
+          `hyperhive` input; HIVE_HYPERHIVE_FLAKE_URL). The default is this flake's store path, so
+          containers build offline from what the host already has (commit flake.lock).
+        '';
+      };
+      rev = lib.mkOption {
+        type = lib.types.str;
+        default = self.narHash or self.outPath;
+        defaultText = lib.literalExpression "hyperhive.narHash";
+        description = ''
+          The revision recorded in each agent's pin (HIVE_HYPERHIVE_REV); agents pinned to another
+          are updated by the hive-auto-update schedule.
+        '';
+      };
+    };
+
+    extraEnvironment = lib.mkOption {
+      type = lib.types.attrsOf lib.types.str;
+      default = { };
+      example = {
+        HIVE_MAX_TURNS_PER_HOUR = "30";
+        HIVE_AGENT_EXTRA_ENV = ''{"ANTHROPIC_BASE_URL": "https://llm-gateway.internal"}'';
+      };
+      description = ''
+        More environment for hive-c0re and the `hive` CLI: any HIVE_* setting (see the
+        configuration table in README.md), overriding the module's.
+      '';
+    };
+
+    isolateContainers = lib.mkOption {
+      type = lib.types.bool;
+      default = true;
+      description = ''
+        Refuse new connections from agent containers (interfaces ve-*) to the host itself, except
+        DNS. This holds even if root inside a container removes its own egress filter.
+      '';
+    };
+
+    nat.externalInterface = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "eth0";
+      description = "Interface the containers' NAT egress leaves by (null: any).";
     };
   };
 
-  config = lib.mkIf cfg.enable {
-    boot.enableContainers = true;
-    nix.settings.experimental-features = [
-      "nix-command"
-      "flakes"
-    ];
-    systemd.services.hive-c0re = {
-      description = "hive-c0re (hyperhive)";
-      wantedBy = [ "multi-user.target" ];
-      after = [ "network.target" ];
-      path = [
-        pkgs.nixos-container
-        config.nix.package
-        pkgs.git
-        pkgs.coreutils
-      ];
-      environment = {
-        HIVE_STATE_DIR = cfg.stateDir;
-        HIVE_RUN_DIR = "/run/hyperhive";
-        HIVE_CONTAINER_BACKEND = "nixos";
-      };
-      serviceConfig = {
-        ExecStart = "${lib.getExe' cfg.package "hive"} up";
-        StateDirectory = "hyperhive";
-        RuntimeDirectory = "hyperhive";
-        WorkingDirectory = cfg.stateDir;
-        Restart = "on-failure";
-      };
-    };
-  };
+  config = lib.mkIf cfg.enable (
+    lib.mkMerge [
+      {
+        assertions = [
+          {
+            assertion = cfg.ports.agents.from <= cfg.ports.agents.to;
+            message =
+              "services.hive-c0re.ports.agents: from (${toString cfg.ports.agents.from}) "
+              + "is above to (${toString cfg.ports.agents.to})";
+          }
+        ];
+        warnings = lib.optional (cfg.isolateContainers && !config.networking.firewall.enable) ''
+          services.hive-c0re.isolateContainers needs networking.firewall.enable: without the
+          firewall, agent containers can reach services on the host's addresses.
+        '';
+
+        # Since NixOS 25.11 this defaults to `config.containers != { }`: hive-c0re's containers
+        # are imperative, so it must be set.
+        boot.enableContainers = true;
+        nix.settings.experimental-features = [
+          "nix-command"
+          "flakes"
+        ];
+
+        # Egress for the containers' private networks.
+        networking.nat = {
+          enable = true;
+          internalInterfaces = [ "ve-+" ];
+          externalInterface = lib.mkIf (natInterface != null) natInterface;
+        };
+
+        users.groups.${cfg.adminGroup} = { };
+
+        environment.systemPackages = [
+          hiveCli
+          cfg.temporal.package
+        ];
+
+        systemd.tmpfiles.rules = lib.optional (!underVarLib) "d ${cfg.stateDir} 0750 root root -";
+
+        systemd.services.hive-c0re = {
+          description = "hive-c0re, the hyperhive host daemon";
+          wantedBy = [ "multi-user.target" ];
+          after = [ "network.target" ] ++ lib.optional embeddedTemporal "hive-temporal.service";
+          requires = lib.optional embeddedTemporal "hive-temporal.service";
+          path = [
+            pkgs.nixos-container
+            config.nix.package
+            pkgs.git
+            config.systemd.package
+            pkgs.coreutils
+            pkgs.util-linux
+            pkgs.findutils
+            pkgs.e2fsprogs
+            pkgs.iproute2
+          ]
+          ++ lib.optional (cfg.backend == "bwrap") pkgs.bubblewrap;
+          environment = config.nix.envVars // { HOME = cfg.stateDir; } // hiveEnvironment;
+          serviceConfig = {
+            ExecStart = "${lib.getExe' cfg.package "hive"} c0re";
+            # The run dir belongs to the admins' group.
+            ExecStartPre = "${pkgs.coreutils}/bin/chgrp ${cfg.adminGroup} ${runDir}";
+            StateDirectory = lib.mkIf underVarLib stateDirectory;
+            StateDirectoryMode = "0750";
+            RuntimeDirectory = "hyperhive";
+            RuntimeDirectoryMode = "0750";
+            # Running containers bind-mount <run dir>/agents/<name>: a restart must not remove it.
+            RuntimeDirectoryPreserve = "yes";
+            # nixos-container create/update write ./.tmp in the working dir.
+            WorkingDirectory = cfg.stateDir;
+            Restart = "on-failure";
+            RestartSec = 5;
+          };
+        };
+      }
+
+      (lib.mkIf embeddedTemporal {
+        systemd.services.hive-temporal = {
+          description = "Temporal dev server for hive-c0re";
+          wantedBy = [ "multi-user.target" ];
+          after = [ "network.target" ];
+          before = [ "hive-c0re.service" ];
+          environment.HOME = cfg.stateDir;
+          serviceConfig = {
+            ExecStart = lib.escapeShellArgs temporalArgs;
+            StateDirectory = lib.mkIf underVarLib stateDirectory;
+            StateDirectoryMode = "0750";
+            WorkingDirectory = cfg.stateDir;
+            Restart = "on-failure";
+            RestartSec = 5;
+            # It needs its DB and loopback, nothing else.
+            ReadWritePaths = [ cfg.stateDir ];
+            ProtectSystem = "strict";
+            ProtectHome = true;
+            PrivateTmp = true;
+            PrivateDevices = true;
+            NoNewPrivileges = true;
+            ProtectKernelTunables = true;
+            ProtectKernelModules = true;
+            ProtectControlGroups = true;
+            RestrictAddressFamilies = [
+              "AF_INET"
+              "AF_INET6"
+              "AF_UNIX"
+            ];
+          };
+        };
+      })
+
+      # Host side of the containers' isolation (nix/agent.nix has the container side).
+      (lib.mkIf (cfg.isolateContainers && !config.networking.nftables.enable) {
+        networking.firewall.extraCommands = ''
+          # hive-c0re: agent containers (ve-*) may open no connection to the host but DNS.
+          ip46tables -I nixos-fw 1 -i ve-+ -p tcp ! --dport 53 -m conntrack --ctstate NEW \
+            -j nixos-fw-refuse
+          ip46tables -I nixos-fw 1 -i ve-+ -p udp ! --dport 53 -m conntrack --ctstate NEW \
+            -j nixos-fw-refuse
+        '';
+      })
+      (lib.mkIf (cfg.isolateContainers && config.networking.nftables.enable) {
+        networking.nftables.tables.hive-c0re-isolation = {
+          family = "inet";
+          content = ''
+            # hive-c0re: agent containers (ve-*) may open no connection to the host but DNS.
+            chain input {
+              type filter hook input priority filter - 1; policy accept;
+              iifname "ve-*" ct state new meta l4proto { tcp, udp } th dport != 53 reject
+            }
+          '';
+        };
+      })
+    ]
+  );
 }

