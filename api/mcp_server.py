@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import functools
 import inspect
 import logging
 import os
-import socket
-import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +36,13 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 from starlette.applications import Starlette
 
+from api.unix_socket import (
+    QuietServer,
+    bind_unix_socket,
+    log_unexpected_end,
+    remove_socket,
+    serve_on,
+)
 from hyperhive import __version__
 from hyperhive.broker import Broker
 from hyperhive.domain import MANAGER_NAME, check_agent_name
@@ -51,8 +55,6 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "hive"
 MCP_PATH = "/mcp"
 # The socket file: owner and group may connect (connecting needs write permission), others not.
-SOCKET_MODE = 0o660
-RUN_DIR_MODE = 0o700
 # Clients reach the socket as http://localhost/mcp (there is no real host); DNS-rebinding
 # protection stays on and answers 421 to any other Host header.
 TRANSPORT_SECURITY = TransportSecuritySettings(
@@ -296,20 +298,12 @@ def build_agent_mcp(
 # -- serving on unix sockets ----------------------------------------------------------------------
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: hive-c0re decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @dataclass
 class _Served:
     agent: str
     path: Path
     inode: int
-    server: _QuietServer
+    server: QuietServer
     task: asyncio.Task[None]
     closing: asyncio.Event
 
@@ -362,7 +356,7 @@ class AgentMcpSockets:
 
     async def _start(self, agent: str) -> _Served:
         path = self.settings.agent_socket_path(agent)
-        sock = _bind_socket(path, agent)
+        sock = bind_unix_socket(path, f"{agent}'s MCP socket", McpSocketError)
         inode = os.stat(path).st_ino
         extra = self.extra_tools_for(agent) if self.extra_tools_for is not None else None
         closing = asyncio.Event()
@@ -372,7 +366,7 @@ class AgentMcpSockets:
         )
         ready = asyncio.Event()
         _signal_when_started(app, ready)
-        server = _QuietServer(
+        server = QuietServer(
             uvicorn.Config(
                 app,
                 lifespan="on",  # runs the MCP session manager (its task group) and shuts it down
@@ -382,7 +376,10 @@ class AgentMcpSockets:
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             )
         )
-        task = asyncio.create_task(_serve(server, sock, path), name=f"mcp-socket-{agent}")
+        task = asyncio.create_task(
+            serve_on(server, sock, f"the MCP app on {path}", McpSocketError),
+            name=f"mcp-socket-{agent}",
+        )
         served = _Served(agent, path, inode, server, task, closing)
         waiting = asyncio.create_task(ready.wait())
         try:
@@ -405,7 +402,7 @@ class AgentMcpSockets:
                 f"the MCP server for {agent} on {path} did not start within {START_TIMEOUT_S}s",
                 "see hive-c0re's log",
             )
-        task.add_done_callback(functools.partial(_log_unexpected_end, agent))
+        task.add_done_callback(functools.partial(log_unexpected_end, f"MCP socket for {agent}"))
         log.info("MCP socket for %s listening on %s", agent, path)
         return served
 
@@ -429,17 +426,7 @@ class AgentMcpSockets:
         except Exception as e:
             # It failed: logged by its done callback, or reported by start().
             log.debug("MCP server for %s ended with %r", served.agent, e)
-        _remove_socket(served.path, served.inode)
-
-
-async def _serve(server: uvicorn.Server, sock: socket.socket, path: Path) -> None:
-    try:
-        await server.serve(sockets=[sock])
-    except SystemExit:
-        # uvicorn exits the process when the app's startup fails; here that only ends this task.
-        raise McpSocketError(f"the MCP app on {path} failed its startup") from None
-    finally:
-        sock.close()
+        remove_socket(served.path, served.inode)
 
 
 def _signal_when_started(app: Starlette, ready: asyncio.Event) -> None:
@@ -453,73 +440,3 @@ def _signal_when_started(app: Starlette, ready: asyncio.Event) -> None:
             yield state
 
     app.router.lifespan_context = lifespan
-
-
-def _log_unexpected_end(agent: str, task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    if (exc := task.exception()) is not None:
-        log.error("MCP socket for %s failed: %s", agent, exc, exc_info=exc)
-
-
-def _bind_socket(path: Path, agent: str) -> socket.socket:
-    """A listening unix socket at `path` (mode 0660) in a directory made 0700 if it is new."""
-    try:
-        path.parent.mkdir(parents=True, mode=RUN_DIR_MODE, exist_ok=True)
-    except OSError as e:
-        raise McpSocketError(
-            f"cannot create {path.parent} for {agent}'s MCP socket: {e.strerror}",
-            "check the permissions of HIVE_RUN_DIR (or set it to a writable directory)",
-        ) from e
-    _clear_stale_socket(path, agent)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(os.fspath(path))
-        os.chmod(path, SOCKET_MODE)
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError as e:
-        sock.close()
-        raise McpSocketError(
-            f"cannot listen on {path} for {agent}'s MCP socket: {e.strerror or e}",
-            "unix socket paths are limited to 107 bytes: use a shorter HIVE_RUN_DIR"
-            if "too long" in str(e)
-            else "check the permissions of HIVE_RUN_DIR",
-        ) from e
-    return sock
-
-
-def _clear_stale_socket(path: Path, agent: str) -> None:
-    """Remove a socket file left by a process that is gone; refuse one that still answers."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise McpSocketError(
-            f"{path} exists and is not a socket, so {agent}'s MCP socket cannot be created there",
-            f"move {path} away",
-        )
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.setblocking(False)
-    try:
-        result = probe.connect_ex(os.fspath(path))
-    finally:
-        probe.close()
-    if result in (0, errno.EAGAIN, errno.EINPROGRESS):
-        raise McpSocketError(
-            f"another process is serving {path} ({agent}'s MCP socket)",
-            "stop the other hive-c0re using this run directory, or set HIVE_RUN_DIR",
-        )
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    log.info("removed stale MCP socket %s", path)
-
-
-def _remove_socket(path: Path, inode: int) -> None:
-    """Remove the socket file, unless it is no longer the one we bound."""
-    try:
-        if os.lstat(path).st_ino == inode:
-            path.unlink()
-    except FileNotFoundError:
-        pass

@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import functools
 import json
 import logging
 import os
-import socket
-import stat
-from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +36,13 @@ from typing import Any
 import httpx2
 import uvicorn
 
+from api.unix_socket import (
+    QuietServer,
+    bind_unix_socket,
+    log_unexpected_end,
+    remove_socket,
+    serve_on,
+)
 from hyperhive.domain import check_agent_name
 from hyperhive.errors import HiveError
 from hyperhive.settings import HiveSettings
@@ -48,8 +52,6 @@ log = logging.getLogger(__name__)
 MODEL_SOCKET_NAME = "model.sock"
 DEFAULT_UPSTREAM = "https://api.anthropic.com"
 # Same permissions as the MCP socket next to it (api.mcp_server).
-SOCKET_MODE = 0o660
-RUN_DIR_MODE = 0o700
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 GRACEFUL_SHUTDOWN_S = 2
@@ -282,20 +284,12 @@ async def _respond(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: hive-c0re decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @dataclass
 class _Served:
     agent: str
     path: Path
     inode: int
-    server: _QuietServer
+    server: QuietServer
     task: asyncio.Task[None]
     client: httpx2.AsyncClient
 
@@ -345,13 +339,13 @@ class ModelProxies:
 
     async def _start(self, agent: str) -> _Served:
         path = self.socket_path(agent)
-        sock = _bind_socket(path, agent)
+        sock = bind_unix_socket(path, f"{agent}'s model proxy", ModelProxyError)
         inode = os.stat(path).st_ino
         client = httpx2.AsyncClient(timeout=UPSTREAM_TIMEOUT, follow_redirects=False)
         # Only the agent's own headers go upstream: no user-agent/accept-encoding of ours.
         client.headers.clear()
         app = ModelProxyApp(agent, self.upstream, client)
-        server = _QuietServer(
+        server = QuietServer(
             uvicorn.Config(
                 app,
                 lifespan="on",
@@ -363,7 +357,10 @@ class ModelProxies:
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             )
         )
-        task = asyncio.create_task(_serve(server, sock, path), name=f"model-proxy-{agent}")
+        task = asyncio.create_task(
+            serve_on(server, sock, f"the model proxy on {path}", ModelProxyError),
+            name=f"model-proxy-{agent}",
+        )
         served = _Served(agent, path, inode, server, task, client)
         waiting = asyncio.create_task(app.started.wait())
         try:
@@ -383,7 +380,7 @@ class ModelProxies:
                 + (f"failed to start: {failure}" if failure else "did not start in time"),
                 "see hive-c0re's log",
             ) from failure
-        task.add_done_callback(functools.partial(_log_unexpected_end, agent))
+        task.add_done_callback(functools.partial(log_unexpected_end, f"model proxy for {agent}"))
         log.info("model proxy for %s listening on %s → %s", agent, path, self.upstream)
         return served
 
@@ -406,83 +403,4 @@ class ModelProxies:
         except Exception as e:
             log.debug("model proxy for %s ended with %r", served.agent, e)
         await served.client.aclose()
-        _remove_socket(served.path, served.inode)
-
-
-async def _serve(server: uvicorn.Server, sock: socket.socket, path: Path) -> None:
-    try:
-        await server.serve(sockets=[sock])
-    except SystemExit:
-        raise ModelProxyError(f"the model proxy on {path} failed its startup") from None
-    finally:
-        sock.close()
-
-
-def _log_unexpected_end(agent: str, task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    if (exc := task.exception()) is not None:
-        log.error("model proxy for %s failed: %s", agent, exc, exc_info=exc)
-
-
-def _bind_socket(path: Path, agent: str) -> socket.socket:
-    """A listening unix socket at `path` (mode 0660) in a directory made 0700 if it is new."""
-    try:
-        path.parent.mkdir(parents=True, mode=RUN_DIR_MODE, exist_ok=True)
-    except OSError as e:
-        raise ModelProxyError(
-            f"cannot create {path.parent} for {agent}'s model proxy: {e.strerror}",
-            "check the permissions of HIVE_RUN_DIR (or set it to a writable directory)",
-        ) from e
-    _clear_stale_socket(path, agent)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(os.fspath(path))
-        os.chmod(path, SOCKET_MODE)
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError as e:
-        sock.close()
-        raise ModelProxyError(
-            f"cannot listen on {path} for {agent}'s model proxy: {e.strerror or e}",
-            "unix socket paths are limited to 107 bytes: use a shorter HIVE_RUN_DIR"
-            if "too long" in str(e)
-            else "check the permissions of HIVE_RUN_DIR",
-        ) from e
-    return sock
-
-
-def _clear_stale_socket(path: Path, agent: str) -> None:
-    """Remove a socket file left by a process that is gone; refuse one that still answers."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ModelProxyError(
-            f"{path} exists and is not a socket, so {agent}'s model proxy cannot be served there",
-            f"move {path} away",
-        )
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.setblocking(False)
-    try:
-        result = probe.connect_ex(os.fspath(path))
-    finally:
-        probe.close()
-    if result in (0, errno.EAGAIN, errno.EINPROGRESS):
-        raise ModelProxyError(
-            f"another process is serving {path} ({agent}'s model proxy)",
-            "stop the other hive-c0re using this run directory, or set HIVE_RUN_DIR",
-        )
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    log.info("removed stale model proxy socket %s", path)
-
-
-def _remove_socket(path: Path, inode: int) -> None:
-    """Remove the socket file, unless it is no longer the one we bound."""
-    try:
-        if os.lstat(path).st_ino == inode:
-            path.unlink()
-    except FileNotFoundError:
-        pass
+        remove_socket(served.path, served.inode)

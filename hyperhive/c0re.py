@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import uvicorn
@@ -22,6 +22,7 @@ from api.app import create_app
 from api.manager_tools import extra_tools_for
 from api.mcp_server import AgentMcpSockets
 from api.model_proxy import ModelProxies
+from api.unix_socket import QuietServer
 from hyperhive.agent_runtime import AgentRuntime
 from hyperhive.broker import Broker
 from hyperhive.bus import Bus, EventBus
@@ -38,14 +39,6 @@ from workflows import ALL_WORKFLOWS
 log = logging.getLogger(__name__)
 
 READY_CHECK_TIMEOUT = timedelta(seconds=30)
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: hive-c0re decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def bind_listener(host: str, port: int, setting: str) -> socket.socket:
@@ -132,7 +125,7 @@ async def run_c0re(
         )
         proxies = ModelProxies(settings) if getattr(backend, "needs_model_proxy", False) else None
         agents = AgentRuntime(settings, engine, sockets, proxies)
-        server = _QuietServer(
+        server = QuietServer(
             uvicorn.Config(
                 create_app(runtime),
                 log_level="warning",
