@@ -138,6 +138,7 @@ async def run_workflow(
     request: Any,
     *,
     decide: Decision | None = None,
+    skip: timedelta | None = None,
     result_type: type = LifecycleOutcome,
 ) -> Any:
     host_queue = f"{task_queue}-host"
@@ -158,6 +159,9 @@ async def run_workflow(
                 await handle.signal("decide", decide)
                 # A second decision changes nothing.
                 await handle.signal("decide", Decision(approved=not decide.approved, by="late"))
+            if skip is not None:
+                # Skip the clock explicitly rather than rely on the server's auto-skipping.
+                await env.sleep(skip)
             return await handle.result()
         finally:
             # Nothing may stay running on the shared time-skipping server (it stops skipping).
@@ -245,6 +249,7 @@ async def test_pending_spawn_reminds_then_expires(time_skipping_server, task_que
             requester="hm1nd",
             timing=ApprovalTiming(expire_after_s=3 * 3600, remind_every_s=3600),
         ),
+        skip=timedelta(hours=3, minutes=1),
     )
     assert outcome.status == "expired"
     assert host.approvals == {1: "expired"}
