@@ -22,27 +22,18 @@ import contextlib
 import functools
 import inspect
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec
 
-import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 from starlette.applications import Starlette
 
-from api.unix_socket import (
-    QuietServer,
-    bind_unix_socket,
-    log_unexpected_end,
-    remove_socket,
-    serve_on,
-)
+from api.unix_socket import AgentApp, PerAgentServers
 from hyperhive import __version__
 from hyperhive.broker import Broker
 from hyperhive.domain import MANAGER_NAME, check_agent_name
@@ -62,11 +53,6 @@ TRANSPORT_SECURITY = TransportSecuritySettings(
     allowed_hosts=["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*"],
     allowed_origins=["http://localhost", "http://localhost:*"],
 )
-# On stop, open requests (a long-polling recv, a legacy session's event stream) get this long to
-# finish before uvicorn cancels them.
-GRACEFUL_SHUTDOWN_S = 2
-STOP_TIMEOUT_S = 10.0
-START_TIMEOUT_S = 10.0
 
 ExtraTools = Callable[[MCPServer], None]
 """Registers more tools on one agent's server (e.g. the manager's); see `hive_tool`."""
@@ -298,21 +284,14 @@ def build_agent_mcp(
 # -- serving on unix sockets ----------------------------------------------------------------------
 
 
-@dataclass
-class _Served:
-    agent: str
-    path: Path
-    inode: int
-    server: QuietServer
-    task: asyncio.Task[None]
-    closing: asyncio.Event
-
-
-class AgentMcpSockets:
+class AgentMcpSockets(PerAgentServers):
     """One MCP server per agent, each on `settings.agent_socket_path(agent)`.
 
     `extra_tools_for(agent)` may return more tools for that agent's server (the manager's).
     """
+
+    label = "MCP socket"
+    error = McpSocketError
 
     def __init__(
         self,
@@ -321,43 +300,15 @@ class AgentMcpSockets:
         *,
         extra_tools_for: Callable[[str], ExtraTools | None] | None = None,
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.broker = broker
         self.extra_tools_for = extra_tools_for
-        self._served: dict[str, _Served] = {}
-        self._lock = asyncio.Lock()
 
-    def running(self) -> set[str]:
-        return {name for name, s in self._served.items() if not s.task.done()}
+    def socket_path(self, agent: str) -> Path:
+        return self.settings.agent_socket_path(agent)
 
-    async def start(self, agent: str) -> Path:
-        """Serve `agent`'s socket (a no-op if it is served already); returns the socket path."""
-        check_agent_name(agent)
-        async with self._lock:
-            current = self._served.get(agent)
-            if current is not None and not current.task.done():
-                return current.path
-            if current is not None:  # it died: clean up, then serve afresh
-                await self._stop(agent)
-            served = await self._start(agent)
-            self._served[agent] = served
-            return served.path
-
-    async def stop(self, agent: str) -> None:
-        """Stop serving `agent`'s socket and remove the socket file (a no-op if not served)."""
-        async with self._lock:
-            await self._stop(agent)
-
-    async def stop_all(self) -> None:
-        async with self._lock:
-            await asyncio.gather(*(self._stop(agent) for agent in list(self._served)))
-
-    # -- internals --
-
-    async def _start(self, agent: str) -> _Served:
-        path = self.settings.agent_socket_path(agent)
-        sock = bind_unix_socket(path, f"{agent}'s MCP socket", McpSocketError)
-        inode = os.stat(path).st_ino
+    def build(self, agent: str) -> AgentApp:
         extra = self.extra_tools_for(agent) if self.extra_tools_for is not None else None
         closing = asyncio.Event()
         mcp = build_agent_mcp(agent, self.broker, extra_tools=extra, closing=closing)
@@ -366,67 +317,8 @@ class AgentMcpSockets:
         )
         ready = asyncio.Event()
         _signal_when_started(app, ready)
-        server = QuietServer(
-            uvicorn.Config(
-                app,
-                lifespan="on",  # runs the MCP session manager (its task group) and shuts it down
-                log_level="warning",
-                log_config=None,
-                access_log=False,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-            )
-        )
-        task = asyncio.create_task(
-            serve_on(server, sock, f"the MCP app on {path}", McpSocketError),
-            name=f"mcp-socket-{agent}",
-        )
-        served = _Served(agent, path, inode, server, task, closing)
-        waiting = asyncio.create_task(ready.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {task, waiting}, timeout=START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
-            )
-        except BaseException:  # cancelled while starting: leave nothing behind
-            await self._shutdown(served)
-            raise
-        finally:
-            waiting.cancel()
-        if task in done or not done:
-            await self._shutdown(served)
-            if task in done and task.exception() is not None:
-                raise McpSocketError(
-                    f"the MCP server for {agent} on {path} failed to start: {task.exception()}",
-                    "see hive-c0re's log",
-                ) from task.exception()
-            raise McpSocketError(
-                f"the MCP server for {agent} on {path} did not start within {START_TIMEOUT_S}s",
-                "see hive-c0re's log",
-            )
-        task.add_done_callback(functools.partial(log_unexpected_end, f"MCP socket for {agent}"))
-        log.info("MCP socket for %s listening on %s", agent, path)
-        return served
-
-    async def _stop(self, agent: str) -> None:
-        served = self._served.pop(agent, None)
-        if served is not None:
-            await self._shutdown(served)
-            log.info("MCP socket for %s stopped", agent)
-
-    async def _shutdown(self, served: _Served) -> None:
-        served.closing.set()  # waiting recv calls answer now, so their connections can close
-        served.server.should_exit = True
-        try:
-            await asyncio.wait_for(asyncio.shield(served.task), STOP_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("MCP server for %s did not stop in time: cancelling it", served.agent)
-            served.server.force_exit = True
-            served.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await served.task
-        except Exception as e:
-            # It failed: logged by its done callback, or reported by start().
-            log.debug("MCP server for %s ended with %r", served.agent, e)
-        remove_socket(served.path, served.inode)
+        # Waiting recv calls answer at once, so their connections can close.
+        return AgentApp(app, ready, before_stop=closing.set)
 
 
 def _signal_when_started(app: Starlette, ready: asyncio.Event) -> None:

@@ -23,27 +23,15 @@ trust store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx2
-import uvicorn
 
-from api.unix_socket import (
-    QuietServer,
-    bind_unix_socket,
-    log_unexpected_end,
-    remove_socket,
-    serve_on,
-)
-from hyperhive.domain import check_agent_name
+from api.unix_socket import AgentApp, PerAgentServers
 from hyperhive.errors import HiveError
 from hyperhive.settings import HiveSettings
 
@@ -51,10 +39,6 @@ log = logging.getLogger(__name__)
 
 MODEL_SOCKET_NAME = "model.sock"
 DEFAULT_UPSTREAM = "https://api.anthropic.com"
-# Same permissions as the MCP socket next to it (api.mcp_server).
-START_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 10.0
-GRACEFUL_SHUTDOWN_S = 2
 # claude bounds one API request itself (API_TIMEOUT_MS, 10 min by default); stay above it.
 UPSTREAM_TIMEOUT = httpx2.Timeout(connect=15.0, read=900.0, write=120.0, pool=30.0)
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
@@ -284,123 +268,32 @@ async def _respond(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-@dataclass
-class _Served:
-    agent: str
-    path: Path
-    inode: int
-    server: QuietServer
-    task: asyncio.Task[None]
-    client: httpx2.AsyncClient
-
-
-class ModelProxies:
+class ModelProxies(PerAgentServers):
     """One model proxy per agent, each on `<settings.agent_run_dir(agent)>/model.sock`.
 
     Started for the agents of a backend whose sandboxes have no network (`needs_model_proxy`);
     `start` is idempotent, `stop`/`stop_all` remove the sockets.
     """
 
+    label = "model proxy"
+    error = ModelProxyError
+
     def __init__(self, settings: HiveSettings, *, upstream: str | None = None) -> None:
+        super().__init__()
         self.settings = settings
         self.upstream = upstream or upstream_url(settings)
-        self._served: dict[str, _Served] = {}
-        self._lock = asyncio.Lock()
-
-    def running(self) -> set[str]:
-        return {name for name, s in self._served.items() if not s.task.done()}
 
     def socket_path(self, agent: str) -> Path:
         return model_socket_path(self.settings, agent)
 
-    async def start(self, agent: str) -> Path:
-        """Serve `agent`'s proxy (a no-op if it is served already); returns the socket path."""
-        check_agent_name(agent)
-        async with self._lock:
-            current = self._served.get(agent)
-            if current is not None and not current.task.done():
-                return current.path
-            if current is not None:  # it died: clean up, then serve afresh
-                await self._stop(agent)
-            served = await self._start(agent)
-            self._served[agent] = served
-            return served.path
-
-    async def stop(self, agent: str) -> None:
-        """Stop serving `agent`'s proxy and remove its socket (a no-op if not served)."""
-        async with self._lock:
-            await self._stop(agent)
-
-    async def stop_all(self) -> None:
-        async with self._lock:
-            await asyncio.gather(*(self._stop(agent) for agent in list(self._served)))
-
-    # -- internals --
-
-    async def _start(self, agent: str) -> _Served:
-        path = self.socket_path(agent)
-        sock = bind_unix_socket(path, f"{agent}'s model proxy", ModelProxyError)
-        inode = os.stat(path).st_ino
+    def build(self, agent: str) -> AgentApp:
         client = httpx2.AsyncClient(timeout=UPSTREAM_TIMEOUT, follow_redirects=False)
         # Only the agent's own headers go upstream: no user-agent/accept-encoding of ours.
         client.headers.clear()
         app = ModelProxyApp(agent, self.upstream, client)
-        server = QuietServer(
-            uvicorn.Config(
-                app,
-                lifespan="on",
-                log_level="warning",
-                log_config=None,
-                access_log=False,
-                server_header=False,
-                date_header=False,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-            )
+        return AgentApp(
+            app,
+            app.started,
+            after_stop=client.aclose,
+            uvicorn_options={"server_header": False, "date_header": False},
         )
-        task = asyncio.create_task(
-            serve_on(server, sock, f"the model proxy on {path}", ModelProxyError),
-            name=f"model-proxy-{agent}",
-        )
-        served = _Served(agent, path, inode, server, task, client)
-        waiting = asyncio.create_task(app.started.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {task, waiting}, timeout=START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
-            )
-        except BaseException:  # cancelled while starting: leave nothing behind
-            await self._shutdown(served)
-            raise
-        finally:
-            waiting.cancel()
-        if task in done or not done:
-            await self._shutdown(served)
-            failure = task.exception() if task in done else None
-            raise ModelProxyError(
-                f"the model proxy for {agent} on {path} "
-                + (f"failed to start: {failure}" if failure else "did not start in time"),
-                "see hive-c0re's log",
-            ) from failure
-        task.add_done_callback(functools.partial(log_unexpected_end, f"model proxy for {agent}"))
-        log.info("model proxy for %s listening on %s → %s", agent, path, self.upstream)
-        return served
-
-    async def _stop(self, agent: str) -> None:
-        served = self._served.pop(agent, None)
-        if served is not None:
-            await self._shutdown(served)
-            log.info("model proxy for %s stopped", agent)
-
-    async def _shutdown(self, served: _Served) -> None:
-        served.server.should_exit = True
-        try:
-            await asyncio.wait_for(asyncio.shield(served.task), STOP_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("model proxy for %s did not stop in time: cancelling it", served.agent)
-            served.server.force_exit = True
-            served.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await served.task
-        except Exception as e:
-            log.debug("model proxy for %s ended with %r", served.agent, e)
-        await served.client.aclose()
-        remove_socket(served.path, served.inode)

@@ -9,15 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import socket
 import stat
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
+from hyperhive.domain import check_agent_name
 from hyperhive.errors import HiveError
 
 log = logging.getLogger(__name__)
@@ -114,3 +120,147 @@ def log_unexpected_end(what: str, task: asyncio.Task[None]) -> None:
         return
     if (exc := task.exception()) is not None:
         log.error("%s failed: %s", what, exc, exc_info=exc)
+
+
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+# On stop, open requests (a long-polling recv, a streaming model reply) get this long to finish
+# before uvicorn cancels them.
+GRACEFUL_SHUTDOWN_S = 2
+
+
+@dataclass
+class AgentApp:
+    """What one agent's server is made of, as built by a `PerAgentServers` subclass."""
+
+    app: ASGIApp
+    # Set once the app has started (its lifespan ran); the server counts as up from then.
+    started: asyncio.Event
+    # Called first at shutdown (e.g. to end long polls), and awaited last (e.g. close a client).
+    before_stop: Callable[[], None] | None = None
+    after_stop: Callable[[], Awaitable[None]] | None = None
+    uvicorn_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Served:
+    agent: str
+    path: Path
+    inode: int
+    server: QuietServer
+    task: asyncio.Task[None]
+    parts: AgentApp
+
+
+class PerAgentServers(ABC):
+    """One ASGI server per agent on its own unix socket: idempotent start (a server that died is
+    served afresh), stop, stop_all. Subclasses say where the socket is and what app it serves."""
+
+    #: For logs and errors: "MCP socket", "model proxy".
+    label: str
+    error: type[HiveError]
+
+    def __init__(self) -> None:
+        self._served: dict[str, _Served] = {}
+        self._lock = asyncio.Lock()
+
+    @abstractmethod
+    def socket_path(self, agent: str) -> Path: ...
+
+    @abstractmethod
+    def build(self, agent: str) -> AgentApp: ...
+
+    def running(self) -> set[str]:
+        return {name for name, s in self._served.items() if not s.task.done()}
+
+    async def start(self, agent: str) -> Path:
+        """Serve `agent`'s socket (a no-op if it is served already); returns the socket path."""
+        check_agent_name(agent)
+        async with self._lock:
+            current = self._served.get(agent)
+            if current is not None and not current.task.done():
+                return current.path
+            if current is not None:  # it died: clean up, then serve afresh
+                await self._stop(agent)
+            served = await self._start(agent)
+            self._served[agent] = served
+            return served.path
+
+    async def stop(self, agent: str) -> None:
+        """Stop serving `agent`'s socket and remove the socket file (a no-op if not served)."""
+        async with self._lock:
+            await self._stop(agent)
+
+    async def stop_all(self) -> None:
+        async with self._lock:
+            await asyncio.gather(*(self._stop(agent) for agent in list(self._served)))
+
+    async def _start(self, agent: str) -> _Served:
+        what = f"{self.label} for {agent}"
+        path = self.socket_path(agent)
+        sock = bind_unix_socket(path, what, self.error)
+        inode = os.stat(path).st_ino
+        parts = self.build(agent)
+        options: dict[str, Any] = {
+            "lifespan": "on",
+            "log_level": "warning",
+            "log_config": None,
+            "access_log": False,
+            "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+        }
+        server = QuietServer(uvicorn.Config(parts.app, **(options | parts.uvicorn_options)))
+        task = asyncio.create_task(
+            serve_on(server, sock, f"the {what} on {path}", self.error),
+            name=f"{self.label.replace(' ', '-').lower()}-{agent}",
+        )
+        served = _Served(agent, path, inode, server, task, parts)
+        waiting = asyncio.create_task(parts.started.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {task, waiting}, timeout=START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+            )
+        except BaseException:  # cancelled while starting: leave nothing behind
+            await self._shutdown(served)
+            raise
+        finally:
+            waiting.cancel()
+        if task in done or not done:
+            await self._shutdown(served)
+            failure = task.exception() if task in done else None
+            raise self.error(
+                f"the {what} on {path} "
+                + (
+                    f"failed to start: {failure}"
+                    if failure
+                    else f"did not start within {START_TIMEOUT_S}s"
+                ),
+                "see hive-c0re's log",
+            ) from failure
+        task.add_done_callback(functools.partial(log_unexpected_end, what))
+        log.info("%s listening on %s", what, path)
+        return served
+
+    async def _stop(self, agent: str) -> None:
+        served = self._served.pop(agent, None)
+        if served is not None:
+            await self._shutdown(served)
+            log.info("%s for %s stopped", self.label, agent)
+
+    async def _shutdown(self, served: _Served) -> None:
+        if served.parts.before_stop is not None:
+            served.parts.before_stop()
+        served.server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(served.task), STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("%s for %s did not stop in time: cancelling it", self.label, served.agent)
+            served.server.force_exit = True
+            served.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await served.task
+        except Exception as e:
+            # It failed: logged by its done callback, or reported by start().
+            log.debug("%s for %s ended with %r", self.label, served.agent, e)
+        if served.parts.after_stop is not None:
+            await served.parts.after_stop()
+        remove_socket(served.path, served.inode)
