@@ -35,49 +35,35 @@ class ApplyCommitWorkflow(ApprovalGate):
             return LifecycleOutcome(status="failed", detail=detail)
         assert isinstance(check, CommitCheck)
         what = f"apply {short} to {name}"
-        approval_id = int(
-            await self.host(
-                "create_approval",
-                NewApproval(
-                    kind=ApprovalKind.APPLY_COMMIT.value,
-                    agent=name,
-                    requester=request.requester,
-                    description=f"{what}: {request.description}",
-                    workflow_id=workflow.info().workflow_id,
-                    diff=check.diff,
-                ),
-                result_type=int,
-            )
+        approval_id, refused = await self.seek_approval(
+            NewApproval(
+                kind=ApprovalKind.APPLY_COMMIT.value,
+                agent=name,
+                requester=request.requester,
+                description=f"{what}: {request.description}",
+                workflow_id=workflow.info().workflow_id,
+                diff=check.diff,
+            ),
+            request.timing,
+            announce=lambda approval_id: (
+                f"{request.requester} asks to apply commit {short} to {name} "
+                f"({', '.join(check.files) or 'no changes'}): {request.description}\n"
+                f"Approve with `hive approve {approval_id}` (or on the dashboard)."
+            ),
+            announce_about=request.requester if request.requester != OPERATOR_NAME else name,
+            what=what,
+            subject=what,
+            tell_requester=lambda body: self._tell_manager(request, body),
         )
-        await self.tell(
-            OPERATOR_NAME,
-            f"{request.requester} asks to apply commit {short} to {name} "
-            f"({', '.join(check.files) or 'no changes'}): {request.description}\n"
-            f"Approve with `hive approve {approval_id}` (or on the dashboard).",
-            about=request.requester if request.requester != OPERATOR_NAME else name,
-        )
-        decision = await self.await_decision(approval_id, request.timing, about=name, what=what)
-        if decision is None:
-            await self.mark(approval_id, ApprovalStatus.EXPIRED.value, by=None, note="")
-            await self._tell_manager(request, f"{what} expired unapproved.")
-            return LifecycleOutcome(status="expired", approval_id=approval_id)
-        if not decision.approved:
-            await self.mark(
-                approval_id, ApprovalStatus.DENIED.value, by=decision.by, note=decision.note
-            )
-            await self._tell_manager(
-                request,
-                f"{what} was denied by {decision.by}"
-                + (f": {decision.note}" if decision.note else "."),
-            )
-            return LifecycleOutcome(status="denied", approval_id=approval_id)
-        await self.mark(
-            approval_id, ApprovalStatus.APPROVED.value, by=decision.by, note=decision.note
-        )
+        if refused is not None:
+            return refused
+        assert self.decision is not None
 
         previous = str(await self.host("applied_head", name, result_type=str))
         applied = await self.host(
-            "apply_commit", ApplyInput(agent=name, sha=sha, approver=decision.by), result_type=str
+            "apply_commit",
+            ApplyInput(agent=name, sha=sha, approver=self.decision.by),
+            result_type=str,
         )
         try:
             await self.host("container_update", name)

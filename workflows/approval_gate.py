@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -9,8 +10,15 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from hyperhive.domain import OPERATOR_NAME
-    from hyperhive.models import AgentMessage, ApprovalTiming, ApprovalUpdate, Decision
+    from hyperhive.domain import OPERATOR_NAME, ApprovalStatus
+    from hyperhive.models import (
+        AgentMessage,
+        ApprovalTiming,
+        ApprovalUpdate,
+        Decision,
+        LifecycleOutcome,
+        NewApproval,
+    )
 
 HOST_ACTIVITY_TIMEOUT = timedelta(seconds=60)
 HOST_RETRY = RetryPolicy(
@@ -77,3 +85,39 @@ class ApprovalGate:
                         about=about,
                     )
         return self.decision
+
+    async def seek_approval(
+        self,
+        new: NewApproval,
+        timing: ApprovalTiming,
+        *,
+        announce: Callable[[int], str],
+        announce_about: str,
+        what: str,
+        subject: str,
+        tell_requester: Callable[[str], Awaitable[None]],
+    ) -> tuple[int, LifecycleOutcome | None]:
+        """Store the approval, tell the operator (`announce(id)`), wait for the decision.
+
+        Returns the approval id and, unless it was approved, the outcome to end with (the
+        approval is marked and the requester told "<subject> was denied …" / "… expired")."""
+        approval_id = int(await self.host("create_approval", new, result_type=int))
+        await self.tell(OPERATOR_NAME, announce(approval_id), about=announce_about)
+        decision = await self.await_decision(approval_id, timing, about=new.agent, what=what)
+        if decision is None:
+            await self.mark(approval_id, ApprovalStatus.EXPIRED.value, by=None, note="")
+            await tell_requester(f"{subject} expired unapproved.")
+            return approval_id, LifecycleOutcome(status="expired", approval_id=approval_id)
+        if not decision.approved:
+            await self.mark(
+                approval_id, ApprovalStatus.DENIED.value, by=decision.by, note=decision.note
+            )
+            await tell_requester(
+                f"{subject} was denied by {decision.by}"
+                + (f": {decision.note}" if decision.note else ".")
+            )
+            return approval_id, LifecycleOutcome(status="denied", approval_id=approval_id)
+        await self.mark(
+            approval_id, ApprovalStatus.APPROVED.value, by=decision.by, note=decision.note
+        )
+        return approval_id, None

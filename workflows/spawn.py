@@ -30,44 +30,26 @@ class SpawnWorkflow(ApprovalGate):
         name = request.name
         approval_id: int | None = None
         if not request.preapproved:
-            what = f"spawn {name}"
-            approval_id = int(
-                await self.host(
-                    "create_approval",
-                    NewApproval(
-                        kind=ApprovalKind.SPAWN.value,
-                        agent=name,
-                        requester=request.requester,
-                        description=f"spawn {name}: {request.purpose}",
-                        workflow_id=workflow.info().workflow_id,
-                    ),
-                    result_type=int,
-                )
+            approval_id, refused = await self.seek_approval(
+                NewApproval(
+                    kind=ApprovalKind.SPAWN.value,
+                    agent=name,
+                    requester=request.requester,
+                    description=f"spawn {name}: {request.purpose}",
+                    workflow_id=workflow.info().workflow_id,
+                ),
+                request.timing,
+                announce=lambda approval_id: (
+                    f"{request.requester} asks to spawn {name}: {request.purpose}\n"
+                    f"Approve with `hive approve {approval_id}` (or on the dashboard)."
+                ),
+                announce_about=request.requester if request.requester != OPERATOR_NAME else name,
+                what=f"spawn {name}",
+                subject=f"the spawn of {name}",
+                tell_requester=lambda body: self._tell_requester(request, body),
             )
-            await self.tell(
-                OPERATOR_NAME,
-                f"{request.requester} asks to spawn {name}: {request.purpose}\n"
-                f"Approve with `hive approve {approval_id}` (or on the dashboard).",
-                about=request.requester if request.requester != OPERATOR_NAME else name,
-            )
-            decision = await self.await_decision(approval_id, request.timing, about=name, what=what)
-            if decision is None:
-                await self.mark(approval_id, ApprovalStatus.EXPIRED.value, by=None, note="")
-                await self._tell_requester(request, f"the spawn of {name} expired unapproved.")
-                return LifecycleOutcome(status="expired", approval_id=approval_id)
-            if not decision.approved:
-                await self.mark(
-                    approval_id, ApprovalStatus.DENIED.value, by=decision.by, note=decision.note
-                )
-                await self._tell_requester(
-                    request,
-                    f"the spawn of {name} was denied by {decision.by}"
-                    + (f": {decision.note}" if decision.note else "."),
-                )
-                return LifecycleOutcome(status="denied", approval_id=approval_id)
-            await self.mark(
-                approval_id, ApprovalStatus.APPROVED.value, by=decision.by, note=decision.note
-            )
+            if refused is not None:
+                return refused
 
         made_container = False
         try:
