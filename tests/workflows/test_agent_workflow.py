@@ -124,7 +124,12 @@ async def agent_loop(
 async def wait_status(handle, check, timeout: float = 90):
     async def poll():
         while True:
-            status = await handle.query(AgentWorkflow.status)
+            try:
+                status = await handle.query(AgentWorkflow.status)
+            except RPCError:
+                # Right after continue-as-new the time-skipping server can fail a query once
+                # ("query deadline exceeded") while the new run's first task is dispatched.
+                continue
             if check(status):
                 return status
             await asyncio.sleep(0.05)
