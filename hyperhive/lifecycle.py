@@ -150,17 +150,16 @@ class Lifecycle:
             ) from None
         return workflow_id
 
-    async def kill(self, name: str, *, by: str, destroy: bool = False) -> LifecycleOutcome:
-        if name == MANAGER_NAME and by == MANAGER_NAME:
-            raise LifecycleError("hm1nd cannot kill itself", "ask the operator")
+    async def _control(
+        self, name: str, workflow: str, request: object, prefix: str
+    ) -> LifecycleOutcome:
+        """Run a kill/start workflow to its end (joining one already running for `name`)."""
         if not await self._known(name):
             raise LifecycleError(f"there is no agent named {name!r}", "check list_agents")
         result: LifecycleOutcome = await self._client.execute_workflow(
-            "KillWorkflow",
-            KillRequest(
-                name=name, destroy=destroy, by=by, host_task_queue=self._settings.host_task_queue
-            ),
-            id=f"hive-kill-{name}",
+            workflow,
+            request,
+            id=f"{prefix}-{name}",
             task_queue=self._settings.core_task_queue,
             result_type=LifecycleOutcome,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
@@ -169,22 +168,19 @@ class Lifecycle:
         )
         return result
 
-    async def start(self, name: str, *, by: str, restart: bool = False) -> LifecycleOutcome:
-        if not await self._known(name):
-            raise LifecycleError(f"there is no agent named {name!r}", "check list_agents")
-        result: LifecycleOutcome = await self._client.execute_workflow(
-            "StartWorkflow",
-            StartRequest(
-                name=name, restart=restart, by=by, host_task_queue=self._settings.host_task_queue
-            ),
-            id=f"hive-start-{name}",
-            task_queue=self._settings.core_task_queue,
-            result_type=LifecycleOutcome,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            execution_timeout=timedelta(minutes=10),
+    async def kill(self, name: str, *, by: str, destroy: bool = False) -> LifecycleOutcome:
+        if name == MANAGER_NAME and by == MANAGER_NAME:
+            raise LifecycleError("hm1nd cannot kill itself", "ask the operator")
+        request = KillRequest(
+            name=name, destroy=destroy, by=by, host_task_queue=self._settings.host_task_queue
         )
-        return result
+        return await self._control(name, "KillWorkflow", request, "hive-kill")
+
+    async def start(self, name: str, *, by: str, restart: bool = False) -> LifecycleOutcome:
+        request = StartRequest(
+            name=name, restart=restart, by=by, host_task_queue=self._settings.host_task_queue
+        )
+        return await self._control(name, "StartWorkflow", request, "hive-start")
 
     async def decide(self, approval_id: int, decision: Decision) -> approval_store.Approval:
         """Send `decide` to the approval's workflow. A decided approval is not changed."""
