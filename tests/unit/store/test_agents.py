@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,21 +23,14 @@ from hyperhive.store.agents import (
     touch_activity,
     turn_events,
 )
-from hyperhive.store.db import make_engine, migrate, session
+from hyperhive.store.db import session
 from hyperhive.store.messages import insert_message, pop_message
 from hyperhive.store.tables import AgentRow, TurnRecordRow, utcnow
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'hive.db'}"
-    else:
-        url = str(request.getfixturevalue("fresh_postgres_url"))
-    eng = make_engine(url)
-    migrate(eng)
-    yield eng
-    eng.dispose()
+@pytest.fixture
+def engine(migrated_engine):
+    return migrated_engine
 
 
 def _row(engine: sa.Engine, name: str) -> AgentRow:

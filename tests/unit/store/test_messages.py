@@ -7,7 +7,6 @@ import queue
 import random
 import threading
 import uuid
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +14,7 @@ import sqlalchemy as sa
 from hyperhive.domain import OPERATOR_NAME, AgentState
 from hyperhive.models import Message
 from hyperhive.store.agents import NoSuchAgent, register_agent, set_agent_state
-from hyperhive.store.db import begin, make_engine, migrate
+from hyperhive.store.db import begin
 from hyperhive.store.messages import (
     agents_with_pending,
     claim_for_turn,
@@ -29,18 +28,11 @@ from hyperhive.store.messages import (
 )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'hive.db'}"
-    else:
-        url = str(request.getfixturevalue("fresh_postgres_url"))
-    eng = make_engine(url)
-    migrate(eng)
+@pytest.fixture
+def engine(migrated_engine):
     for name in ("alice", "bob", "carol"):
-        register_agent(eng, name, "local")
-    yield eng
-    eng.dispose()
+        register_agent(migrated_engine, name, "local")
+    return migrated_engine
 
 
 def _wake_pending(engine: sa.Engine, agent: str) -> bool:
