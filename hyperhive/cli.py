@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pydantic import ValidationError
 
@@ -100,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
@@ -110,5 +112,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The `hive` console script. Ends the process without interpreter teardown: after a
+    Temporal client has run, tearing down its native runtime at exit sometimes crashes
+    (SIGSEGV/SIGABRT after the work is done), which would turn a success into a failure."""
+    code = run(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()
