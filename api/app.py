@@ -4,20 +4,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
 from api import broker, dashboard, health
+from api.csrf import CsrfGuard, CsrfMiddleware, load_or_create_secret
 from hyperhive import __version__
+from hyperhive.operator import OperatorService
 from hyperhive.runtime import CoreRuntime
 
+STATIC_DIR = Path(__file__).parent / "static"
 
-def create_app(runtime: CoreRuntime) -> FastAPI:
+
+def csrf_guard(runtime: CoreRuntime) -> CsrfGuard:
+    return CsrfGuard(load_or_create_secret(runtime.settings.state_path / "secrets" / "csrf.key"))
+
+
+def create_app(runtime: CoreRuntime, *, operator: OperatorService | None = None) -> FastAPI:
     app = FastAPI(title="hive-c0re", version=__version__)
+    guard = csrf_guard(runtime)
     app.state.runtime = runtime
     app.state.broker = runtime.broker
+    app.state.operator = operator or OperatorService(runtime)
+    app.state.csrf = guard
+    app.add_middleware(CsrfMiddleware, guard=guard)
     app.include_router(health.router)
     app.include_router(broker.router)
     app.include_router(dashboard.router)
-    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+
+    @app.get("/api/csrf", tags=["dashboard"])
+    async def csrf_token(request: Request) -> dict[str, str]:
+        """The token unsafe requests must carry (X-Hive-CSRF). Same-origin pages only can read
+        it: the API sends no CORS headers."""
+        token: str = request.app.state.csrf.token
+        return {"token": token}
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -354,3 +354,88 @@ def _insert_ignoring_duplicates(
             conn.execute(sa.insert(table).values(row))
             inserted += 1
     return inserted
+
+
+# ---------------------------------------------------------------------------------------------
+# the operator's view
+
+
+class AgentOverview(BaseModel):
+    """One agent as the dashboard, the admin socket and `hive status` show it."""
+
+    name: str
+    state: str
+    status_text: str
+    container_status: str
+    deployed_sha: str | None
+    hyperhive_rev: str | None
+    pending: int
+    spend_total_usd: float
+    spend_today_usd: float
+    turns_today: int
+    last_activity_at: datetime | None
+    agent_port: int | None
+
+
+def agent_overviews(engine: Engine, *, since: datetime) -> list[AgentOverview]:
+    """Every agent with its spend and turn count since `since` (the start of the UTC day)."""
+    today = (
+        sa.select(
+            TURN_RECORDS.c.agent,
+            sa.func.coalesce(sa.func.sum(TURN_RECORDS.c.cost_usd), 0.0).label("spend"),
+            sa.func.count().label("turns"),
+        )
+        .where(TURN_RECORDS.c.ended_at >= since)
+        .group_by(TURN_RECORDS.c.agent)
+        .subquery()
+    )
+    query = (
+        sa.select(
+            AGENTS,
+            _pending_subquery().label("pending"),
+            sa.func.coalesce(today.c.spend, 0.0).label("spend_today"),
+            sa.func.coalesce(today.c.turns, 0).label("turns_today"),
+        )
+        .select_from(AGENTS.outerjoin(today, today.c.agent == AGENTS.c.name))
+        .order_by(AGENTS.c.name)
+    )
+    with begin(engine) as conn:
+        rows = conn.execute(query).all()
+    return [
+        AgentOverview(
+            name=row.name,
+            state=str(row.state),
+            status_text=row.status_text,
+            container_status=row.container_status,
+            deployed_sha=row.deployed_sha,
+            hyperhive_rev=row.hyperhive_rev,
+            pending=int(row.pending),
+            spend_total_usd=float(row.spend_total_usd),
+            spend_today_usd=float(row.spend_today),
+            turns_today=int(row.turns_today),
+            last_activity_at=row.last_activity_at,
+            agent_port=row.agent_port,
+        )
+        for row in rows
+    ]
+
+
+class PortTaken(Exception):
+    """Another agent already holds that page port."""
+
+
+def agent_ports(engine: Engine) -> dict[str, int]:
+    """The page port each agent was given, for those that have one."""
+    with begin(engine) as conn:
+        rows = conn.execute(
+            sa.select(AGENTS.c.name, AGENTS.c.agent_port).where(AGENTS.c.agent_port.is_not(None))
+        ).all()
+    return {row.name: int(row.agent_port) for row in rows}
+
+
+def set_agent_port(engine: Engine, name: str, port: int) -> None:
+    """Persist the agent's page port; raises PortTaken when another agent has it."""
+    try:
+        _update_agent(engine, name, agent_port=port)
+    except sa.exc.IntegrityError as e:
+        raise PortTaken(f"port {port} is already given to another agent") from e

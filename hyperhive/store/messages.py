@@ -265,3 +265,16 @@ def recent_messages(engine: Engine, *, agent: str | None = None, limit: int = 10
     with begin(engine) as conn:
         rows = conn.execute(query).all()
     return [_message(row) for row in rows]
+
+
+def messages_after(engine: Engine, after_id: int, *, limit: int = 200) -> list[Message]:
+    """Messages with id > `after_id`, oldest first: the dashboard's flow resumes from here."""
+    query = (
+        sa.select(MESSAGES)
+        .where(MESSAGES.c.id > after_id)
+        .order_by(MESSAGES.c.id)
+        .limit(max(0, limit))
+    )
+    with begin(engine) as conn:
+        rows = conn.execute(query).all()
+    return [_message(row) for row in rows]

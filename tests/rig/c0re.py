@@ -48,10 +48,17 @@ class RunningC0re:
     def engine(self) -> Any:
         return make_engine(self.db_url)
 
+    async def csrf_headers(self, http: httpx.AsyncClient) -> dict[str, str]:
+        """What a dashboard page sends with every POST."""
+        token = (await http.get(f"{self.env.dashboard}/api/csrf")).json()["token"]
+        return {"X-Hive-CSRF": token}
+
     async def send(self, to: str, body: str) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=30) as http:
             response = await http.post(
-                f"{self.env.dashboard}/api/messages", json={"to": to, "body": body}
+                f"{self.env.dashboard}/api/messages",
+                json={"to": to, "body": body},
+                headers=await self.csrf_headers(http),
             )
         assert response.status_code == 201, response.text
         result: dict[str, Any] = response.json()
@@ -61,7 +68,9 @@ class RunningC0re:
         """Pop the operator's next message, long-polling for it as the dashboard does."""
         async with httpx.AsyncClient(timeout=wait_seconds + 30) as http:
             response = await http.post(
-                f"{self.env.dashboard}/api/operator/recv", params={"wait_seconds": wait_seconds}
+                f"{self.env.dashboard}/api/operator/recv",
+                params={"wait_seconds": wait_seconds},
+                headers=await self.csrf_headers(http),
             )
         if response.status_code == 204:
             return None

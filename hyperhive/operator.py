@@ -1,0 +1,282 @@
+"""What an operator can see and do, in one place: the dashboard, the agent pages and the admin
+socket all call this, so a button, `hive approve 3` and a JSON line do exactly the same thing.
+
+Every method either does what it says or raises `HiveError` (what happened, what to do), having
+changed nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import BaseModel
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from hyperhive import __version__, config_repo
+from hyperhive.broker import BrokerError
+from hyperhive.credentials import (
+    CredentialKind,
+    CredentialSummary,
+    save_credentials,
+    stored_credentials,
+)
+from hyperhive.domain import OPERATOR_NAME, ApprovalStatus
+from hyperhive.errors import HiveError
+from hyperhive.models import Decision, LifecycleOutcome, Message, SendResult
+from hyperhive.runtime import CoreRuntime
+from hyperhive.store import agents as agent_store
+from hyperhive.store import approvals as approval_store
+from hyperhive.store import messages as message_store
+from hyperhive.store.agents import AgentOverview, TurnEvent
+from hyperhive.store.approvals import Approval
+
+MAX_LIST = 1000
+
+
+class OperatorError(HiveError):
+    """A refused operator request; nothing changed."""
+
+
+class ControlAction(StrEnum):
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+    KILL = "kill"
+    DESTROY = "destroy"
+
+
+class AgentSignal(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL_TURN = "cancel_turn"
+
+
+class AgentView(AgentOverview):
+    stale: bool
+    is_manager: bool
+    page_url: str | None
+    dashboard_path: str
+    history_url: str | None
+
+
+class Urls(BaseModel):
+    dashboard: str
+    temporal_ui: str | None
+    metrics: str
+    agents: dict[str, str]
+
+
+class HiveStatus(BaseModel):
+    version: str
+    host_id: str
+    temporal: str
+    namespace: str
+    started_at: datetime
+    workers_running: bool
+    hyperhive_rev: str
+    approvals_pending: int
+    agents: list[AgentView]
+
+
+def _start_of_day(now: datetime) -> datetime:
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+class OperatorService:
+    def __init__(self, runtime: CoreRuntime) -> None:
+        self._rt = runtime
+        self._settings = runtime.settings
+        self._engine = runtime.engine
+        self._rev: str | None = None
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def _db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, self._engine, *args, **kwargs)
+
+    async def hyperhive_rev(self) -> str:
+        if self._rev is None:
+            self._rev = self._settings.hyperhive_rev or await asyncio.to_thread(
+                config_repo.hyperhive_revision
+            )
+        return self._rev
+
+    def history_url(self, agent: str) -> str | None:
+        """The agent's workflows in the Temporal Web UI (search attribute HiveAgent)."""
+        ui = self._settings.temporal_ui_url()
+        if ui is None:
+            return None
+        query = quote(f'HiveAgent="{agent}"')
+        return f"{ui}/namespaces/{quote(self._settings.temporal_namespace)}/workflows?query={query}"
+
+    def page_url(self, port: int | None) -> str | None:
+        return f"http://{self._settings.bind_host}:{port}/" if port else None
+
+    async def agents(self) -> list[AgentView]:
+        rows: list[AgentOverview] = await self._db(
+            agent_store.agent_overviews, since=_start_of_day(datetime.now(UTC))
+        )
+        rev = await self.hyperhive_rev()
+        return [
+            AgentView(
+                **row.model_dump(),
+                stale=row.container_status != "absent" and row.hyperhive_rev != rev,
+                is_manager=row.name == "hm1nd",
+                page_url=self.page_url(row.agent_port),
+                dashboard_path=f"/agents/{row.name}/",
+                history_url=self.history_url(row.name),
+            )
+            for row in rows
+        ]
+
+    async def agent(self, name: str) -> AgentView:
+        for view in await self.agents():
+            if view.name == name:
+                return view
+        raise OperatorError(f"there is no agent named {name!r}", "see `hive status`")
+
+    async def approvals(self, *, pending_only: bool = False) -> list[Approval]:
+        rows: list[Approval] = await self._db(approval_store.list_approvals)
+        if pending_only:
+            rows = [r for r in rows if r.status == ApprovalStatus.PENDING.value]
+        # Pending first (oldest first: they have waited longest), then decided, newest first.
+        pending = sorted(
+            (r for r in rows if r.status == ApprovalStatus.PENDING.value), key=lambda r: r.id
+        )
+        decided = sorted(
+            (r for r in rows if r.status != ApprovalStatus.PENDING.value), key=lambda r: -r.id
+        )
+        return pending + decided
+
+    async def approval(self, approval_id: int) -> Approval:
+        row: Approval | None = await self._db(approval_store.get_approval, approval_id)
+        if row is None:
+            raise OperatorError(f"there is no approval #{approval_id}", "see `hive approvals`")
+        return row
+
+    async def status(self) -> HiveStatus:
+        agents = await self.agents()
+        pending = await self.approvals(pending_only=True)
+        return HiveStatus(
+            version=__version__,
+            host_id=self._settings.host_id,
+            temporal=self._settings.temporal_target,
+            namespace=self._settings.temporal_namespace,
+            started_at=self._rt.started_at,
+            workers_running=self._rt.workers_running,
+            hyperhive_rev=await self.hyperhive_rev(),
+            approvals_pending=len(pending),
+            agents=agents,
+        )
+
+    async def urls(self) -> Urls:
+        base = self._settings.dashboard_url()
+        return Urls(
+            dashboard=base + "/",
+            temporal_ui=self._settings.temporal_ui_url(),
+            metrics=base + "/metrics",
+            agents={a.name: a.page_url or base + a.dashboard_path for a in await self.agents()},
+        )
+
+    async def messages(
+        self, *, agent: str | None = None, after_id: int | None = None, limit: int = 100
+    ) -> list[Message]:
+        """Newest first; or, with `after_id`, those after it oldest first (a resumable feed)."""
+        limit = max(1, min(limit, MAX_LIST))
+        if after_id is not None:
+            rows: list[Message] = await self._db(
+                message_store.messages_after, after_id, limit=limit
+            )
+            return rows
+        rows = await self._db(message_store.recent_messages, agent=agent, limit=limit)
+        return rows
+
+    async def logs(self, name: str, *, after_id: int = 0, limit: int = 200) -> list[TurnEvent]:
+        await self._require_agent(name)
+        events: list[TurnEvent] = await self._db(
+            agent_store.turn_events,
+            name,
+            after_id=max(0, after_id),
+            limit=max(1, min(limit, MAX_LIST)),
+        )
+        return events
+
+    async def _require_agent(self, name: str) -> None:
+        if await self._db(agent_store.get_agent, name) is None:
+            raise OperatorError(f"there is no agent named {name!r}", "see `hive status`")
+
+    # -- acting ----------------------------------------------------------------------------------
+
+    async def send(self, to: str, body: str) -> SendResult:
+        try:
+            return await self._rt.broker.send(OPERATOR_NAME, to, body)
+        except BrokerError as e:
+            raise OperatorError(e.what, e.hint) from None
+
+    async def decide(
+        self, approval_id: int, *, approved: bool, by: str, note: str = ""
+    ) -> Approval:
+        by = by.strip() or OPERATOR_NAME
+        if len(note) > 2000:
+            raise OperatorError("the note is over 2000 characters", "shorten it")
+        return await self._rt.lifecycle.decide(
+            approval_id, Decision(approved=approved, by=by[:64], note=note)
+        )
+
+    async def spawn(self, name: str, purpose: str) -> str:
+        if len(purpose) > 4000:
+            raise OperatorError("the purpose is over 4000 characters", "shorten it")
+        return await self._rt.lifecycle.request_spawn(name, purpose, requester=OPERATOR_NAME)
+
+    async def control(self, action: ControlAction, name: str, *, by: str) -> LifecycleOutcome:
+        lifecycle = self._rt.lifecycle
+        if action in (ControlAction.KILL, ControlAction.STOP, ControlAction.DESTROY):
+            return await lifecycle.kill(name, by=by, destroy=action == ControlAction.DESTROY)
+        return await lifecycle.start(name, by=by, restart=action == ControlAction.RESTART)
+
+    async def signal(self, name: str, signal: AgentSignal) -> None:
+        """Send pause/resume/cancel_turn to the agent's turn loop (it must be running)."""
+        await self._require_agent(name)
+        await self._signal_loop(name, signal.value)
+
+    async def _signal_loop(self, name: str, signal: str) -> None:
+        handle = self._rt.client.get_workflow_handle(f"hive-agent-{name}")
+        try:
+            described = await handle.describe()
+            if described.status != WorkflowExecutionStatus.RUNNING:
+                raise OperatorError(
+                    f"{name}'s turn loop is not running", f"start it: `hive start {name}`"
+                )
+            await handle.signal(signal)
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                raise OperatorError(
+                    f"{name} has no turn loop yet", f"send it a message or `hive start {name}`"
+                ) from None
+            raise OperatorError(
+                f"cannot reach {name}'s turn loop: {e.message}",
+                "check that hive-c0re and Temporal are running",
+            ) from None
+
+    def _claude_dir(self, name: str) -> Path:
+        return self._settings.agent_state_dir(name) / "home" / ".claude"
+
+    async def credentials(self, name: str) -> CredentialSummary:
+        await self._require_agent(name)
+        return await asyncio.to_thread(stored_credentials, self._claude_dir(name))
+
+    async def login(self, name: str, kind: CredentialKind, secret: str) -> CredentialSummary:
+        """Store the agent's credentials (0600) and tell its turn loop (`credentials_updated`)."""
+        await self._require_agent(name)
+        summary = await asyncio.to_thread(save_credentials, self._claude_dir(name), kind, secret)
+        # No loop running is fine: the next one starts with the new credentials anyway.
+        with contextlib.suppress(OperatorError):
+            await self._signal_loop(name, "credentials_updated")
+        return summary
