@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from temporalio import activity
@@ -28,11 +28,15 @@ from agent_harness.wake_prompt import wake_prompt
 from hyperhive.broker import agent_events_topic
 from hyperhive.bus import Bus
 from hyperhive.child_process import kill_process_group
+from hyperhive.credentials import credential_env
 from hyperhive.domain import MANAGER_NAME, AgentState, TurnErrorClass
 from hyperhive.models import Message, TurnRequest, TurnResult
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import messages as message_store
+
+if TYPE_CHECKING:
+    from hyperhive.metrics import HiveMetrics
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +55,14 @@ class TurnActivities:
         engine: Engine,
         bus: Bus,
         backend: ContainerBackend,
+        *,
+        metrics: HiveMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._engine = engine
         self._bus = bus
         self._backend = backend
+        self._metrics = metrics
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, self._engine, *args, **kwargs)
@@ -79,8 +86,18 @@ class TurnActivities:
         prompt = wake_prompt(
             agent, message.sender, message.body, pending, is_manager=agent == MANAGER_NAME
         )
+        started = time.monotonic()
         process = await self._start_claude(request, prompt)
-        result = await self._follow(request, message, process)
+        try:
+            result = await self._follow(request, message, process)
+        except ApplicationError as err:
+            # A crash, hang or timeout: counted under its error type, then retried by Temporal.
+            if self._metrics is not None:
+                outcome = (err.type or "failed").lower()
+                self._metrics.turn_finished(agent, outcome, time.monotonic() - started)
+            raise
+        if self._metrics is not None:
+            self._metrics.turn_finished(agent, result.error_class, time.monotonic() - started)
         await self._db(agent_store.set_agent_state, agent, AgentState.IDLE)
         return result
 
@@ -107,7 +124,11 @@ class TurnActivities:
             permission_mode=settings.permission_mode,
         )
         base = {k: v for k, v in os.environ.items() if k in PASSED_ENV}
-        env = claude_env(base, home=view.home, extra=settings.agent_extra_env)
+        # What the operator pasted on the agent's page beats the host-wide extras.
+        pasted = credential_env(host_home / ".claude")
+        env = claude_env(base, home=view.home, extra={**settings.agent_extra_env, **pasted})
+        if "CLAUDE_CODE_OAUTH_TOKEN" in pasted:
+            env.pop("ANTHROPIC_API_KEY", None)  # a key would win over the token (REFERENCE §1)
         try:
             return await self._backend.exec(
                 agent, argv, env=env, stdin=prompt.encode(), host_cwd=host_work

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
 from api import broker, dashboard, health
+from api import metrics as metrics_api
 from api.csrf import CsrfGuard, CsrfMiddleware, load_or_create_secret
 from hyperhive import __version__
 from hyperhive.operator import OperatorService
@@ -27,10 +28,12 @@ def create_app(runtime: CoreRuntime, *, operator: OperatorService | None = None)
     app.state.broker = runtime.broker
     app.state.operator = operator or OperatorService(runtime)
     app.state.csrf = guard
+    app.state.metrics = runtime.metrics
     app.add_middleware(CsrfMiddleware, guard=guard)
     app.include_router(health.router)
     app.include_router(broker.router)
     app.include_router(dashboard.router)
+    app.include_router(metrics_api.router)
 
     @app.get("/api/csrf", tags=["dashboard"])
     async def csrf_token(request: Request) -> dict[str, str]:

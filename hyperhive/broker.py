@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -28,6 +28,9 @@ from hyperhive.models import AgentInfo, Message, SendResult
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import messages as message_store
+
+if TYPE_CHECKING:
+    from hyperhive.metrics import HiveMetrics
 
 __all__ = [
     "MAX_STATUS_CHARS",
@@ -158,6 +161,7 @@ class Broker:
 
     `recheck_interval_s`: a waiting `recv` also looks at the store this often, for messages that
     arrive without a bus event (a turn's message given back, a send from another process).
+    `metrics`: counts every stored message by sender kind (`hive_messages_sent_total`).
     """
 
     def __init__(
@@ -169,6 +173,7 @@ class Broker:
         *,
         recheck_interval_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        metrics: HiveMetrics | None = None,
     ) -> None:
         self.engine = engine
         self.bus = bus
@@ -176,6 +181,7 @@ class Broker:
         self._waker = waker
         self._recheck_interval_s = recheck_interval_s
         self._clock = clock
+        self._metrics = metrics
         self._buckets: dict[str, _Bucket] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -423,6 +429,8 @@ class Broker:
         except BaseException:
             self._give_back_token(sender, bucket, forget=False)
             raise
+        if self._metrics is not None:
+            self._metrics.message_sent(sender)
         event = message.model_dump(mode="json")
         self.bus.publish(inbox_topic(to), event)
         self.bus.publish(MESSAGES_TOPIC, event)

@@ -29,6 +29,7 @@ from hyperhive.bus import Bus, EventBus
 from hyperhive.errors import StartupError
 from hyperhive.health_check import run_health_check
 from hyperhive.lifecycle import Lifecycle
+from hyperhive.metrics import HiveMetrics
 from hyperhive.runtime import CoreRuntime
 from hyperhive.settings import HiveSettings
 from hyperhive.store.db import make_engine, migrate
@@ -66,7 +67,7 @@ def build_workers(
 ) -> list[Worker]:
     settings = runtime.settings
     store = StoreActivities(runtime.engine)
-    turns = TurnActivities(settings, runtime.engine, bus, backend)
+    turns = TurnActivities(settings, runtime.engine, bus, backend, metrics=runtime.metrics)
     agents = AgentActivities(runtime.engine, runtime.broker)
     lifecycle = LifecycleActivities(
         settings, runtime.engine, runtime.broker, backend, agent_runtime, waker, runtime.client
@@ -114,10 +115,16 @@ async def run_c0re(
         client = await connect(settings)
         bus = EventBus()
         waker = TemporalWaker(client, settings)
-        broker = Broker(engine, bus, waker, settings)
+        metrics = HiveMetrics(engine)
+        broker = Broker(engine, bus, waker, settings, metrics=metrics)
         lifecycle = Lifecycle(client, settings, engine)
         runtime = CoreRuntime(
-            settings=settings, engine=engine, client=client, broker=broker, lifecycle=lifecycle
+            settings=settings,
+            engine=engine,
+            client=client,
+            broker=broker,
+            lifecycle=lifecycle,
+            metrics=metrics,
         )
         backend = select_backend(settings)
         sockets = AgentMcpSockets(
@@ -130,6 +137,7 @@ async def run_c0re(
                 create_app(runtime),
                 log_level="warning",
                 access_log=False,
+                log_config=None,  # our handler (text or json, HIVE_LOG_FORMAT) formats its lines
                 lifespan="off",
             )
         )

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from hyperhive import __version__
 from hyperhive.cli_lifecycle import add_commands
 from hyperhive.errors import HiveError
+from hyperhive.logs import setup_logging
 from hyperhive.settings import HiveSettings
 
 
@@ -35,11 +36,7 @@ def load_settings() -> HiveSettings:
 
 
 def _configure_logging(settings: HiveSettings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(settings.log_level, settings.log_format)
 
 
 def _cmd_up(_: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from temporalio.client import Client
 
 from hyperhive.broker import Broker
 from hyperhive.lifecycle import Lifecycle
+from hyperhive.metrics import HiveMetrics
 from hyperhive.settings import HiveSettings
 
 
@@ -20,5 +21,6 @@ class CoreRuntime:
     client: Client
     broker: Broker
     lifecycle: Lifecycle
+    metrics: HiveMetrics
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     workers_running: bool = False

@@ -151,6 +151,11 @@ class HiveSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of hive-c0re."
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log format of hive-c0re: text for people, json for log shippers (one "
+        "object per line).",
+    )
 
     @model_validator(mode="after")
     def _check_ranges(self) -> HiveSettings:
