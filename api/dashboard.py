@@ -1,34 +1,393 @@
-"""The dashboard on :7000. For now a status page; agents and approvals arrive with their issues."""
+"""The dashboard on :7000: agents, approvals, the live message flow and the operator's controls.
+
+The page is rendered on the server (Jinja2) and kept live by `dashboard.js` over one SSE stream,
+`GET /api/stream/messages`:
+
+- `event: ready`     first, with `id:` = the newest message id already covered, so that the
+                     browser's reconnect (Last-Event-ID) resumes exactly there even when the
+                     store had no message yet;
+- `event: message`   one per stored message, `id:` = its id, data = the message JSON;
+- `event: agents`    data = {"count", "html"}: the agent rows, re-rendered, when they changed;
+- `event: approvals` data = {"pending", "html"}: the approval rows, when they changed.
+
+Row HTML comes from the same templates as the page, so the page and its updates cannot drift
+apart. The agent and approval rows are looked at on every message (a spawn's "bob is up" notice
+is a message) and every `REFRESH_S` seconds, and sent only when they changed: an approved spawn
+shows up without a reload even when no message marks it.
+
+JSON API (every unsafe request needs the CSRF token, see api/csrf.py):
+
+- `GET  /api/agents`, `GET /api/approvals` (pending first), `GET /api/status`
+- `POST /api/approvals/{id}/approve` and `/deny`, body JSON or form with an optional `note`
+- `POST /api/agents/{name}/{start|stop|restart|kill|destroy}`; destroy needs
+  `{"confirm": "<name>"}`
+
+A refused request answers `{"ok": false, "error": code, "message", "hint"}` with a 4xx status
+(5xx when hive-c0re itself failed); nothing changed.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from hyperhive import __version__
+from hyperhive.broker import MESSAGES_TOPIC, Broker
+from hyperhive.domain import OPERATOR_NAME, ApprovalStatus
+from hyperhive.errors import HiveError
+from hyperhive.models import Message
+from hyperhive.operator import AgentView, ControlAction, HiveStatus, OperatorService
 from hyperhive.runtime import CoreRuntime
+from hyperhive.store.approvals import Approval
+
+log = logging.getLogger(__name__)
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
-router = APIRouter()
+router = APIRouter(tags=["dashboard"])
+
+# Who a decision or a control action from the dashboard is recorded as.
+DASHBOARD_BY = "operator (dashboard)"
+# How often an open stream looks for changed agent/approval rows without a message to wake it.
+REFRESH_S = 2.0
+# A first connect (no Last-Event-ID, no ?after=) starts with this many recent messages.
+REPLAY_RECENT = 100
+BATCH = 200
+# The browser's reconnect delay after the stream broke (EventSource `retry:`), in ms.
+RETRY_MS = 2000
+
+
+# -- template helpers ------------------------------------------------------------------------
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def iso(value: datetime | None) -> str:
+    """For `<time datetime=…>`: the page turns it into "3m ago" in the viewer's clock."""
+    return "" if value is None else _as_utc(value).isoformat().replace("+00:00", "Z")
+
+
+def shown_time(value: datetime | None) -> str:
+    return "—" if value is None else _as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def usd(value: float) -> str:
+    """Cents matter once they add up; small turns cost fractions of a cent, so show those."""
+    return f"${value:,.2f}" if value >= 1 or value == 0 else f"${value:.4f}"
+
+
+TEMPLATES.env.filters["iso"] = iso
+TEMPLATES.env.filters["shown_time"] = shown_time
+TEMPLATES.env.filters["usd"] = usd
+
+
+def page_context(request: Request) -> dict[str, Any]:
+    """What `base.html` shows on every page (the agent pages pass it too)."""
+    runtime: CoreRuntime = request.app.state.runtime
+    settings = runtime.settings
+    return {
+        "csrf_token": request.app.state.csrf.token,
+        "version": __version__,
+        "host_id": settings.host_id,
+        "temporal_target": settings.temporal_target,
+        "temporal_ui": settings.temporal_ui_url(),
+        "namespace": settings.temporal_namespace,
+        "started_at": runtime.started_at,
+    }
+
+
+def render_agent_rows(agents: list[AgentView]) -> str:
+    return TEMPLATES.get_template("dashboard_agents.html").render(agents=agents)
+
+
+def render_approval_rows(approvals: list[Approval]) -> str:
+    return TEMPLATES.get_template("dashboard_approvals.html").render(approvals=approvals)
+
+
+def _pending(approvals: list[Approval]) -> int:
+    return sum(a.status == ApprovalStatus.PENDING.value for a in approvals)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def refusal(status: int, code: str, message: str, hint: str) -> JSONResponse:
+    return JSONResponse(
+        {"ok": False, "error": code, "message": message, "hint": hint}, status_code=status
+    )
+
+
+def _unexpected(doing: str, error: Exception) -> JSONResponse:
+    log.exception("dashboard: %s failed", doing)
+    return refusal(
+        503,
+        "unavailable",
+        f"{doing} failed: {error}",
+        "check /health (is Temporal up?) and hive-c0re's log, then try again",
+    )
+
+
+class _BadBody(Exception):
+    pass
+
+
+async def _fields(request: Request) -> dict[str, str]:
+    """The string fields of a JSON object or form body (empty body: none)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        async with request.form() as form:
+            return {k: v for k, v in form.items() if isinstance(v, str)}
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _BadBody("the request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise _BadBody("the request body must be a JSON object")
+    for key, value in data.items():
+        if not isinstance(value, str):
+            raise _BadBody(f"the field {key!r} must be a string")
+    return dict(data)
+
+
+def _operator(request: Request) -> OperatorService:
+    operator: OperatorService = request.app.state.operator
+    return operator
+
+
+# -- the page --------------------------------------------------------------------------------
 
 
 @router.get("/", response_class=HTMLResponse)
 async def dashboard(request: Request) -> HTMLResponse:
-    runtime: CoreRuntime = request.app.state.runtime
-    settings = runtime.settings
+    operator = _operator(request)
+    agents = await operator.agents()
+    approvals = await operator.approvals()
     return TEMPLATES.TemplateResponse(
         request,
         "dashboard.html",
         {
-            "version": __version__,
-            "host_id": settings.host_id,
-            "temporal_target": settings.temporal_target,
-            "temporal_ui": settings.temporal_ui_url(),
-            "namespace": settings.temporal_namespace,
-            "started_at": runtime.started_at,
+            **page_context(request),
+            "agents": agents,
+            "approvals": approvals,
+            "pending": _pending(approvals),
+            "operator_name": OPERATOR_NAME,
         },
     )
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@router.get("/api/agents", response_model=list[AgentView])
+async def list_agents(request: Request) -> list[AgentView]:
+    """Every agent: state, container, deployed sha (stale?), spend, links."""
+    return await _operator(request).agents()
+
+
+@router.get("/api/approvals", response_model=list[Approval])
+async def list_approvals(request: Request) -> list[Approval]:
+    """Approvals, pending first (oldest first), then decided ones (newest first)."""
+    return await _operator(request).approvals()
+
+
+@router.get("/api/status", response_model=HiveStatus)
+async def status(request: Request) -> HiveStatus:
+    return await _operator(request).status()
+
+
+# -- acting ----------------------------------------------------------------------------------
+
+
+async def _decide(request: Request, approval_id: int, *, approved: bool) -> JSONResponse:
+    operator = _operator(request)
+    try:
+        fields = await _fields(request)
+    except _BadBody as e:
+        return refusal(400, "bad_request", str(e), 'send {"note": "…"} (or nothing)')
+    note = fields.get("note", "").strip()
+    try:
+        approval = await operator.approval(approval_id)
+    except HiveError as e:
+        return refusal(404, "unknown_approval", e.what, "reload the page: see the approvals list")
+    if approval.status != ApprovalStatus.PENDING.value:
+        by = f" by {approval.decided_by}" if approval.decided_by else ""
+        return refusal(
+            409,
+            "already_decided",
+            f"approval #{approval_id} is already {approval.status}{by}",
+            "nothing to do; reload the page to see the current state",
+        )
+    try:
+        await operator.decide(approval_id, approved=approved, by=DASHBOARD_BY, note=note)
+    except HiveError as e:
+        return refusal(409, "refused", e.what, e.hint)
+    except Exception as e:
+        return _unexpected(f"deciding approval #{approval_id}", e)
+    # The workflow records the decision itself; answer with what the operator asked for.
+    decided = await operator.approval(approval_id)
+    return JSONResponse(
+        {
+            "ok": True,
+            "decision": "approve" if approved else "deny",
+            "approval": decided.model_dump(mode="json"),
+        }
+    )
+
+
+@router.post("/api/approvals/{approval_id}/approve")
+async def approve(request: Request, approval_id: int) -> JSONResponse:
+    """◆ APPR0VE: send the approval's workflow `decide` {approved: true}."""
+    return await _decide(request, approval_id, approved=True)
+
+
+@router.post("/api/approvals/{approval_id}/deny")
+async def deny(request: Request, approval_id: int) -> JSONResponse:
+    """DENY: send the approval's workflow `decide` {approved: false}."""
+    return await _decide(request, approval_id, approved=False)
+
+
+@router.post("/api/agents/{name}/{action}")
+async def control(request: Request, name: str, action: str) -> JSONResponse:
+    """Start, stop, restart, kill or destroy an agent; waits until the workflow is done."""
+    operator = _operator(request)
+    try:
+        what = ControlAction(action)
+    except ValueError:
+        known = ", ".join(a.value for a in ControlAction)
+        return refusal(404, "unknown_action", f"there is no action {action!r}", f"use {known}")
+    try:
+        fields = await _fields(request)
+    except _BadBody as e:
+        return refusal(400, "bad_request", str(e), f'send {{"confirm": "{name}"}} or nothing')
+    try:
+        await operator.agent(name)
+    except HiveError as e:
+        return refusal(404, "unknown_agent", e.what, "reload the page: see the agents list")
+    if what == ControlAction.DESTROY and fields.get("confirm") != name:
+        return refusal(
+            400,
+            "confirm_required",
+            f"destroying {name} removes its container, so it must be confirmed",
+            f'send {{"confirm": "{name}"}} (the page asks you to type the name)',
+        )
+    try:
+        outcome = await operator.control(what, name, by=DASHBOARD_BY)
+    except HiveError as e:
+        return refusal(409, "refused", e.what, e.hint)
+    except Exception as e:
+        return _unexpected(f"{action} {name}", e)
+    return JSONResponse(
+        {"ok": True, "agent": name, "action": action, "outcome": outcome.model_dump(mode="json")}
+    )
+
+
+# -- the live stream -------------------------------------------------------------------------
+
+
+def _message_event(message: Message) -> ServerSentEvent:
+    return ServerSentEvent(data=message.model_dump_json(), id=str(message.id), event="message")
+
+
+def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
+    """Where the stream starts: after the browser's Last-Event-ID (a reconnect), else after
+    `?after=`; None = with the most recent messages."""
+    if last_event_id is not None and last_event_id.strip().isdigit():
+        return int(last_event_id.strip())
+    return after
+
+
+class _RowWatch:
+    """Sends the agent and approval rows when their rendering changed since the last send."""
+
+    def __init__(self, operator: OperatorService) -> None:
+        self._operator = operator
+        self._agents = ""
+        self._approvals = ""
+
+    async def changed(self) -> list[ServerSentEvent]:
+        events = []
+        agents = await self._operator.agents()
+        html = render_agent_rows(agents)
+        if html != self._agents:
+            self._agents = html
+            data = json.dumps({"count": len(agents), "html": html})
+            events.append(ServerSentEvent(data=data, event="agents"))
+        approvals = await self._operator.approvals()
+        html = render_approval_rows(approvals)
+        if html != self._approvals:
+            self._approvals = html
+            data = json.dumps({"pending": _pending(approvals), "html": html})
+            events.append(ServerSentEvent(data=data, event="approvals"))
+        return events
+
+
+async def _stream(
+    operator: OperatorService, broker: Broker, runtime: CoreRuntime, after: int | None
+) -> AsyncIterator[ServerSentEvent]:
+    # Subscribe before the first look at the store: a message stored in between leaves an event
+    # in the subscription, so nothing falls between the replay and the live part. The bus only
+    # wakes us; the store says what is new (a lagging subscriber loses events, not messages).
+    with broker.bus.subscribe(MESSAGES_TOPIC, maxsize=1) as wake:
+        if after is None:
+            batch = list(reversed(await operator.messages(limit=REPLAY_RECENT)))
+            last = batch[0].id - 1 if batch else 0
+        else:
+            batch = await operator.messages(after_id=after, limit=BATCH)
+            last = after
+        # Its id is where a reconnect resumes if the stream breaks before the first message.
+        yield ServerSentEvent(data="{}", id=str(last), event="ready", retry=RETRY_MS)
+        rows = _RowWatch(operator)
+        # hive-c0re clears `workers_running` just before it stops its web server, which would
+        # otherwise wait forever for open streams to end.
+        was_running = runtime.workers_running
+        while True:
+            for message in batch:
+                yield _message_event(message)
+                last = message.id
+            for event in await rows.changed():
+                yield event
+            if len(batch) < BATCH:
+                await wake.wait(REFRESH_S)
+            if was_running and not runtime.workers_running:
+                return
+            batch = await operator.messages(after_id=last, limit=BATCH)
+
+
+@router.get("/api/stream/messages")
+async def stream_messages(
+    request: Request,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> EventSourceResponse:
+    """The live message flow (SSE), resumable with Last-Event-ID; also pushes the agent and
+    approval rows when they change."""
+    runtime: CoreRuntime = request.app.state.runtime
+    return EventSourceResponse(
+        _stream(_operator(request), runtime.broker, runtime, _resume_point(last_event_id, after)),
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+__all__ = [
+    "DASHBOARD_BY",
+    "TEMPLATES",
+    "page_context",
+    "refusal",
+    "render_agent_rows",
+    "render_approval_rows",
+    "router",
+]

@@ -1,9 +1,10 @@
-"""Brings a registered agent to life on this host: its directories and its MCP socket."""
+"""Brings a registered agent to life on this host: its directories, its MCP socket and its page."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -11,6 +12,10 @@ from api.mcp_server import AgentMcpSockets
 from api.model_proxy import ModelProxies
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
+
+if TYPE_CHECKING:
+    # Only for the annotation: the page servers pull in the operator service and the web app.
+    from api.agent_page_servers import AgentPageServers
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +27,15 @@ class AgentRuntime:
         engine: Engine,
         sockets: AgentMcpSockets,
         proxies: ModelProxies | None = None,
+        pages: AgentPageServers | None = None,
     ) -> None:
         self._settings = settings
         self._engine = engine
         self._sockets = sockets
         # Sandboxes without a network reach the model API only through these.
         self._proxies = proxies
+        # Each agent's page on its own port; it never fails the agent (see AgentPageServers).
+        self._pages = pages
 
     def prepare_dirs(self, agent: str) -> None:
         base = self._settings.agent_state_dir(agent)
@@ -41,6 +49,8 @@ class AgentRuntime:
         await self._sockets.start(agent)
         if self._proxies is not None:
             await self._proxies.start(agent)
+        if self._pages is not None:
+            await self._pages.start(agent)
 
     async def ensure_all(self) -> list[str]:
         """Every agent registered in the store gets its socket (at start-up)."""
