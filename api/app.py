@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
-from api import broker, dashboard, health
+from api import agent_pages, broker, dashboard, health
 from api import metrics as metrics_api
 from api.csrf import CsrfGuard, CsrfMiddleware, load_or_create_secret
 from hyperhive import __version__
@@ -34,6 +34,7 @@ def create_app(runtime: CoreRuntime, *, operator: OperatorService | None = None)
     app.include_router(broker.router)
     app.include_router(dashboard.router)
     app.include_router(metrics_api.router)
+    app.include_router(agent_pages.agent_router(), prefix="/agents/{name}")
 
     @app.get("/api/csrf", tags=["dashboard"])
     async def csrf_token(request: Request) -> dict[str, str]:

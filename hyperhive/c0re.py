@@ -18,7 +18,9 @@ from activities.lifecycle import LifecycleActivities
 from activities.repos import RepoActivities
 from activities.store import StoreActivities
 from activities.turns import TurnActivities
-from api.app import create_app
+from api.admin_socket import AdminSocket
+from api.agent_page_servers import AgentPageServers
+from api.app import create_app, csrf_guard
 from api.manager_tools import extra_tools_for
 from api.mcp_server import AgentMcpSockets
 from api.model_proxy import ModelProxies
@@ -30,6 +32,7 @@ from hyperhive.errors import StartupError
 from hyperhive.health_check import run_health_check
 from hyperhive.lifecycle import Lifecycle
 from hyperhive.metrics import HiveMetrics
+from hyperhive.operator import OperatorService
 from hyperhive.runtime import CoreRuntime
 from hyperhive.settings import HiveSettings
 from hyperhive.store.db import make_engine, migrate
@@ -131,25 +134,33 @@ async def run_c0re(
             settings, broker, extra_tools_for=extra_tools_for(lifecycle, engine)
         )
         proxies = ModelProxies(settings) if getattr(backend, "needs_model_proxy", False) else None
-        agents = AgentRuntime(settings, engine, sockets, proxies)
+        operator = OperatorService(runtime)
+        pages = AgentPageServers(runtime, operator, csrf_guard(runtime))
+        agents = AgentRuntime(settings, engine, sockets, proxies, pages)
         server = QuietServer(
             uvicorn.Config(
-                create_app(runtime),
+                create_app(runtime, operator=operator),
                 log_level="warning",
                 access_log=False,
                 log_config=None,  # our handler (text or json, HIVE_LOG_FORMAT) formats its lines
                 lifespan="off",
+                # Open SSE streams (dashboard, agent pages) must not hold up a shutdown.
+                timeout_graceful_shutdown=3,
             )
         )
         workers = build_workers(runtime, backend, bus, agents, waker)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(broker.aclose)
             stack.push_async_callback(sockets.stop_all)
+            stack.push_async_callback(pages.stop_all)
             if proxies is not None:
                 stack.push_async_callback(proxies.stop_all)
             for worker in workers:
                 await stack.enter_async_context(worker)
             runtime.workers_running = True
+            admin = AdminSocket(operator, settings)
+            await admin.start()
+            stack.push_async_callback(admin.stop)
             registered = await agents.ensure_all()
             # Whatever was pending when the last hive-c0re stopped is delivered now.
             woken = await broker.drain_pending()

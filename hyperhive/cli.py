@@ -13,7 +13,7 @@ from typing import NoReturn
 from pydantic import ValidationError
 
 from hyperhive import __version__
-from hyperhive.cli_lifecycle import add_commands
+from hyperhive.cli_admin import add_commands
 from hyperhive.errors import HiveError
 from hyperhive.logs import setup_logging
 from hyperhive.settings import HiveSettings

@@ -102,7 +102,7 @@ async def test_spawn_approved_by_temporal_signal_then_the_agent_answers(
 
     # Deciding again changes nothing.
     again = run_hive(hive.env, "deny", str(approval.id))
-    assert again.returncode == 1 and "already approved by ops" in again.stdout
+    assert again.returncode == 1 and "already approved by ops" in again.stderr
 
     await hive.send("bob", "hello bob")
     reply = await _notice(hive, "bob here")

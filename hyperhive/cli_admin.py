@@ -1,0 +1,361 @@
+"""`hive status|list|approvals|approve|deny|send|spawn|kill|stop|start|restart|destroy|logs|urls`:
+the admin socket from a shell. Every command asks the running hive-c0re over `<run>/host.sock`
+(see hyperhive/admin_protocol.py) and prints a table, or with `--json` the raw result.
+
+Exit codes: 0 done, 1 hive-c0re refused (nothing changed), 2 usage or no hive-c0re to ask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from agent_harness.stream_parser import StreamEvent, render
+from hyperhive.admin_client import AdminClient, AdminRefused, AdminUnavailable
+from hyperhive.errors import HiveError
+from hyperhive.settings import HiveSettings
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+FOLLOW_POLL_S = 1.0
+STATUS_TEXT_WIDTH = 40
+
+Handler = Callable[[AdminClient, argparse.Namespace], int]
+
+
+class UsageError(HiveError):
+    """The command line asks for something the CLI will not send."""
+
+
+def _fail(e: HiveError) -> None:
+    print(f"hive: {e.what}" + (f"\n  → {e.hint}" if e.hint else ""), file=sys.stderr)
+
+
+def _run(load: Callable[[], HiveSettings], handler: Handler, args: argparse.Namespace) -> int:
+    try:
+        with AdminClient(load().host_socket_path) as admin:
+            return handler(admin, args)
+    except AdminRefused as e:
+        _fail(e)
+        # A protocol error means this CLI and hive-c0re disagree: not the user's request.
+        return EXIT_REFUSED if e.code in ("refused", "internal") else EXIT_USAGE
+    except (AdminUnavailable, UsageError) as e:
+        _fail(e)
+        return EXIT_USAGE
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""  # hive-c0re fills in the socket peer's user name
+
+
+# -- formatting -------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    rows = [list(r) for r in rows]
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _when(value: str | None, now: datetime | None = None) -> str:
+    """'3m ago' for an ISO timestamp from the socket; '-' for none."""
+    if not value:
+        return "-"
+    try:
+        then = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    seconds = int(((now or datetime.now(UTC)) - then).total_seconds())
+    if seconds < 0:
+        return then.strftime("%Y-%m-%d %H:%M")
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def agents_table(agents: list[dict[str, Any]]) -> str:
+    if not agents:
+        return "no agents"
+    rows = []
+    for a in agents:
+        sha = a.get("deployed_sha")
+        deployed = (sha[:12] if sha else "-") + (" stale" if a.get("stale") else "")
+        rows.append(
+            [
+                a["name"],
+                a["state"] + (f" ({a['pending']} pending)" if a.get("pending") else ""),
+                a["container_status"],
+                deployed,
+                f"${a['spend_today_usd']:.2f} / ${a['spend_total_usd']:.2f}",
+                _when(a.get("last_activity_at")),
+                _clip(a.get("status_text") or "", STATUS_TEXT_WIDTH),
+            ]
+        )
+    return table(
+        ["NAME", "STATE", "CONTAINER", "DEPLOYED", "SPEND TODAY/TOTAL", "LAST ACTIVE", "STATUS"],
+        rows,
+    )
+
+
+def approvals_table(approvals: list[dict[str, Any]]) -> str:
+    if not approvals:
+        return "no approvals"
+    rows = [
+        [
+            f"#{a['id']}",
+            a["status"],
+            a.get("decided_by") or "",
+            a["kind"],
+            a["agent"],
+            a["requester"],
+            _when(a.get("created_at")),
+            _clip(a["description"], 60),
+        ]
+        for a in approvals
+    ]
+    return table(["ID", "STATUS", "BY", "KIND", "AGENT", "REQUESTER", "ASKED", "DESCRIPTION"], rows)
+
+
+def urls_text(urls: dict[str, Any]) -> str:
+    lines = [
+        ("dashboard", urls["dashboard"]),
+        ("temporal ui", urls.get("temporal_ui") or "-"),
+        ("metrics", urls["metrics"]),
+        *((f"agent {name}", url) for name, url in sorted(urls.get("agents", {}).items())),
+    ]
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
+
+
+def render_event(event: dict[str, Any]) -> list[str]:
+    """One stored turn event as readable lines, prefixed with its time and id."""
+    kind = event.get("kind", "?")
+    payload = event.get("payload") or {}
+    stamp = (event.get("created_at") or "")[11:19]
+    prefix = f"{stamp} #{event.get('id')} "
+    if kind == "hive":
+        text = payload.get("text") or payload.get("message") or json.dumps(payload)
+        return [f"{prefix}[hive] {text}"]
+    subtype = payload.get("subtype")
+    session = payload.get("session_id")
+    items = render(
+        StreamEvent(
+            type=kind,
+            subtype=subtype if isinstance(subtype, str) else None,
+            session_id=session if isinstance(session, str) else None,
+            raw=payload,
+            text="(output claude printed that is not JSON)" if kind == "noise" else "",
+        )
+    )
+    lines = []
+    for item in items:
+        mark = "!" if item.is_error else " "
+        first, *rest = item.text.splitlines() or [""]
+        lines.append(f"{prefix}{mark}[{item.kind.value}] {first}")
+        lines.extend(f"{' ' * len(prefix)}   {line}" for line in rest)
+    return lines
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_status(admin: AdminClient, args: argparse.Namespace) -> int:
+    status = admin.call("status")
+    urls = admin.call("urls")
+    if args.json:
+        _print_json(status | {"urls": urls})
+        return EXIT_OK
+    workers = "running" if status["workers_running"] else "NOT running"
+    print(
+        f"hive-c0re {status['version']} on {status['host_id']} · up since "
+        f"{_when(status['started_at'])} · workers {workers}\n"
+        f"temporal {status['temporal']} (namespace {status['namespace']}) · "
+        f"hyperhive {status['hyperhive_rev'][:12]}"
+    )
+    print()
+    print(agents_table(status["agents"]))
+    print()
+    pending = status["approvals_pending"]
+    print(
+        f"{pending} approval{'s' if pending != 1 else ''} pending"
+        + (" (see `hive approvals`)" if pending else "")
+    )
+    print(urls_text({**urls, "agents": {}}))
+    return EXIT_OK
+
+
+def cmd_list(admin: AdminClient, args: argparse.Namespace) -> int:
+    agents = admin.call("list")
+    if args.json:
+        _print_json(agents)
+    else:
+        print(agents_table(agents))
+    return EXIT_OK
+
+
+def cmd_approvals(admin: AdminClient, args: argparse.Namespace) -> int:
+    approvals = admin.call("approvals", pending_only=args.pending)
+    if args.json:
+        _print_json(approvals)
+    else:
+        print(approvals_table(approvals))
+    return EXIT_OK
+
+
+def cmd_decide(admin: AdminClient, args: argparse.Namespace) -> int:
+    result = admin.call(args.command, id=args.id, note=args.note, by=args.by or _user())
+    if args.json:
+        _print_json(result)
+    else:
+        approval = result["approval"]
+        print(f"#{approval['id']} {result['decision']} ({approval['description']})")
+    return EXIT_OK
+
+
+def cmd_send(admin: AdminClient, args: argparse.Namespace) -> int:
+    body = sys.stdin.read() if args.text == "-" else args.text
+    result = admin.call("send", to=args.name, body=body)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"sent #{result['id']} to {result['recipient']} ({result['pending']} pending)")
+    return EXIT_OK
+
+
+def cmd_spawn(admin: AdminClient, args: argparse.Namespace) -> int:
+    result = admin.call("spawn", name=args.name, purpose=args.purpose)
+    if args.json:
+        _print_json(result)
+    else:
+        print(
+            f"spawn of {args.name} requested ({result['workflow_id']}); "
+            "approve it with `hive approve`"
+        )
+    return EXIT_OK
+
+
+def cmd_control(admin: AdminClient, args: argparse.Namespace) -> int:
+    extra: dict[str, Any] = {}
+    if args.command == "destroy":
+        if not args.yes:
+            raise UsageError(
+                f"destroy removes the container of {args.name} (its repos and history stay)",
+                f"run `hive destroy {args.name} --yes` to confirm",
+            )
+        extra["confirm"] = True
+    outcome = admin.call(args.command, name=args.name, by=_user(), **extra)
+    if args.json:
+        _print_json(outcome)
+    else:
+        print(outcome.get("detail") or f"{args.command} {args.name}: {outcome['status']}")
+    return EXIT_OK
+
+
+def cmd_logs(admin: AdminClient, args: argparse.Namespace) -> int:
+    after = args.after
+    try:
+        while True:
+            events = admin.call("logs", name=args.name, after_id=after, limit=args.limit)
+            for event in events:
+                if args.json:
+                    print(json.dumps(event, ensure_ascii=False))
+                else:
+                    print("\n".join(render_event(event)))
+            if events:
+                after = events[-1]["id"]
+            if not args.json and not events and not args.follow and after == args.after:
+                print(f"no events for {args.name}" + (f" after #{after}" if after else ""))
+            sys.stdout.flush()
+            if not args.follow:
+                return EXIT_OK
+            # A full page means more is waiting: fetch it without pausing.
+            if len(events) < args.limit:
+                time.sleep(FOLLOW_POLL_S)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def cmd_urls(admin: AdminClient, args: argparse.Namespace) -> int:
+    urls = admin.call("urls")
+    if args.json:
+        _print_json(urls)
+    else:
+        print(urls_text(urls))
+    return EXIT_OK
+
+
+def add_commands(
+    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    load: Callable[[], HiveSettings],
+) -> None:
+    def add(name: str, handler: Handler, summary: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(name, help=summary)
+        parser.add_argument("--json", action="store_true", help="print the raw result as JSON")
+        parser.set_defaults(func=lambda a: _run(load, handler, a))
+        return parser
+
+    add("status", cmd_status, "agents, pending approvals and where everything is")
+    add("list", cmd_list, "the agents table")
+
+    approvals = add("approvals", cmd_approvals, "list approvals, pending first")
+    approvals.add_argument("--pending", action="store_true", help="only the pending ones")
+
+    for verb in ("approve", "deny"):
+        p = add(verb, cmd_decide, f"{verb} a pending approval (sends `decide`)")
+        p.add_argument("id", type=int, help="approval number (see `hive approvals`)")
+        p.add_argument("--note", default="", help="a note for the requester")
+        p.add_argument("--by", default="", help="who decides (default: your user name)")
+
+    send = add("send", cmd_send, "send an agent a message, as the operator")
+    send.add_argument("name", help="the recipient")
+    send.add_argument("text", help="the message; - reads it from stdin")
+
+    spawn = add("spawn", cmd_spawn, "request a new agent (needs an approval)")
+    spawn.add_argument("name")
+    spawn.add_argument("--purpose", required=True, help="what the agent is for")
+
+    for verb, text in (
+        ("kill", "stop an agent's turn loop and container (messages are kept)"),
+        ("stop", "the same as kill"),
+        ("destroy", "kill and remove the container (repos and history are kept)"),
+        ("start", "start a stopped agent"),
+        ("restart", "stop and start an agent"),
+    ):
+        p = add(verb, cmd_control, text)
+        p.add_argument("name")
+        if verb == "destroy":
+            p.add_argument("--yes", action="store_true", help="confirm")
+
+    logs = add("logs", cmd_logs, "an agent's turn events, rendered (or raw with --json)")
+    logs.add_argument("name")
+    logs.add_argument("--after", type=int, default=0, metavar="ID", help="events after this id")
+    logs.add_argument("--limit", type=int, default=200, metavar="N", help="at most N (≤ 1000)")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+
+    add("urls", cmd_urls, "the dashboard, Temporal UI, metrics and agent page URLs")
