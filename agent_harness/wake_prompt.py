@@ -15,7 +15,7 @@ from hyperhive.domain import MANAGER_NAME, OPERATOR_NAME, SYSTEM_SENDER
 # C0/C1 control characters except tab and newline (terminal escapes, NUL, ...) and lone
 # surrogates (which could not even be written to claude's stdin as UTF-8).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-_PLAIN_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+_PLAIN_NAME = re.compile(r"\A[a-z0-9][a-z0-9-]{0,39}\Z")
 
 _TOOLS = f"""\
 Talk to the hive with the MCP tools of the server "hive":

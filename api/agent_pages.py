@@ -35,6 +35,7 @@ from sqlalchemy import Engine
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from agent_harness.stream_parser import StreamEvent, render
+from api.broker import error_responses
 from api.dashboard import page_context
 from hyperhive.broker import agent_events_topic
 from hyperhive.bus import Subscription
@@ -45,6 +46,8 @@ from hyperhive.operator import AgentSignal, AgentView, OperatorError, OperatorSe
 from hyperhive.runtime import CoreRuntime
 from hyperhive.store.agents import TURN_EVENTS, TurnEvent
 from hyperhive.store.db import begin
+
+REFUSALS = error_responses(400, 403, 404, 409, 503)
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
@@ -349,7 +352,7 @@ def agent_router(agent: str | None = None, *, closing: asyncio.Event | None = No
             stream, ping=PING_S, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         )
 
-    @router.post("/api/send")
+    @router.post("/api/send", responses=REFUSALS)
     async def send(request: Request, operator: Operator) -> JSONResponse:
         name = agent_name(request)
 
@@ -374,13 +377,15 @@ def agent_router(agent: str | None = None, *, closing: asyncio.Event | None = No
             # Refused because of the agent's current state (no turn loop): 409.
             return await guarded(act, refused_status=409)
 
-        router.add_api_route(path, act_on, methods=["POST"], name=f"agent_{signal.value}")
+        router.add_api_route(
+            path, act_on, methods=["POST"], name=f"agent_{signal.value}", responses=REFUSALS
+        )
 
     signal_route("/api/cancel", AgentSignal.CANCEL_TURN)
     signal_route("/api/pause", AgentSignal.PAUSE)
     signal_route("/api/resume", AgentSignal.RESUME)
 
-    @router.post("/api/login")
+    @router.post("/api/login", responses=REFUSALS)
     async def login(request: Request, operator: Operator) -> JSONResponse:
         name = agent_name(request)
 
@@ -400,7 +405,7 @@ def agent_router(agent: str | None = None, *, closing: asyncio.Event | None = No
 
         return await guarded(act)
 
-    @router.get("/api/credentials")
+    @router.get("/api/credentials", responses=REFUSALS)
     async def credentials(request: Request, operator: Operator) -> JSONResponse:
         name = agent_name(request)
 

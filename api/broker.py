@@ -28,6 +28,7 @@ from hyperhive.broker import (
 )
 from hyperhive.domain import OPERATOR_NAME
 from hyperhive.models import Message, SendResult
+from hyperhive.strict_json import StrictJsonError, loads_strict
 
 router = APIRouter(tags=["broker"])
 
@@ -58,7 +59,16 @@ def get_broker(request: Request) -> Broker:
 BrokerDep = Annotated[Broker, Depends(get_broker)]
 
 
+class BadRequestError(BrokerError):
+    code = "bad_json"
+
+
+_SEND_EXAMPLE = 'send a JSON object such as {"to": "alice", "body": "hello"}'
+
+
 def _status_of(error: BrokerError) -> int:
+    if isinstance(error, BadRequestError):
+        return 422  # as FastAPI answers any other unusable request body
     if isinstance(error, UnknownAgentError):
         return 404
     if isinstance(error, BodyTooLargeError):
@@ -77,9 +87,12 @@ def error_response(error: BrokerError) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=_status_of(error), headers=headers)
 
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorBody} for status in (400, 404, 413, 429)
-}
+def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI entries for refusals answered with ErrorBody."""
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+_ERRORS = error_responses(400, 404, 413, 422, 429)
 
 
 @router.post(
@@ -106,9 +119,21 @@ async def send_message(broker: BrokerDep, request: Request) -> SendResult | JSON
             )
         )
     try:
-        payload = SendRequest.model_validate_json(raw)
+        parsed = loads_strict(raw)
+    except StrictJsonError as e:
+        return error_response(
+            BadRequestError(f"the request body is not usable JSON: {e}", _SEND_EXAMPLE)
+        )
+    if not isinstance(parsed, dict):
+        kind = type(parsed).__name__ if parsed is not None else "null"
+        return error_response(
+            BadRequestError(f"the request body is a JSON {kind}, not a JSON object", _SEND_EXAMPLE)
+        )
+    try:
+        payload = SendRequest.model_validate(parsed)
     except ValidationError as e:
-        raise RequestValidationError(e.errors(include_url=False)) from None
+        # Without the input: it may hold bytes or floats the error page cannot encode.
+        raise RequestValidationError(e.errors(include_url=False, include_input=False)) from None
     try:
         return await broker.send(OPERATOR_NAME, payload.to, payload.body)
     except BrokerError as e:

@@ -40,6 +40,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from api.broker import error_responses
 from hyperhive import __version__
 from hyperhive.broker import MESSAGES_TOPIC, Broker
 from hyperhive.domain import OPERATOR_NAME, ApprovalStatus
@@ -52,6 +53,8 @@ from hyperhive.store.approvals import Approval
 log = logging.getLogger(__name__)
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+REFUSALS = error_responses(400, 403, 404, 409, 503)
 
 router = APIRouter(tags=["dashboard"])
 
@@ -248,19 +251,19 @@ async def _decide(request: Request, approval_id: int, *, approved: bool) -> JSON
     )
 
 
-@router.post("/api/approvals/{approval_id}/approve")
+@router.post("/api/approvals/{approval_id}/approve", responses=REFUSALS)
 async def approve(request: Request, approval_id: int) -> JSONResponse:
     """◆ APPR0VE: send the approval's workflow `decide` {approved: true}."""
     return await _decide(request, approval_id, approved=True)
 
 
-@router.post("/api/approvals/{approval_id}/deny")
+@router.post("/api/approvals/{approval_id}/deny", responses=REFUSALS)
 async def deny(request: Request, approval_id: int) -> JSONResponse:
     """DENY: send the approval's workflow `decide` {approved: false}."""
     return await _decide(request, approval_id, approved=False)
 
 
-@router.post("/api/agents/{name}/{action}")
+@router.post("/api/agents/{name}/{action}", responses=REFUSALS)
 async def control(request: Request, name: str, action: str) -> JSONResponse:
     """Start, stop, restart, kill or destroy an agent; waits until the workflow is done."""
     operator = _operator(request)

@@ -57,8 +57,8 @@ HIVE_GIT_EMAIL = "hive-c0re@localhost"
 BRANCH = "main"
 
 GIT_TIMEOUT_S = 60.0
-_SHA_INPUT = re.compile(r"^[0-9a-fA-F]{7,40}$")
-_FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHA_INPUT = re.compile(r"\A[0-9a-fA-F]{7,40}\Z")
+_FULL_SHA = re.compile(r"\A[0-9a-f]{40}\Z")
 _REGULAR_MODES = ("100644", "100755")
 _SYMLINK_MODE = "120000"
 _SUBMODULE_MODE = "160000"

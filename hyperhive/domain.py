@@ -18,7 +18,7 @@ OPERATOR_NAME = "operator"
 SYSTEM_SENDER = "hive-c0re"
 
 # nixos-container refuses names over 11 characters; `h-` leaves 9 for the agent.
-AGENT_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,8}$")
+AGENT_NAME_PATTERN = re.compile(r"\A[a-z][a-z0-9-]{0,8}\Z")
 
 
 class InvalidName(ValueError):

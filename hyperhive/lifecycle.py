@@ -43,6 +43,7 @@ from hyperhive.store import approvals as approval_store
 log = logging.getLogger(__name__)
 
 AUTO_UPDATE_SCHEDULE = "hive-auto-update"
+MAX_PURPOSE_CHARS = 4000
 
 
 class LifecycleError(HiveError):
@@ -74,6 +75,10 @@ class Lifecycle:
             raise LifecycleError(f"an agent named {name!r} already exists", "pick another name")
         if not purpose.strip():
             raise LifecycleError("the purpose is empty", "say what the new agent is for")
+        if len(purpose) > MAX_PURPOSE_CHARS:
+            raise LifecycleError(
+                f"the purpose is over {MAX_PURPOSE_CHARS} characters", "shorten it"
+            )
         workflow_id = f"hive-spawn-{name}"
         try:
             await self._client.start_workflow(
@@ -124,6 +129,11 @@ class Lifecycle:
         try:
             full = await asyncio.to_thread(
                 config_repo.resolve_sha, self._settings.state_path, name, sha
+            )
+            # A commit that can never apply (a symlink, an extra file, …) is refused now, with
+            # nothing started, rather than by the workflow after an approval round.
+            await asyncio.to_thread(
+                config_repo.validate_commit, self._settings.state_path, name, full
             )
         except config_repo.RepoError as e:
             raise LifecycleError(e.what, e.hint) from None

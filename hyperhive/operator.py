@@ -231,8 +231,6 @@ class OperatorService:
         )
 
     async def spawn(self, name: str, purpose: str) -> str:
-        if len(purpose) > 4000:
-            raise OperatorError("the purpose is over 4000 characters", "shorten it")
         return await self._rt.lifecycle.request_spawn(name, purpose, requester=OPERATOR_NAME)
 
     async def control(self, action: ControlAction, name: str, *, by: str) -> LifecycleOutcome:

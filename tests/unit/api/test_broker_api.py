@@ -113,7 +113,28 @@ async def test_malformed_requests_are_422(client, engine, content):
         "/api/messages", content=content, headers={"content-type": "application/json"}
     )
     assert r.status_code == 422, r.text
-    assert "detail" in r.json()
+    body = r.json()
+    # Unparsable JSON gets our coded error; a JSON object of the wrong shape FastAPI's detail.
+    assert body.get("error") == "bad_json" or "detail" in body
+    assert _stored(engine) == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'{"to": "alice", "to": "bob", "body": "hi"}', "`to` appears twice"),
+        (b'{"to": "alice", "body": NaN}', "NaN"),
+        (b'{"to": "alice", "body": 1e999}', "out of range"),
+        (b'{"to": "alice", "body": "\xff"}', "not UTF-8"),
+        (b"[]", "not a JSON object"),
+    ],
+)
+async def test_json_that_could_be_misread_is_refused(client, engine, content, says):
+    r = await client.post(
+        "/api/messages", content=content, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "bad_json" and says in r.json()["message"]
     assert _stored(engine) == 0
 
 
