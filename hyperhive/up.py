@@ -27,6 +27,9 @@ def ready_banner(runtime: CoreRuntime) -> str:
     rows = [
         ("dashboard", s.dashboard_url()),
         ("health", f"{s.dashboard_url()}/health"),
+        ("metrics", f"{s.dashboard_url()}/metrics"),
+        ("hm1nd", f"http://{s.bind_host}:{s.manager_port}/"),
+        ("admin", f"{s.host_socket_path} (the `hive` CLI: try `hive status`)"),
     ]
     if s.embedded_temporal:
         rows += [
