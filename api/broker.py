@@ -28,7 +28,7 @@ from hyperhive.broker import (
 )
 from hyperhive.domain import OPERATOR_NAME
 from hyperhive.models import Message, SendResult
-from hyperhive.strict_json import StrictJsonError, loads_strict
+from hyperhive.strict_json import StrictJsonError, json_kind, loads_strict
 
 router = APIRouter(tags=["broker"])
 
@@ -121,13 +121,15 @@ async def send_message(broker: BrokerDep, request: Request) -> SendResult | JSON
     try:
         parsed = loads_strict(raw)
     except StrictJsonError as e:
+        detail = str(e).removeprefix("not valid JSON: ")
         return error_response(
-            BadRequestError(f"the request body is not usable JSON: {e}", _SEND_EXAMPLE)
+            BadRequestError(f"the request body is not usable JSON: {detail}", _SEND_EXAMPLE)
         )
     if not isinstance(parsed, dict):
-        kind = type(parsed).__name__ if parsed is not None else "null"
         return error_response(
-            BadRequestError(f"the request body is a JSON {kind}, not a JSON object", _SEND_EXAMPLE)
+            BadRequestError(
+                f"the request body is {json_kind(parsed)}, not a JSON object", _SEND_EXAMPLE
+            )
         )
     try:
         payload = SendRequest.model_validate(parsed)

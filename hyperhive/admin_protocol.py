@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
-from hyperhive.strict_json import StrictJsonError, loads_strict
+from hyperhive.strict_json import StrictJsonError, json_kind, loads_strict
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (PROTOCOL_VERSION,)
@@ -248,22 +248,8 @@ _TYPE_NAMES: dict[Any, str] = {int: "integer", str: "string", bool: "boolean"}
 # -- parsing ----------------------------------------------------------------------------------
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
 def _shown(value: Any) -> str:
-    text = json.dumps(value) if _json_type(value) != "an object" else "{…}"
+    text = json.dumps(value) if json_kind(value) != "an object" else "{…}"
     return text if len(text) <= 40 else text[:37] + "…"
 
 
@@ -297,7 +283,7 @@ def parse_request(line: bytes, *, max_bytes: int = MAX_LINE_BYTES) -> Request | 
     if not isinstance(obj, dict):
         return ProtocolError(
             ErrorCode.BAD_REQUEST,
-            f"the request is {_json_type(obj)}, not a JSON object",
+            f"the request is {json_kind(obj)}, not a JSON object",
             f"send an object, e.g. {example_line('status')}",
         )
     return _parse_object(obj)
@@ -340,7 +326,7 @@ def _parse_object(obj: dict[str, Any]) -> Request | ProtocolError:
     if isinstance(version, bool) or not isinstance(version, int):
         return ProtocolError(
             ErrorCode.UNSUPPORTED_VERSION,
-            f"`version` must be an integer, not {_json_type(version)} ({_shown(version)})",
+            f"`version` must be an integer, not {json_kind(version)} ({_shown(version)})",
             f'use "version": {PROTOCOL_VERSION} (this hive-c0re speaks version {supported})',
             rid,
         )
@@ -362,7 +348,7 @@ def _parse_object(obj: dict[str, Any]) -> Request | ProtocolError:
     if not isinstance(cmd, str):
         return ProtocolError(
             ErrorCode.UNKNOWN_COMMAND,
-            f"`cmd` must be a string, not {_json_type(cmd)} ({_shown(cmd)})",
+            f"`cmd` must be a string, not {json_kind(cmd)} ({_shown(cmd)})",
             f"`cmd` is one of: {known}",
             rid,
         )
@@ -404,17 +390,17 @@ def _describe_one(err: ErrorDetails) -> str:
     value = err.get("input")
     ctx = err.get("ctx") or {}
     if field == "request_id" and kind in ("int_type", "string_type"):
-        return f"`request_id` must be a string or an integer, not {_json_type(value)}"
+        return f"`request_id` must be a string or an integer, not {json_kind(value)}"
     if kind == "extra_forbidden":
         return f"unknown field `{field}`"
     if kind == "missing":
         return f"missing field `{field}`"
     if kind == "int_type":
-        return f"`{field}` must be an integer, not {_json_type(value)} ({_shown(value)})"
+        return f"`{field}` must be an integer, not {json_kind(value)} ({_shown(value)})"
     if kind == "string_type":
-        return f"`{field}` must be a string, not {_json_type(value)} ({_shown(value)})"
+        return f"`{field}` must be a string, not {json_kind(value)} ({_shown(value)})"
     if kind == "bool_type":
-        return f"`{field}` must be true or false, not {_json_type(value)} ({_shown(value)})"
+        return f"`{field}` must be true or false, not {json_kind(value)} ({_shown(value)})"
     if kind in ("greater_than_equal", "greater_than"):
         bound = ctx.get("ge", ctx.get("gt"))
         return f"`{field}` must be at least {bound} (got {_shown(value)})"

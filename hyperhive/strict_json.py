@@ -35,6 +35,21 @@ def _non_standard_constant(name: str) -> Any:
     raise StrictJsonError(f"{name} is not valid JSON")
 
 
+def json_kind(value: Any) -> str:
+    """How JSON calls the value's type, with its article: "a string", "an array", …"""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
 def depth(value: Any) -> int:
     """Nesting depth of a parsed JSON value, without recursion."""
     deepest = 0
@@ -60,6 +75,8 @@ def loads_strict(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
             ) from None
     else:
         text = data
+    if not text.strip():
+        raise StrictJsonError("empty")
     try:
         value = json.loads(
             text,
