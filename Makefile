@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 NPM_DIR := .cache/npm
 CLAUDE := $(NPM_DIR)/node_modules/.bin/claude
 
-.PHONY: run test venv test-deps lint typecheck pytest unit integration clean
+.PHONY: run test venv test-deps lint typecheck pytest unit integration bench clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/hive up
@@ -51,6 +51,10 @@ unit: $(VENV)/.installed-test
 
 integration: test-deps
 	$(BIN)/pytest -m integration
+
+# Every benchmark (~5 min on 2 cores); updates the table in docs/BENCHMARKS.md.
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.rig.temporal",
     "tests.rig.broker",
     "tests.rig.c0re",
+    "tests.rig.browser",
 ]

@@ -1,0 +1,299 @@
+"""Shared bits of the benchmarks: result rows, percentiles, the machine line, a fake claude."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import stat
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from tests.rig.hive_process import HiveEnv
+
+PYTHON = ".venv/bin/python"
+
+
+@dataclass
+class Row:
+    """One line of the results table in docs/BENCHMARKS.md."""
+
+    what: str
+    command: str
+    result: str
+    target: str
+    met: bool | None  # None: no target to meet (a comparison or a note)
+
+    def markdown(self) -> str:
+        met = "—" if self.met is None else ("yes" if self.met else "**NO**")
+        cells = [self.what, f"`{self.command}`", self.result, self.target, met]
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+TABLE_HEADER = "| what | command | result | target | met? |\n|---|---|---|---|---|"
+
+
+def table(rows: Sequence[Row]) -> str:
+    return "\n".join([TABLE_HEADER, *(row.markdown() for row in rows)])
+
+
+def print_rows(rows: Sequence[Row]) -> None:
+    print(table(rows), flush=True)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100): a value that was actually measured."""
+    if not values:
+        raise ValueError("no samples")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ms(seconds: float) -> str:
+    value = seconds * 1000
+    return (
+        f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms" if value < 100 else f"{value:.0f} ms"
+    )
+
+
+def latency_summary(samples: Sequence[float]) -> str:
+    return (
+        f"p50 {ms(percentile(samples, 50))}, p99 {ms(percentile(samples, 99))} "
+        f"(min {ms(min(samples))}, max {ms(max(samples))}; n={len(samples)})"
+    )
+
+
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f}/{five:.2f} (1/5 min)"
+
+
+def machine_line() -> str:
+    cores = os.cpu_count() or 0
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    os_name = platform.system()
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cores} cores{f' ({cpu})' if cpu else ''}, {mem_kib / 1024 / 1024:.0f} GiB, {os_name}, "
+        f"kernel {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# a fake claude that records when it started
+
+# Everything before the time stamp is bash's own start-up: no command runs, nothing forks.
+# EPOCHREALTIME (bash >= 5) is CLOCK_REALTIME, the clock time.time() reads. The prompt (on stdin)
+# carries the message's token, so each start is matched to the send that caused it. The output is
+# what claude prints for a trivial successful turn in stream-json.
+_INIT = {"type": "system", "subtype": "init", "session_id": "@SID@", "model": "bench"}
+_RESULT = {
+    "type": "result",
+    "subtype": "success",
+    "is_error": False,
+    "result": "ok",
+    "session_id": "@SID@",
+    "total_cost_usd": 0,
+    "duration_ms": 1,
+    "num_turns": 1,
+    "usage": {"input_tokens": 1, "output_tokens": 1},
+}
+
+
+def _printf(event: dict[str, Any]) -> str:
+    return (
+        "printf '%s\\n' \""
+        + json.dumps(event, separators=(",", ":")).replace('"', '\\"').replace("@SID@", "$sid")
+        + '"'
+    )
+
+
+FAKE_CLAUDE = (
+    r"""#!/bin/bash
+t=$EPOCHREALTIME
+read -r -d '' prompt
+token=-
+[[ $prompt =~ bench-token-([0-9]+) ]] && token=${BASH_REMATCH[1]}
+printf '%s %s\n' "${t/,/.}" "$token" >> '@LOG@'
+sid=00000000-0000-4000-8000-000000000000
+prev=
+for arg in "$@"; do
+  if [[ $prev == --session-id || $prev == --resume ]]; then sid=$arg; fi
+  prev=$arg
+done
+"""
+    + _printf(_INIT)
+    + "\n"
+    + _printf(_RESULT)
+    + "\n"
+)
+
+
+def write_fake_claude(directory: Path, log: Path) -> Path:
+    """A `claude` for HIVE_CLAUDE_BIN that appends "<epoch seconds> <token>" to `log`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "claude"
+    path.write_text(FAKE_CLAUDE.replace("@LOG@", str(log)))
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    log.touch()
+    return path
+
+
+def token_body(i: int) -> str:
+    return f"benchmark message {i} [bench-token-{i}]"
+
+
+def read_starts(log: Path) -> dict[int, float]:
+    """token → first start time recorded by the fake claude."""
+    starts: dict[int, float] = {}
+    for line in log.read_text().splitlines():
+        stamp, _, token = line.partition(" ")
+        if token.isdigit():
+            starts.setdefault(int(token), float(stamp))
+    return starts
+
+
+@contextlib.contextmanager
+def child_stdout_silenced() -> Iterator[None]:
+    """Children started inside inherit /dev/null as stdout (e.g. the dev server's banner)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+# ---------------------------------------------------------------------------------------------
+# the real `hive up`
+
+AGENT_PORT_SPAN = 1000
+
+
+def hive_up_env(base: Path, agents: Sequence[str], claude_bin: Path) -> HiveEnv:
+    """A fresh state dir with `agents` registered (host `local`) and the env of a `hive up` with
+    the embedded Temporal, the process backend, the fake claude and free ports everywhere."""
+    import random
+
+    from hyperhive.store import agents as agent_store
+    from hyperhive.store.db import make_engine, migrate
+    from tests.rig.hive_process import HiveEnv
+    from tests.rig.ports import free_ports
+
+    state = base / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(f"sqlite:///{state / 'hive.db'}")
+    try:
+        migrate(engine)
+        for name in agents:
+            agent_store.register_agent(engine, name, "local")
+    finally:
+        engine.dispose()
+    env = HiveEnv.fresh(state)
+    [manager_port] = free_ports(1)
+    # Agent pages: a wide window below the kernel's ephemeral range (32768-60999).
+    port_min = random.randrange(20_000, 31_000 - AGENT_PORT_SPAN)
+    env.extra.update(
+        HIVE_RUN_DIR=str(base / "run"),
+        HIVE_CLAUDE_BIN=str(claude_bin),
+        HIVE_CONTAINER_BACKEND="process",
+        HIVE_CREATE_MANAGER="false",
+        HIVE_MANAGER_PORT=str(manager_port),
+        HIVE_AGENT_PORT_MIN=str(port_min),
+        HIVE_AGENT_PORT_MAX=str(port_min + AGENT_PORT_SPAN - 1),
+        HIVE_SEND_RATE_PER_MINUTE="100000",
+        HIVE_MAX_TURNS_PER_HOUR="100000",
+    )
+    return env
+
+
+async def wait_idle(client: Client, agent: str, turns_total: int, timeout: float = 60) -> None:
+    """Until the agent's workflow has run `turns_total` turns and waits for mail again."""
+    from hyperhive.models import AgentStatus
+
+    handle = client.get_workflow_handle(f"hive-agent-{agent}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: AgentStatus | None = None
+    while loop.time() < deadline:
+        try:
+            last = await handle.query("status", result_type=AgentStatus)
+        except Exception:  # not started yet, or a query right after continue-as-new
+            last = None
+        if last is not None and last.state == "idle" and last.turns_total >= turns_total:
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"{agent} did not become idle after {turns_total} turns; last: {last}")
+
+
+PRAGMA_LAUNCHER = """#!{python}
+# `hive`, with extra `--sqlite-pragma` flags for the embedded Temporal server (an A/B switch of
+# the benchmarks; hyperhive itself has no setting for it).
+import hyperhive.embedded_temporal as embedded
+
+_command = embedded.start_dev_command
+
+
+def start_dev_command(settings, cli):
+    extra = []
+    for pragma in {pragmas!r}:
+        extra += ["--sqlite-pragma", pragma]
+    return _command(settings, cli) + extra
+
+
+embedded.start_dev_command = start_dev_command
+from hyperhive.cli import main
+
+raise SystemExit(main())
+"""
+
+
+@contextlib.contextmanager
+def hive_command(directory: Path, temporal_pragmas: Sequence[str]) -> Iterator[None]:
+    """HiveProcess runs a `hive` that adds `--sqlite-pragma P` to the embedded Temporal's
+    command line for each P in `temporal_pragmas` (none: the real `hive`, unchanged)."""
+    import tests.rig.hive_process as rig
+
+    if not temporal_pragmas:
+        yield
+        return
+    launcher = directory / "hive"
+    launcher.write_text(
+        PRAGMA_LAUNCHER.format(python=sys.executable, pragmas=list(temporal_pragmas))
+    )
+    launcher.chmod(0o755)
+    saved = rig.HIVE
+    rig.HIVE = str(launcher)
+    try:
+        yield
+    finally:
+        rig.HIVE = saved
