@@ -148,6 +148,19 @@ class TurnActivities:
         settings = self._settings
         info = activity.info()
         seq = info.attempt * SEQ_STRIDE
+        # The message the turn works on, first in its stream: the agent page shows what the
+        # reply answers. (seq = attempt * SEQ_STRIDE is free: claude's events start at + 1.)
+        await self._record_event(
+            request,
+            seq,
+            "hive",
+            {
+                "text": f"← #{message.id} from {message.sender}: {_clip(message.body)}",
+                "message_id": message.id,
+                "from": message.sender,
+            },
+        )
+        await self._db(agent_store.touch_activity, request.agent)
         accumulator = TurnAccumulator()
         stderr_task = asyncio.create_task(process.stderr.read())
         beat_every = info.heartbeat_timeout.total_seconds() / 3 if info.heartbeat_timeout else 5.0
@@ -248,6 +261,10 @@ class TurnActivities:
             agent_events_topic(request.agent),
             {"turn_id": request.turn_id, "seq": seq, "kind": kind, "event": payload},
         )
+
+
+def _clip(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 async def _heartbeat_every(interval_s: float) -> None:

@@ -112,6 +112,9 @@ def claude_env(
     - ``DISABLE_AUTOUPDATER``, ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC``: no updater, no side
       requests such as session titles.
     - ``IS_SANDBOX=1``: root may use ``bypassPermissions`` (the container is the sandbox).
+    - ``MCP_CONNECTION_NONBLOCKING=0``: ``-p`` waits for the MCP servers before the first model
+      request. By default it connects them in the background, and a bridge that starts a little
+      slowly leaves the first turn of a new agent without the hive tools ("still connecting").
 
     ``extra`` is applied last and wins. ``ANTHROPIC_*`` in ``base`` is kept.
     """
@@ -122,6 +125,7 @@ def claude_env(
         DISABLE_AUTOUPDATER="1",
         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
         IS_SANDBOX="1",
+        MCP_CONNECTION_NONBLOCKING="0",
     )
     env.update(extra or {})
     return env

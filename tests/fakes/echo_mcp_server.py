@@ -57,4 +57,6 @@ def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
+    # Stands for a bridge that is slow to start (e.g. on a loaded host).
+    time.sleep(float(os.environ.get("ECHO_MCP_START_DELAY_S", "0")))
     server.run("stdio")

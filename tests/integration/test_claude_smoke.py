@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_harness.claude_command import claude_env as turn_env
 from tests.fakes.anthropic_api import ApiError, FakeAnthropic, Text, ToolUse, tool_result_text
 from tests.fakes.echo_mcp_server import read_log
 from tests.fakes.fixtures import echo_mcp_config, run_claude
@@ -72,6 +73,36 @@ def test_tool_use_reaches_mcp_server_and_result_returns(
     assert result["num_turns"] == 2
     assert result["session_id"] == run.init["session_id"]
     assert turns[0].headers["x-claude-code-session-id"] == result["session_id"]
+
+
+def test_a_slow_mcp_server_is_ready_for_the_first_request(
+    claude_bin: Path,
+    claude_env: dict[str, str],
+    claude_cwd: Path,
+    fake_model: FakeAnthropic,
+    tmp_path: Path,
+) -> None:
+    """With the environment our turns use, claude -p waits for the hive bridge: a new agent's
+    first turn has its tools even when the bridge takes seconds to start."""
+    log = tmp_path / "echo.jsonl"
+    config = echo_mcp_config(log)
+    config["mcpServers"]["echo"]["env"]["ECHO_MCP_START_DELAY_S"] = "3"
+    env = turn_env(claude_env, home=claude_env["HOME"])
+    fake_model.script(ToolUse("mcp__echo__record", {"text": "first"}), Text("done"))
+
+    run = run_claude(
+        claude_bin,
+        env,
+        "record first",
+        ["--mcp-config", json.dumps(config), "--strict-mcp-config", "--allowedTools", "mcp__echo"],
+        cwd=claude_cwd,
+        timeout=TIMEOUT,
+    )
+
+    assert run.returncode == 0, run.describe()
+    assert {"name": "echo", "status": "connected"} in run.init["mcp_servers"], run.describe()
+    assert [c["arguments"] for c in read_log(log)] == [{"text": "first"}]
+    assert run.result["result"] == "done"
 
 
 @pytest.mark.parametrize(

@@ -121,6 +121,7 @@ def test_claude_env() -> None:
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "IS_SANDBOX": "1",
+        "MCP_CONNECTION_NONBLOCKING": "0",
         "CLAUDE_CODE_OAUTH_TOKEN": "tok",
         "X": "y",
     }
