@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
+import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 PR_SET_PDEATHSIG = 1
 
@@ -19,6 +21,26 @@ def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None]:
         libc.prctl(PR_SET_PDEATHSIG, sig)
 
     return _set
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv")
+
+
+def dying_with_parent(
+    argv: Sequence[str], sig: signal.Signals = signal.SIGKILL
+) -> tuple[list[str], Callable[[], None] | None]:
+    """`argv` made to die with hive-c0re, and the preexec_fn that still needs (None = none).
+
+    With util-linux's setpriv the signal is set by a wrapper that execs `argv`, so Python can
+    start the child with vfork: a preexec_fn forces a fork of the whole daemon (hundreds of MB
+    of page tables) for every turn.
+    """
+    setpriv = _setpriv()
+    if setpriv is None:
+        return list(argv), die_with_parent(sig)
+    return [setpriv, "--pdeathsig", sig.name.removeprefix("SIG"), "--", *argv], None
 
 
 def kill_process_group(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:

@@ -45,7 +45,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,7 +63,7 @@ from activities.backends.base import (
 )
 from activities.backends.mounts import CONTAINER_VIEW, agent_mounts
 from agent_harness.sandbox_run import DEFAULT_MODEL_SOCKET
-from hyperhive.child_process import die_with_parent, kill_process_group
+from hyperhive.child_process import dying_with_parent, kill_process_group
 from hyperhive.domain import MANAGER_NAME, InvalidName, check_agent_name
 from hyperhive.settings import HiveSettings
 
@@ -246,19 +245,17 @@ class BwrapBackend:
                 "--",
                 *argv,
             ]
+            # A turn must not outlive hive-c0re: after a crash it is retried, not duplicated.
+            command, preexec = dying_with_parent([bwrap, *args, "--", *inner])
             process = await asyncio.create_subprocess_exec(
-                bwrap,
-                *args,
-                "--",
-                *inner,
+                *command,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd="/",
                 env=self.sandbox_env(env),
                 start_new_session=True,
-                # A turn must not outlive hive-c0re: after a crash it is retried, not duplicated.
-                preexec_fn=die_with_parent(signal.SIGKILL),
+                preexec_fn=preexec,
                 pass_fds=pipes,
                 limit=STDOUT_LIMIT,
             )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from activities.backends.base import (
     ContainerSpec,
     ContainerStatus,
 )
-from hyperhive.child_process import die_with_parent
+from hyperhive.child_process import dying_with_parent
 from hyperhive.settings import HiveSettings
 
 log = logging.getLogger(__name__)
@@ -102,16 +101,17 @@ class ProcessBackend:
         stdin: bytes,
         host_cwd: Path,
     ) -> asyncio.subprocess.Process:
+        # A turn must not outlive hive-c0re: after a crash it is retried, not duplicated.
+        command, preexec = dying_with_parent(argv)
         process = await asyncio.create_subprocess_exec(
-            *argv,
+            *command,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=host_cwd,
             env=dict(env),
             start_new_session=True,
-            # A turn must not outlive hive-c0re: after a crash it is retried, not duplicated.
-            preexec_fn=die_with_parent(signal.SIGKILL),
+            preexec_fn=preexec,
             limit=16 * 1024 * 1024,  # one stream-json line can carry a large tool result
         )
         assert process.stdin is not None

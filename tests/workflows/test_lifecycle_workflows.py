@@ -36,7 +36,7 @@ from hyperhive.models import (
     SpawnRequest,
 )
 from hyperhive.repo_models import ApplyInput, CommitCheck, CommitRef, InitReposInput, RevInput
-from workflows import ALL_WORKFLOWS
+from workflows.registry import ALL_WORKFLOWS
 
 SHA = "a" * 40
 
