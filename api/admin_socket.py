@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import logging
 import os
 import pwd
@@ -154,6 +155,7 @@ class AdminSocket:
         sock = bind_unix_socket(path, WHAT, AdminSocketError)
         try:
             self._inode = os.stat(path).st_ino
+            self._give_to_admin_group(path)
             self._server = await asyncio.start_unix_server(self._serve, sock=sock)
         except BaseException:
             sock.close()
@@ -161,6 +163,23 @@ class AdminSocket:
                 remove_socket(path, self._inode)
             raise
         log.info("admin socket listening on %s", path)
+
+    def _give_to_admin_group(self, path: Path) -> None:
+        group = self._settings.admin_group
+        if not group:
+            return
+        try:
+            os.chown(path, -1, grp.getgrnam(group).gr_gid)
+        except KeyError:
+            raise AdminSocketError(
+                f"the admin group {group!r} (HIVE_ADMIN_GROUP) does not exist",
+                f"create it (`groupadd {group}`) or leave HIVE_ADMIN_GROUP empty",
+            ) from None
+        except PermissionError as e:
+            raise AdminSocketError(
+                f"cannot give {path} to group {group!r}: {e.strerror}",
+                "run hive-c0re as root or as a member of that group",
+            ) from None
 
     async def stop(self) -> None:
         server, self._server = self._server, None

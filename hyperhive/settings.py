@@ -63,6 +63,11 @@ class HiveSettings(BaseSettings):
         default="127.0.0.1",
         description="Address the dashboard, agent pages and embedded Temporal bind to.",
     )
+    admin_group: str = Field(
+        default="",
+        description="Group given the admin socket <run_dir>/host.sock (mode 0660), so its members "
+        "can use `hive` without root. Empty = hive-c0re's own group.",
+    )
     dashboard_port: int = Field(default=7000, ge=1, le=65535, description="Dashboard and API.")
     manager_port: int = Field(default=8000, ge=1, le=65535, description="hm1nd's agent page.")
     agent_port_min: int = Field(default=8100, ge=1, le=65535, description="First agent-page port.")

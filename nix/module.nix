@@ -6,9 +6,8 @@
 #   an embedded `temporal server start-dev` on loopback with its SQLite DB in the state dir.
 # - Agents are imperative nixos-containers h-<name> on private veth networks (ve-*), with NAT
 #   egress; see nix/agent.nix for how they are kept off the host's services.
-# - `hive` on the system PATH is the CLI with the daemon's environment. Until the admin socket
-#   (<run dir>/host.sock, group adminGroup) exists it talks to Temporal and the store directly,
-#   so it must run as root.
+# - `hive` on the system PATH is the CLI with the daemon's environment; it speaks to the admin
+#   socket <run dir>/host.sock (mode 0660, group adminGroup), so the admins need no root.
 { self }:
 {
   config,
@@ -36,6 +35,7 @@ let
   hiveEnvironment = {
     HIVE_STATE_DIR = cfg.stateDir;
     HIVE_RUN_DIR = runDir;
+    HIVE_ADMIN_GROUP = cfg.adminGroup;
     HIVE_CONTAINER_BACKEND = cfg.backend;
     HIVE_BIND_HOST = cfg.bindHost;
     HIVE_DASHBOARD_PORT = toString cfg.ports.dashboard;
@@ -66,6 +66,8 @@ let
     cfg.temporal.namespace
     "--log-level"
     "warn"
+    "--sqlite-pragma"
+    "journal_mode=wal"
     # As hyperhive/embedded_temporal.py: the agents' workflows are searchable by HiveAgent, and
     # the dev server's default poll rate adds ~30 ms to every workflow task.
     "--search-attribute"
@@ -178,8 +180,8 @@ in
       type = lib.types.str;
       default = "hive-admin";
       description = ''
-        Group of the hive's operators: it owns the run dir (mode 0750) and, once hive-c0re serves
-        it, the admin socket <run dir>/host.sock (mode 0660). Until then `hive` commands need root.
+        Group of the hive's operators: it owns the run dir (mode 0750) and the admin socket
+        <run dir>/host.sock (mode 0660, HIVE_ADMIN_GROUP), which the `hive` CLI speaks to.
       '';
     };
 

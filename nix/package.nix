@@ -54,6 +54,7 @@ let
       sqlmodel
       jinja2
       sse-starlette
+      prometheus-client
       pydantic
       pydantic-settings
     ])

@@ -271,6 +271,7 @@ let
           "sqlmodel"
           "jinja2"
           "sse-starlette"
+          "prometheus-client"
           "pydantic"
           "pydantic-settings"
           "psycopg"

@@ -582,7 +582,9 @@ def test_agent_options_match_hive(default_agent: Any) -> None:
     }
     assert {"name", "model", "permissionMode", "extraPackages"} <= set(options)
     assert "default" not in options["name"]  # the generated flake sets it
-    assert options["name"]["pattern"] == AGENT_NAME_PATTERN.pattern
+    # Nix's builtins.match matches whole strings: ^…$ there is \A…\Z in Python.
+    python_pattern = AGENT_NAME_PATTERN.pattern.removeprefix("\\A").removesuffix("\\Z")
+    assert options["name"]["pattern"] == f"^{python_pattern}$"
     assert options["model"]["default"] == field_default("model")
     mode = HiveSettings.model_fields["permission_mode"]
     assert options["permissionMode"]["default"] == mode.default
