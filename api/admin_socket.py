@@ -54,6 +54,7 @@ from hyperhive.domain import OPERATOR_NAME
 from hyperhive.errors import HiveError
 from hyperhive.operator import ControlAction, OperatorService
 from hyperhive.settings import HiveSettings
+from hyperhive.store.db import explain_store_failure
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,12 @@ class AdminSocket:
         except HiveError as e:
             return error_response(ErrorCode.REFUSED, e.what, e.hint, request.request_id)
         except Exception as e:
+            failure = explain_store_failure(e)
+            if failure is not None:
+                log.warning("admin command %r from %s: %s", request.cmd, user, failure.what)
+                return error_response(
+                    ErrorCode.REFUSED, failure.what, failure.hint, request.request_id
+                )
             log.exception("admin command %r from %s failed", request.cmd, user)
             return error_response(
                 ErrorCode.INTERNAL,

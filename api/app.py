@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import agent_pages, broker, dashboard, health
@@ -13,6 +16,9 @@ from api.csrf import CsrfGuard, CsrfMiddleware, load_or_create_secret
 from hyperhive import __version__
 from hyperhive.operator import OperatorService
 from hyperhive.runtime import CoreRuntime
+from hyperhive.store.db import StoreError, explain_store_failure
+
+log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -35,6 +41,23 @@ def create_app(runtime: CoreRuntime, *, operator: OperatorService | None = None)
     app.include_router(dashboard.router)
     app.include_router(metrics_api.router)
     app.include_router(agent_pages.agent_router(), prefix="/agents/{name}")
+
+    @app.exception_handler(sa.exc.OperationalError)
+    @app.exception_handler(sa.exc.InternalError)
+    @app.exception_handler(StoreError)
+    async def store_failed(request: Request, exc: Exception) -> JSONResponse:
+        failure = explain_store_failure(exc)
+        assert failure is not None
+        log.warning("%s %s: %s", request.method, request.url.path, failure.what)
+        return JSONResponse(
+            {
+                "ok": False,
+                "error": "store_unavailable",
+                "message": failure.what,
+                "hint": failure.hint,
+            },
+            status_code=503,
+        )
 
     @app.get("/api/csrf", tags=["dashboard"])
     async def csrf_token(request: Request) -> dict[str, str]:

@@ -12,6 +12,7 @@ stays; the next send or `drain_pending` at start-up wakes the agent).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -51,6 +52,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# A failed wake-up is retried after 1 s, then 2, 4, … up to every 30 s until it works.
+WAKE_RETRY_FIRST_S = 1.0
+WAKE_RETRY_MAX_S = 30.0
 
 T = TypeVar("T")
 
@@ -184,6 +189,9 @@ class Broker:
         self._metrics = metrics
         self._buckets: dict[str, _Bucket] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        # Agents whose wake-up failed, and the task retrying them (see _retry_wake_later).
+        self._unwoken: set[str] = set()
+        self._retrier: asyncio.Task[None] | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -303,7 +311,7 @@ class Broker:
         """Wake every agent (not stopped) that has undelivered messages; return their names.
 
         For start-up: wake-ups outstanding before a restart may have been lost, so the flag is
-        not consulted. A failed wake-up is logged, and the flag cleared so the next send retries.
+        not consulted. A failed wake-up is logged and retried in the background.
         """
         names = await asyncio.to_thread(message_store.agents_with_pending, self.engine)
         for name in names:
@@ -311,7 +319,12 @@ class Broker:
         return names
 
     async def aclose(self) -> None:
-        """Wait for wake-ups still in flight (of sends that were cancelled)."""
+        """Wait for wake-ups still in flight (of sends that were cancelled); stop retrying failed
+        ones (the next start-up's drain wakes those agents)."""
+        if self._retrier is not None:
+            self._retrier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrier
         while self._background:
             await asyncio.gather(*tuple(self._background), return_exceptions=True)
 
@@ -443,8 +456,8 @@ class Broker:
             await self._waker(agent)
         except Exception:
             log.warning(
-                "could not wake agent %s; its messages stay stored and the next send (or the "
-                "start-up drain) wakes it",
+                "could not wake agent %s (is Temporal reachable?); its messages stay stored and "
+                "hive-c0re keeps trying",
                 agent,
                 exc_info=True,
             )
@@ -452,6 +465,30 @@ class Broker:
                 await asyncio.to_thread(message_store.clear_wake, self.engine, agent)
             except Exception:
                 log.exception("could not clear the wake-up flag of agent %s", agent)
+            self._retry_wake_later(agent)
+
+    def _retry_wake_later(self, agent: str) -> None:
+        """Without this, a message sent while Temporal was down waited for the next send to the
+        same agent (or a restart): nothing else would wake the agent once Temporal was back."""
+        self._unwoken.add(agent)
+        if self._retrier is None or self._retrier.done():
+            self._retrier = asyncio.ensure_future(self._retry_wakes())
+
+    async def _retry_wakes(self) -> None:
+        delay = WAKE_RETRY_FIRST_S
+        while self._unwoken:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WAKE_RETRY_MAX_S)
+            for agent in sorted(self._unwoken):
+                try:
+                    await self._waker(agent)
+                except Exception as e:
+                    log.info(
+                        "agent %s still cannot be woken (%s); retrying in %.0f s", agent, e, delay
+                    )
+                    break  # the same outage: wait before trying the others
+                self._unwoken.discard(agent)
+                log.info("woke agent %s after an earlier failure", agent)
 
     def _spawn(self, coro: Awaitable[T]) -> asyncio.Task[T]:
         task: asyncio.Task[T] = asyncio.ensure_future(coro)

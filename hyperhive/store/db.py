@@ -61,6 +61,46 @@ class StoreError(RuntimeError):
     """The store cannot be used; the message says what happened and what to do about it."""
 
 
+class StoreWriteError(StoreError):
+    """A read or write the database refused (disk full, locked too long, read-only, …)."""
+
+    def __init__(self, what: str, hint: str) -> None:
+        self.what = what
+        self.hint = hint
+        super().__init__(f"{what}\n  → {hint}")
+
+
+def explain_store_failure(exc: BaseException) -> StoreWriteError | None:
+    """What an operator should read for a database error, or None when it is not one."""
+    if not isinstance(exc, sa.exc.OperationalError | sa.exc.InternalError | StoreError):
+        return None
+    if isinstance(exc, StoreWriteError):
+        return exc
+    text = str(getattr(exc, "orig", None) or exc)
+    lowered = text.lower()
+    if "disk is full" in lowered or "no space left" in lowered or "disk full" in lowered:
+        return StoreWriteError(
+            "the store cannot write: the disk holding it is full; nothing was changed",
+            "free space on the file system of HIVE_STATE_DIR (or of the database server), "
+            "then try again",
+        )
+    if "locked" in lowered:
+        return StoreWriteError(
+            "the store is busy (locked by another writer) and the request gave up; nothing "
+            "was changed",
+            "try again; if it persists, check for another process holding hive.db",
+        )
+    if "readonly" in lowered or "read-only" in lowered:
+        return StoreWriteError(
+            "the store is read-only; nothing was changed",
+            "check the permissions and mount of HIVE_STATE_DIR",
+        )
+    return StoreWriteError(
+        f"the store failed: {text.splitlines()[0] if text else type(exc).__name__}",
+        "see hive-c0re's log; check HIVE_DB_URL / HIVE_STATE_DIR",
+    )
+
+
 def _shown(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 

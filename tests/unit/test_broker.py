@@ -268,6 +268,21 @@ async def test_a_failed_wake_keeps_the_message_and_the_next_send_wakes(
     assert pending_count(engine, "bob") == 2
 
 
+async def test_a_failed_wake_is_retried_without_another_send(broker, engine, waker):
+    """A message sent while Temporal is down reaches its agent once Temporal is back."""
+    waker.fail = True
+    await broker.send("alice", "bob", "sent during an outage")
+    assert waker.woken == []
+    waker.entered.clear()
+    await asyncio.wait_for(waker.entered.wait(), 10)  # the broker tries again by itself
+    waker.fail = False
+    while not waker.woken:
+        waker.entered.clear()
+        await asyncio.wait_for(waker.entered.wait(), 10)
+    assert waker.woken == ["bob"]
+    assert pending_count(engine, "bob") == 1
+
+
 async def test_a_cancelled_send_still_finishes_its_wake_up(broker, engine, waker):
     waker.gate = asyncio.Event()
     sending = asyncio.create_task(broker.send("alice", "bob", "hi"))

@@ -1,0 +1,58 @@
+"""The fault suite: kill, restart and starve hive-c0re's pieces, then check no message is lost
+or delivered twice and the store is intact.
+
+Every module is marked `faults` (and `integration`: they run the real hive-c0re, dev server and
+claude CLI), so `pytest -m faults` runs the suite alone. They run in the default `pytest` too;
+the big SIGKILL run is sized by `HIVE_FAULTS_FULL` / `HIVE_FAULTS_MESSAGES` (see
+test_c0re_kill.py).
+
+Shared helpers for the suite live here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from hyperhive.store.agents import MESSAGES
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One messages row, with the claim columns the public Message model leaves out."""
+
+    id: int
+    sender: str
+    recipient: str
+    body: str
+    delivered_at: datetime | None
+    turn_id: str | None
+
+
+def stored_messages(engine: Any) -> list[StoredMessage]:
+    """Every row of the messages table, oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(MESSAGES).order_by(MESSAGES.c.id)).all()
+    return [
+        StoredMessage(r.id, r.sender, r.recipient, r.body, r.delivered_at, r.turn_id) for r in rows
+    ]
+
+
+async def wait_until(check, what: str, timeout: float, every: float = 0.5) -> Any:
+    """Poll `check()` (run in a thread: it reads the store) until it returns something truthy.
+
+    For conditions that only the store knows (e.g. "every message delivered"): there is no
+    event to await from outside hive-c0re."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Any = None
+    while loop.time() < deadline:
+        last = await asyncio.to_thread(check)
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
