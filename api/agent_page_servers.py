@@ -2,6 +2,12 @@
 HIVE_AGENT_PORT_MIN..MAX; see hyperhive/agent_ports.py), served by hive-c0re beside the
 dashboard. The same page is always at /agents/<name>/ on the dashboard too, so a port that
 some other program holds costs a warning, not the agent.
+
+One web app and one uvicorn server serve every agent's port: each port is a listening socket
+of its own (an asyncio server speaking uvicorn's HTTP protocol) added to that server as its
+agent is started, and the port a request came in on (`scope["server"]`) says whose page it
+is. An agent's routes (api/agent_pages.py, with the agent fixed) are built on the first
+request to its port, so idle agents whose page nobody opens cost a socket and nothing more.
 """
 
 from __future__ import annotations
@@ -11,13 +17,17 @@ import contextlib
 import functools
 import logging
 import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import BaseRoute, Match
+from starlette.types import Receive, Scope, Send
 
 from api.agent_pages import agent_router
 from api.csrf import CsrfGuard, CsrfMiddleware
@@ -31,6 +41,8 @@ from hyperhive.runtime import CoreRuntime
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+# While a stopping page's open connections finish, how often to look whether they have.
+_CLOSE_POLL_S = 0.05
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -58,23 +70,58 @@ def bind_page_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def local_port(scope: Scope) -> int | None:
+    """The port of ours the request came in on."""
+    server = scope.get("server")
+    return server[1] if server else None
+
+
+class ByPort(BaseRoute):
+    """Every request on a port that `pages` knows goes to that page's app (the agent's routes);
+    on any other port (a page being stopped) nothing matches, and the app answers 404."""
+
+    def __init__(self, pages: Callable[[int], APIRouter | None]) -> None:
+        self._pages = pages
+
+    def _page(self, scope: Scope) -> APIRouter | None:
+        port = local_port(scope)
+        return self._pages(port) if port is not None else None
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] in ("http", "websocket") and self._page(scope) is not None:
+            return Match.FULL, {}
+        return Match.NONE, {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        page = self._page(scope)
+        if page is None:  # stopped since it matched
+            await self._not_found(scope, receive, send)
+            return
+        await page(scope, receive, send)
+
+    async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        router = scope.get("router")
+        if router is not None:
+            await router.not_found(scope, receive, send)
+
+
 def page_app(
     runtime: CoreRuntime,
     operator: OperatorService,
     guard: CsrfGuard,
-    agent: str,
-    started: asyncio.Event,
-    closing: asyncio.Event,
+    pages: Callable[[int], APIRouter | None],
+    on_started: Callable[[], None],
 ) -> FastAPI:
-    """The app on the agent's own port: its page at `/`, nothing of the other agents."""
+    """The app on every agent's own port: that agent's page at `/` (the router `pages` gives
+    for the request's port), nothing of the other agents."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        started.set()
+        on_started()
         yield
 
     app = FastAPI(
-        title=f"hive agent {agent}",
+        title="hive agent pages",
         version=__version__,
         lifespan=lifespan,
         docs_url=None,
@@ -85,51 +132,65 @@ def page_app(
     app.state.operator = operator
     app.state.csrf = guard
     app.add_middleware(CsrfMiddleware, guard=guard)
-    app.include_router(agent_router(agent, closing=closing))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.router.routes.append(ByPort(pages))
     return app
 
 
 @dataclass
-class _Served:
+class _Page:
+    agent: str
     port: int
+    listener: asyncio.Server
+    # Set when the page stops: ends its open event streams at once.
+    closing: asyncio.Event
+    # The agent's routes, built on the first request to its port.
+    router: APIRouter | None = None
+
+
+@dataclass
+class _Shared:
     server: QuietServer
     task: asyncio.Task[None]
-    closing: asyncio.Event
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def alive(self) -> bool:
+        return not self.task.done() and not self.server.should_exit
 
 
 class AgentPageServers:
-    """One page server per agent: idempotent `start` (a server that died is served afresh),
-    `stop`, `stop_all`. Never raises for a port it cannot have: the page stays on the
+    """Every agent's page, each on its own port: idempotent `start` (a page that died is served
+    afresh), `stop`, `stop_all`. Never raises for a port it cannot have: the page stays on the
     dashboard, and a warning says why the agent's own port does not answer."""
 
     def __init__(self, runtime: CoreRuntime, operator: OperatorService, guard: CsrfGuard) -> None:
         self._runtime = runtime
-        self._settings = runtime.settings
         self._operator = operator
         self._guard = guard
-        self._served: dict[str, _Served] = {}
+        self._pages: dict[str, _Page] = {}
+        self._by_port: dict[int, _Page] = {}
+        self._app: FastAPI | None = None  # built once, by the first start
+        self._shared: _Shared | None = None  # the one server, while any page is served
         self._lock = asyncio.Lock()
 
     def running(self) -> dict[str, int]:
         """Agent → port of the pages being served."""
-        return {name: s.port for name, s in self._served.items() if not s.task.done()}
+        if self._shared is None or not self._shared.alive():
+            return {}
+        return {name: page.port for name, page in self._pages.items() if page.listener.is_serving()}
 
     async def start(self, agent: str) -> int | None:
         """Serve `agent`'s page on its port; returns the port, or None when it cannot be
         served there (logged; the page is still at /agents/<agent>/ on the dashboard)."""
         check_agent_name(agent)
         async with self._lock:
-            current = self._served.get(agent)
-            if current is not None and not current.task.done():
+            current = self._pages.get(agent)
+            if current is not None and self.running().get(agent) == current.port:
                 return current.port
             if current is not None:  # it died: clean up, then serve afresh
                 await self._stop(agent)
-            served = await self._start(agent)
-            if served is None:
-                return None
-            self._served[agent] = served
-            return served.port
+            page = await self._start(agent)
+            return page.port if page is not None else None
 
     async def stop(self, agent: str) -> None:
         async with self._lock:
@@ -137,18 +198,30 @@ class AgentPageServers:
 
     async def stop_all(self) -> None:
         async with self._lock:
-            await asyncio.gather(*(self._stop(agent) for agent in list(self._served)))
+            await asyncio.gather(*(self._stop(agent) for agent in list(self._pages)))
+            await self._stop_server()
+
+    # -- the pages ---------------------------------------------------------------------------
 
     def _fallback(self, agent: str) -> str:
-        return f"{self._settings.dashboard_url()}/agents/{agent}/"
+        return f"{self._runtime.settings.dashboard_url()}/agents/{agent}/"
 
-    async def _start(self, agent: str) -> _Served | None:
-        host = self._settings.bind_host
+    def _router_for(self, port: int) -> APIRouter | None:
+        page = self._by_port.get(port)
+        if page is None:
+            return None
+        if page.router is None:
+            page.router = agent_router(page.agent, closing=page.closing)
+        return page.router
+
+    async def _start(self, agent: str) -> _Page | None:
+        settings = self._runtime.settings
+        host = settings.bind_host
         try:
             port = await asyncio.to_thread(
                 assign_port,
                 self._runtime.engine,
-                self._settings,
+                settings,
                 agent,
                 functools.partial(port_is_free, host),
             )
@@ -175,12 +248,84 @@ class AgentPageServers:
                 self._fallback(agent),
             )
             return None
-        started = asyncio.Event()
-        closing = asyncio.Event()
-        app = page_app(self._runtime, self._operator, self._guard, agent, started, closing)
+        try:
+            server = await self._ensure_server()
+            listener = await self._listen(server, sock)
+        except Exception as e:
+            sock.close()
+            log.warning(
+                "%s's page on %s:%d did not start (%s); it is at %s",
+                agent,
+                host,
+                port,
+                e,
+                self._fallback(agent),
+            )
+            return None
+        page = _Page(agent, port, listener, asyncio.Event())
+        self._pages[agent] = page
+        self._by_port[port] = page
+        log.info("%s's page listening on http://%s:%d/", agent, host, port)
+        return page
+
+    @staticmethod
+    async def _listen(server: QuietServer, sock: socket.socket) -> asyncio.Server:
+        """Serve `sock` with uvicorn's HTTP protocol, as part of `server` (which then closes it
+        if it shuts down first, and counts its connections)."""
+        config = server.config
+        protocol = cast(Callable[..., asyncio.Protocol], config.http_protocol_class)
+        listener = await asyncio.get_running_loop().create_server(
+            functools.partial(
+                protocol,
+                config=config,
+                server_state=server.server_state,
+                app_state=server.lifespan.state,
+            ),
+            sock=sock,
+            backlog=config.backlog,
+        )
+        server.servers.append(listener)
+        return listener
+
+    async def _stop(self, agent: str) -> None:
+        page = self._pages.pop(agent, None)
+        if page is None:
+            return
+        if self._by_port.get(page.port) is page:
+            del self._by_port[page.port]
+        page.closing.set()  # ends the open event streams at once
+        page.listener.close()  # no new connections
+        shared = self._shared
+        if shared is not None:
+            with contextlib.suppress(ValueError):
+                shared.server.servers.remove(page.listener)
+            await _close_connections(shared.server, page.port, agent)
+        log.info("%s's page stopped", agent)
+
+    # -- the one server ----------------------------------------------------------------------
+
+    def _page_app(self) -> FastAPI:
+        if self._app is None:
+            self._app = page_app(
+                self._runtime, self._operator, self._guard, self._router_for, self._app_started
+            )
+        return self._app
+
+    def _app_started(self) -> None:
+        if self._shared is not None:
+            self._shared.started.set()
+
+    async def _ensure_server(self) -> QuietServer:
+        """The server all pages are served by, started if it is not running."""
+        if self._shared is not None and self._shared.alive():
+            return self._shared.server
+        if self._shared is not None:  # it ended: so did every page
+            for agent in list(self._pages):
+                await self._stop(agent)
+            await self._stop_server()
         server = QuietServer(
             uvicorn.Config(
-                app,
+                self._page_app(),
                 lifespan="on",
                 log_level="warning",
                 log_config=None,
@@ -188,65 +333,78 @@ class AgentPageServers:
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             )
         )
-        task = asyncio.create_task(self._serve(server, sock), name=f"agent-page-{agent}")
-        served = _Served(port, server, task, closing)
-        waiting = asyncio.create_task(started.wait())
+        # No sockets of its own: each page adds its port (`_listen`).
+        task = asyncio.create_task(self._serve(server), name="agent-pages")
+        shared = self._shared = _Shared(server, task)
+        waiting = asyncio.create_task(shared.started.wait())
         try:
             done, _ = await asyncio.wait(
                 {task, waiting}, timeout=START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
             )
         except BaseException:  # cancelled while starting: leave nothing behind
-            await self._shutdown(agent, served)
+            await self._stop_server()
             raise
         finally:
             waiting.cancel()
-        if task in done or not done:
-            await self._shutdown(agent, served)
-            log.warning(
-                "%s's page on %s:%d did not start; it is at %s",
-                agent,
-                host,
-                port,
-                self._fallback(agent),
+        if task in done or not done or not server.started:
+            failure = task.exception() if task in done and not task.cancelled() else None
+            await self._stop_server()
+            raise RuntimeError(
+                f"the page server failed to start: {failure}"
+                if failure
+                else "the page server did not start in time"
             )
-            return None
-        task.add_done_callback(functools.partial(_log_unexpected_end, agent))
-        log.info("%s's page listening on http://%s:%d/", agent, host, port)
-        return served
+        task.add_done_callback(_log_unexpected_end)
+        return server
 
     @staticmethod
-    async def _serve(server: QuietServer, sock: socket.socket) -> None:
+    async def _serve(server: QuietServer) -> None:
         try:
-            await server.serve(sockets=[sock])
+            await server.serve(sockets=[])
         except SystemExit:
-            # uvicorn exits the process when startup fails; here that only ends this page.
+            # uvicorn exits the process when startup fails; here that only ends the pages.
             raise RuntimeError("the page server failed its startup") from None
-        finally:
-            sock.close()
 
-    async def _stop(self, agent: str) -> None:
-        served = self._served.pop(agent, None)
-        if served is not None:
-            await self._shutdown(agent, served)
-            log.info("%s's page stopped", agent)
-
-    async def _shutdown(self, agent: str, served: _Served) -> None:
-        served.closing.set()  # ends the open event streams at once
-        served.server.should_exit = True
+    async def _stop_server(self) -> None:
+        shared, self._shared = self._shared, None
+        if shared is None:
+            return
+        shared.server.should_exit = True
         try:
-            await asyncio.wait_for(asyncio.shield(served.task), STOP_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.shield(shared.task), STOP_TIMEOUT_S)
         except TimeoutError:
-            log.warning("%s's page did not stop in time: cancelling it", agent)
-            served.server.force_exit = True
-            served.task.cancel()
+            log.warning("the agent page server did not stop in time: cancelling it")
+            shared.server.force_exit = True
+            shared.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await served.task
+                await shared.task
         except Exception as e:
-            log.debug("%s's page ended with %r", agent, e)
+            log.debug("the agent page server ended with %r", e)
 
 
-def _log_unexpected_end(agent: str, task: asyncio.Task[None]) -> None:
+async def _close_connections(server: QuietServer, port: int, agent: str) -> None:
+    """End the connections to `port`: idle ones at once, the others once their response is
+    sent (within GRACEFUL_SHUTDOWN_S, then they are cut), as uvicorn does at shutdown."""
+    connections = server.server_state.connections
+
+    def on_port() -> list[Any]:
+        return [c for c in connections if (getattr(c, "server", None) or (None, None))[1] == port]
+
+    for connection in on_port():
+        connection.shutdown()
+    deadline = time.monotonic() + GRACEFUL_SHUTDOWN_S
+    # uvicorn says when a connection is gone only by dropping it from the set: poll (as its
+    # own shutdown does), for as long as a page takes to stop.
+    while (left := on_port()) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(_CLOSE_POLL_S)
+    if left:
+        log.warning("%s's page: cutting %d connection(s) still open", agent, len(left))
+        for connection in left:
+            connection.transport.close()
+
+
+def _log_unexpected_end(task: asyncio.Task[None]) -> None:
     if task.cancelled():
         return
     if (exc := task.exception()) is not None:
-        log.error("%s's page server failed: %s", agent, exc, exc_info=exc)
+        log.error("the agent page server failed: %s", exc, exc_info=exc)

@@ -1,8 +1,10 @@
 """Each agent's MCP server, served on its own unix socket: the socket path is the caller's identity.
 
 `build_agent_mcp(agent, broker)` makes an `MCPServer` whose tools act as `agent`, a name bound
-here and never taken from a tool argument, so whoever can reach `<run>/agents/<name>/mcp.sock`
-(only that agent's container, where the directory is mounted at /run/hive) speaks as that agent.
+to that server object and never taken from a tool argument: the tools are defined once for every
+agent and read who is calling from the server that runs them (`Context.mcp_server`), and each
+socket serves its own server, so whoever can reach `<run>/agents/<name>/mcp.sock` (only that
+agent's container, where the directory is mounted at /run/hive) speaks as that agent.
 Every agent gets `send`, `recv`, `whoami` and `set_status`; `extra_tools` adds more to one
 server (the manager's tools go on hm1nd's socket only).
 
@@ -22,12 +24,15 @@ import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec
 
-from mcp.server.mcpserver import MCPServer
+import mcp.server.mcpserver.server as sdk_server
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
@@ -77,6 +82,49 @@ def tool_error(what: str, hint: str = "") -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
+def _reporting_errors(
+    fn: Callable[P, Awaitable[str]], tool_name: str
+) -> Callable[P, Awaitable[CallToolResult]]:
+    """`fn` returning its text as a result, and a `HiveError` as a tool error (see hive_tool)."""
+
+    # functools.wraps keeps fn's signature (through __wrapped__) and docstring, from which
+    # the SDK builds the tool's input schema and description.
+    @functools.wraps(fn)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> CallToolResult:
+        try:
+            return tool_text(await fn(*args, **kwargs))
+        except HiveError as e:
+            return tool_error(e.what, e.hint)
+        except Exception:
+            log.exception("MCP tool %s failed", tool_name)
+            return tool_error(
+                f"{tool_name} failed inside hive-c0re (an internal error; the operator can "
+                "find it in hive-c0re's log).",
+                "try again later; if it keeps failing, tell the operator",
+            )
+
+    return run
+
+
+def hive_tool_def(
+    fn: Callable[P, Awaitable[str]],
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    annotations: ToolAnnotations | None = None,
+) -> Tool:
+    """The `Tool` for an async function returning plain text (see `hive_tool`), to be given to
+    as many servers as need it: building one (its input schema) is the costly part."""
+    tool_name = name or str(getattr(fn, "__name__", "tool"))
+    return Tool.from_function(
+        _reporting_errors(fn, tool_name),
+        name=tool_name,
+        description=description or inspect.cleandoc(fn.__doc__ or ""),
+        annotations=annotations,
+        structured_output=False,
+    )
+
+
 def hive_tool(
     server: MCPServer,
     *,
@@ -93,24 +141,8 @@ def hive_tool(
     """
 
     def register(fn: Callable[P, Awaitable[str]]) -> Callable[P, Awaitable[CallToolResult]]:
-        tool_name = name or getattr(fn, "__name__", "tool")
-
-        # functools.wraps keeps fn's signature (through __wrapped__) and docstring, from which
-        # the SDK builds the tool's input schema and description.
-        @functools.wraps(fn)
-        async def run(*args: P.args, **kwargs: P.kwargs) -> CallToolResult:
-            try:
-                return tool_text(await fn(*args, **kwargs))
-            except HiveError as e:
-                return tool_error(e.what, e.hint)
-            except Exception:
-                log.exception("MCP tool %s failed", tool_name)
-                return tool_error(
-                    f"{tool_name} failed inside hive-c0re (an internal error; the operator can "
-                    "find it in hive-c0re's log).",
-                    "try again later; if it keeps failing, tell the operator",
-                )
-
+        tool_name = name or str(getattr(fn, "__name__", "tool"))
+        run = _reporting_errors(fn, tool_name)
         server.add_tool(
             run,
             name=tool_name,
@@ -159,82 +191,146 @@ _INSTRUCTIONS = (
 )
 
 
-def register_common_tools(
-    server: MCPServer, agent: str, broker: Broker, *, closing: asyncio.Event | None = None
-) -> None:
-    """send, recv, whoami and set_status, acting as `agent`: every agent's server has these.
+class AgentMcpServer(MCPServer):
+    """One agent's MCP server: the tools it runs act as `agent` (see `caller`)."""
 
-    `closing`, once set, ends a waiting recv at once with "no messages" (the server is stopping),
-    so that a long poll neither holds up the shutdown nor is cut off mid-response.
-    """
+    def __init__(
+        self,
+        agent: str,
+        broker: Broker,
+        *,
+        tools: list[Tool],
+        closing: asyncio.Event | None = None,
+    ) -> None:
+        with _without_sdk_logging_setup():
+            super().__init__(
+                SERVER_NAME,
+                version=__version__,
+                instructions=_INSTRUCTIONS.format(agent=agent),
+                warn_on_duplicate_tools=False,
+                tools=tools,
+            )
+        self.agent = agent
+        self.broker = broker
+        # Once set, a waiting recv ends at once with "no messages" (the server is stopping).
+        self.closing = closing
 
-    @hive_tool(server)
-    async def send(
-        to: Annotated[
-            str, Field(description="Recipient: an agent's name, or 'operator' for the human.")
-        ],
-        body: Annotated[str, Field(description="The message text.")],
-    ) -> str:
-        """Send a message to another agent (or to the human operator as 'operator').
 
-        It is stored at once and wakes the recipient; its reply arrives in your inbox (recv).
-        """
-        result = await broker.send(agent, to, body)
-        return (
-            f"sent #{result.id} to {result.recipient} "
-            f"({result.recipient} has {result.pending} pending)"
-        )
+# Only the SDK's logging set-up, while an MCPServer is built; see _without_sdk_logging_setup.
+_sdk_logging_lock = threading.Lock()
 
-    max_wait = broker.settings.recv_max_wait_s
 
-    @hive_tool(
-        server,
-        description="Take your oldest unread message: sender, id, time and text. Each message "
-        "is handed out once. When the inbox is empty it waits up to wait_seconds (at most "
-        f'{max_wait:g}) for one, then says "no messages".',
-    )
-    async def recv(
-        wait_seconds: Annotated[
-            float,
-            Field(
-                ge=0,
-                description="How long to wait for a message if none is waiting (0 = do not wait).",
-            ),
-        ] = 0,
-    ) -> str:
-        wait_seconds = min(wait_seconds, max_wait)
-        if closing is None or wait_seconds == 0:
-            message = await broker.recv(agent, wait_seconds)
-        else:
-            closed, message = await _recv_unless_closing(broker, agent, wait_seconds, closing)
-            if closed:
-                return "no messages (hive-c0re is stopping this MCP server; call recv again later)"
-        if message is None:
-            waited = f" (waited {wait_seconds:g}s)" if wait_seconds > 0 else ""
-            return f"no messages{waited}"
-        # The message is taken: a failure to count the rest must not lose it.
+def _skip_logging_setup(*_: Any, **__: Any) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def _without_sdk_logging_setup() -> Iterator[None]:
+    """Build an MCPServer without the SDK's logging set-up (which builds a rich console handler
+    on every instance and may add it to the root logger): hive-c0re configures logging itself.
+    Only the SDK's server module sees the change, and only for as long as the block runs."""
+    names = vars(sdk_server)  # where MCPServer.__init__ looks the function up
+    with _sdk_logging_lock:
+        saved = names["configure_logging"]
+        names["configure_logging"] = _skip_logging_setup
         try:
-            still_pending: int | None = (await broker.whoami(agent)).pending
-        except Exception:
-            log.warning("whoami(%s) failed after recv", agent, exc_info=True)
-            still_pending = None
-        return format_message(message, still_pending)
+            yield
+        finally:
+            names["configure_logging"] = saved
 
-    @hive_tool(server)
-    async def whoami() -> str:
-        """Who you are in the hive: your name, state, status text and how many messages wait."""
-        return format_whoami(await broker.whoami(agent))
 
-    @hive_tool(server)
-    async def set_status(
-        text: Annotated[
-            str,
-            Field(description="A short line on what you are doing; empty clears it."),
-        ],
-    ) -> str:
-        """Set your status line, shown to the operator and the other agents."""
-        await broker.set_status(agent, text)
-        return f'status set: "{text}"' if text else "status cleared"
+def caller(ctx: Context) -> AgentMcpServer:
+    """The server running this tool call, which says who calls: the socket's agent."""
+    server = ctx.mcp_server
+    if not isinstance(server, AgentMcpServer):
+        raise TypeError(f"hive's tools run on an AgentMcpServer, not {type(server).__name__}")
+    return server
+
+
+async def send(
+    to: Annotated[
+        str, Field(description="Recipient: an agent's name, or 'operator' for the human.")
+    ],
+    body: Annotated[str, Field(description="The message text.")],
+    ctx: Context,
+) -> str:
+    """Send a message to another agent (or to the human operator as 'operator').
+
+    It is stored at once and wakes the recipient; its reply arrives in your inbox (recv).
+    """
+    me = caller(ctx)
+    result = await me.broker.send(me.agent, to, body)
+    return (
+        f"sent #{result.id} to {result.recipient} ({result.recipient} has {result.pending} pending)"
+    )
+
+
+async def recv(
+    ctx: Context,
+    wait_seconds: Annotated[
+        float,
+        Field(
+            ge=0,
+            description="How long to wait for a message if none is waiting (0 = do not wait).",
+        ),
+    ] = 0,
+) -> str:
+    me = caller(ctx)
+    broker, agent = me.broker, me.agent
+    wait_seconds = min(wait_seconds, broker.settings.recv_max_wait_s)
+    if me.closing is None or wait_seconds == 0:
+        message = await broker.recv(agent, wait_seconds)
+    else:
+        closed, message = await _recv_unless_closing(broker, agent, wait_seconds, me.closing)
+        if closed:
+            return "no messages (hive-c0re is stopping this MCP server; call recv again later)"
+    if message is None:
+        waited = f" (waited {wait_seconds:g}s)" if wait_seconds > 0 else ""
+        return f"no messages{waited}"
+    # The message is taken: a failure to count the rest must not lose it.
+    try:
+        still_pending: int | None = (await broker.whoami(agent)).pending
+    except Exception:
+        log.warning("whoami(%s) failed after recv", agent, exc_info=True)
+        still_pending = None
+    return format_message(message, still_pending)
+
+
+async def whoami(ctx: Context) -> str:
+    """Who you are in the hive: your name, state, status text and how many messages wait."""
+    me = caller(ctx)
+    return format_whoami(await me.broker.whoami(me.agent))
+
+
+async def set_status(
+    text: Annotated[
+        str,
+        Field(description="A short line on what you are doing; empty clears it."),
+    ],
+    ctx: Context,
+) -> str:
+    """Set your status line, shown to the operator and the other agents."""
+    me = caller(ctx)
+    await me.broker.set_status(me.agent, text)
+    return f'status set: "{text}"' if text else "status cleared"
+
+
+@functools.lru_cache(maxsize=8)
+def common_tools(max_wait: float) -> tuple[Tool, ...]:
+    """send, recv, whoami and set_status: every agent's server has these, the same objects
+    (built once per recv limit, which recv's description states); each acts as the agent of
+    the server that runs it."""
+    return (
+        hive_tool_def(send),
+        hive_tool_def(
+            recv,
+            description="Take your oldest unread message: sender, id, time and text. Each "
+            "message is handed out once. When the inbox is empty it waits up to wait_seconds "
+            f'(at most {max_wait:g}) for one, then says "no messages".',
+        ),
+        hive_tool_def(whoami),
+        hive_tool_def(set_status),
+    )
 
 
 async def _recv_unless_closing(
@@ -263,19 +359,14 @@ def build_agent_mcp(
     *,
     extra_tools: ExtraTools | None = None,
     closing: asyncio.Event | None = None,
-) -> MCPServer:
+) -> AgentMcpServer:
     """The MCP server for `agent`: the common tools, plus whatever `extra_tools` registers.
 
     `closing`: set it before stopping the server, so that waiting recv calls return at once.
     """
     check_agent_name(agent)
-    server: MCPServer = MCPServer(
-        SERVER_NAME,
-        version=__version__,
-        instructions=_INSTRUCTIONS.format(agent=agent),
-        warn_on_duplicate_tools=False,
-    )
-    register_common_tools(server, agent, broker, closing=closing)
+    tools = list(common_tools(broker.settings.recv_max_wait_s))
+    server = AgentMcpServer(agent, broker, tools=tools, closing=closing)
     if extra_tools is not None:
         extra_tools(server)
     return server

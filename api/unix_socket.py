@@ -14,13 +14,16 @@ import logging
 import os
 import socket
 import stat
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+import uvicorn.server
 from starlette.types import ASGIApp
 
 from hyperhive.domain import check_agent_name
@@ -30,14 +33,85 @@ log = logging.getLogger(__name__)
 
 SOCKET_MODE = 0o660
 RUN_DIR_MODE = 0o700
+# How often a server with housekeeping to do (limit_max_requests, callback_notify) wakes.
+HOUSEKEEPING_TICK_S = 1.0
+
+
+class _LazyDateState(uvicorn.server.ServerState):
+    """uvicorn's shared server state, with the default headers (the `date` header) computed when
+    a response asks for them rather than by a timer: an idle server has nothing to refresh."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        self._config = config
+        self._second = -1
+        self._headers: list[tuple[bytes, bytes]] = []
+        super().__init__()
+
+    @property
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        now = time.time()
+        if int(now) != self._second:
+            self._second = int(now)
+            date = [(b"date", formatdate(now, usegmt=True).encode())]
+            self._headers = (date if self._config.date_header else []) + list(
+                self._config.encoded_headers
+            )
+        return self._headers
+
+    @default_headers.setter
+    def default_headers(self, _: list[tuple[bytes, bytes]]) -> None:
+        pass  # uvicorn's tick assigns them; here they are computed on demand
 
 
 class QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: hive-c0re decides when to stop."""
+    """uvicorn without its own signal handlers (hive-c0re decides when to stop), and without
+    its 100 ms tick: an idle server sleeps until `should_exit` is set, which wakes it at once.
+
+    uvicorn's tick refreshes the `date` header once a second (here computed on demand), and
+    checks `limit_max_requests` and `callback_notify`; only a server configured with one of
+    those still wakes, once a second.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        self._exit_requested = False
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        super().__init__(config)
+        self.server_state = _LazyDateState(config)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    @property
+    def should_exit(self) -> bool:
+        return self._exit_requested
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._exit_requested = value
+        wake, loop = self._wake, self._loop
+        if value and wake is not None and loop is not None and not loop.is_closed():
+            # Safe from anywhere: the loop's thread, another thread, a signal handler.
+            loop.call_soon_threadsafe(wake.set)
+
+    async def main_loop(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        housekeeping = (
+            self.config.limit_max_requests is not None or self.config.callback_notify is not None
+        )
+        try:
+            # Counter 0: uvicorn's on_tick does its once-a-second work on every call.
+            while not await self.on_tick(0):
+                if housekeeping:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), HOUSEKEEPING_TICK_S)
+                else:
+                    await self._wake.wait()
+                self._wake.clear()
+        finally:
+            self._wake = None
 
 
 def bind_unix_socket(path: Path, what: str, error: type[HiveError]) -> socket.socket:
@@ -127,6 +201,9 @@ STOP_TIMEOUT_S = 10.0
 # On stop, open requests (a long-polling recv, a streaming model reply) get this long to finish
 # before uvicorn cancels them.
 GRACEFUL_SHUTDOWN_S = 2
+# After `before_stop`, how long the answers it caused get before the server stops (uvicorn's old
+# 100 ms tick gave them that much by chance).
+ANSWER_GRACE_S = 0.1
 
 
 @dataclass
@@ -249,6 +326,9 @@ class PerAgentServers(ABC):
     async def _shutdown(self, served: _Served) -> None:
         if served.parts.before_stop is not None:
             served.parts.before_stop()
+            # What it ended (a waiting recv) answers on its open connection; the server closes
+            # its socket the moment it is told to stop, so let those answers leave first.
+            await asyncio.sleep(ANSWER_GRACE_S)
         served.server.should_exit = True
         try:
             await asyncio.wait_for(asyncio.shield(served.task), STOP_TIMEOUT_S)

@@ -601,3 +601,97 @@ async def test_a_port_held_by_another_program_costs_a_warning_not_the_agent(
         assert f"cannot serve alice's page on 127.0.0.1:{one_port}" in caplog.text
         assert "stop whatever uses that port" in caplog.text
     assert page_servers.running() == {}
+
+
+@pytest.fixture
+def two_pages(app, settings, one_port) -> tuple[AgentPageServers, dict[str, int]]:
+    """Page servers where alice's page must be on one port and hm1nd's on another."""
+    runtime: CoreRuntime = app.state.runtime
+    ports = {"alice": one_port, "hm1nd": free_port()}
+    runtime.settings = settings.model_copy(
+        update={
+            "agent_port_min": one_port,
+            "agent_port_max": one_port,
+            "manager_port": ports["hm1nd"],
+        }
+    )
+    return AgentPageServers(runtime, app.state.operator, app.state.csrf), ports
+
+
+async def _page_of(port: int) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as http:
+        return await http.get("/")
+
+
+async def test_each_port_answers_with_its_own_agent_and_stopping_one_leaves_the_other(
+    two_pages, engine
+):
+    servers, ports = two_pages
+    token = CsrfGuard(CSRF_SECRET).token
+    try:
+        assert await servers.start("alice") == ports["alice"]
+        assert await servers.start("hm1nd") == ports["hm1nd"]
+        assert servers.running() == ports
+        for name, port in ports.items():
+            page = await _page_of(port)
+            assert page.status_code == 200 and f'data-agent="{name}"' in page.text
+            other = "alice" if name == "hm1nd" else "hm1nd"
+            assert f'data-agent="{other}"' not in page.text
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                sent = await http.post(
+                    "/api/send", json={"body": f"to {name}"}, headers={"X-Hive-CSRF": token}
+                )
+            assert sent.status_code == 200 and sent.json()["recipient"] == name
+        # The messages went to the agent whose port was used.
+        bodies = {m.recipient: m.body for m in recent_messages(engine, limit=10)}
+        assert bodies == {"alice": "to alice", "hm1nd": "to hm1nd"}
+
+        # alice's page stops: its port refuses; hm1nd's still answers as hm1nd.
+        await servers.stop("alice")
+        assert servers.running() == {"hm1nd": ports["hm1nd"]}
+        with pytest.raises(httpx.ConnectError):
+            await _page_of(ports["alice"])
+        page = await _page_of(ports["hm1nd"])
+        assert page.status_code == 200 and 'data-agent="hm1nd"' in page.text
+
+        # Served again on the same port.
+        assert await servers.start("alice") == ports["alice"]
+        assert 'data-agent="alice"' in (await _page_of(ports["alice"])).text
+    finally:
+        await servers.stop_all()
+    assert servers.running() == {}
+    for port in ports.values():
+        with pytest.raises(httpx.ConnectError):
+            await _page_of(port)
+    # And after stop_all, a start serves afresh.
+    try:
+        assert await servers.start("hm1nd") == ports["hm1nd"]
+        assert 'data-agent="hm1nd"' in (await _page_of(ports["hm1nd"])).text
+    finally:
+        await servers.stop_all()
+
+
+async def test_stopping_a_page_ends_its_open_event_stream_and_keep_alive_connections(
+    two_pages,
+):
+    servers, ports = two_pages
+    try:
+        await servers.start("alice")
+        await servers.start("hm1nd")
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{ports['alice']}", timeout=TIMEOUT
+        ) as http:
+            assert (await http.get("/")).status_code == 200  # a kept-alive connection
+            async with http.stream("GET", "/api/events") as stream:
+                lines = stream.aiter_lines()
+                assert (await anext(lines)).startswith("retry:")
+                await servers.stop("alice")
+                # The stream ends (rather than hanging until the browser hangs up).
+                async with asyncio.timeout(TIMEOUT):
+                    async for _ in lines:
+                        pass
+            with pytest.raises(httpx.TransportError):
+                await http.get("/")
+        assert 'data-agent="hm1nd"' in (await _page_of(ports["hm1nd"])).text
+    finally:
+        await servers.stop_all()

@@ -8,16 +8,18 @@ time: no argument can make a tool act as another agent.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable
 
+import mcp.server.mcpserver.server as sdk_server
 import pytest
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent
 from sqlalchemy.engine import Engine
 
-from api.mcp_server import build_agent_mcp, hive_tool
+from api.mcp_server import build_agent_mcp, common_tools, hive_tool
 from hyperhive.broker import Broker, BrokerError
 from hyperhive.bus import EventBus
 from hyperhive.domain import MANAGER_NAME, InvalidName
@@ -244,7 +246,8 @@ async def test_a_bug_is_a_tool_error_without_internals(broker: Broker) -> None:
 # -- identity -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spoof", ["sender", "agent", "from", "as", "name"])
+# `ctx` is the name of the tools' own context parameter, which says who calls.
+@pytest.mark.parametrize("spoof", ["sender", "agent", "from", "as", "name", "ctx"])
 async def test_identity_cannot_be_spoofed_through_arguments(broker: Broker, spoof: str) -> None:
     alice = build_agent_mcp("alice", broker)
     result = await call(alice, "send", to="bob", body="who am i", **{spoof: "hm1nd"})
@@ -303,3 +306,32 @@ async def test_extra_tools_are_added_to_that_server_only(broker: Broker) -> None
         == "cannot kill bob\nWhat to do: ask the operator"
     )
     assert "list_agents" in await refused(alice, "list_agents")
+
+
+# -- built once -----------------------------------------------------------------------------------
+
+
+async def test_servers_share_the_tool_definitions_yet_each_acts_as_its_own_agent(
+    broker: Broker,
+) -> None:
+    alice, bob = build_agent_mcp("alice", broker), build_agent_mcp("bob", broker)
+    shared = common_tools(broker.settings.recv_max_wait_s)
+    for server in (alice, bob):
+        tools = {tool.name: tool for tool in server._tool_manager.list_tools()}
+        assert all(tools[tool.name] is tool for tool in shared), "built once, not per agent"
+    # The same tool object acts as whoever's server runs it.
+    assert (await ok(alice, "whoami")).startswith("you are alice;")
+    assert (await ok(bob, "whoami")).startswith("you are bob;")
+    await ok(bob, "send", to="alice", body="from bob")
+    message = await broker.recv("alice")
+    assert message is not None and message.sender == "bob"
+
+
+def test_building_a_server_leaves_logging_alone(broker: Broker) -> None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    configure_logging = vars(sdk_server)["configure_logging"]
+    build_agent_mcp("alice", broker)
+    assert root.handlers == handlers and root.level == level
+    # Only skipped while our server is built: the SDK's own function is back.
+    assert vars(sdk_server)["configure_logging"] is configure_logging

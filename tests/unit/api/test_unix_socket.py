@@ -1,0 +1,69 @@
+"""QuietServer (api/unix_socket.py): uvicorn that sleeps while idle (no 100 ms tick: the idle
+CPU of 200 agents is measured in bench/idle_agents.py) yet still answers correctly, keeps its
+housekeeping and stops when told."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import httpx
+import uvicorn
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
+
+from api.unix_socket import QuietServer, bind_unix_socket
+from hyperhive.errors import HiveError
+
+
+async def hello(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "http":
+        await PlainTextResponse("hi")(scope, receive, send)
+
+
+async def _get(path: Path) -> httpx.Response:
+    transport = httpx.AsyncHTTPTransport(uds=str(path))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+        return await http.get("/")
+
+
+async def _serve(tmp_path: Path, **config: object) -> tuple[QuietServer, asyncio.Task[None], Path]:
+    path = tmp_path / "s.sock"
+    sock = bind_unix_socket(path, "a test socket", HiveError)
+    server = QuietServer(uvicorn.Config(hello, lifespan="off", log_config=None, **config))  # type: ignore[arg-type]
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    return server, serving, path
+
+
+async def test_an_idle_server_answers_with_a_current_date_and_stops_when_told(
+    tmp_path: Path,
+) -> None:
+    server, serving, path = await _serve(tmp_path)
+    try:
+        answer = await _get(path)  # connecting waits for the listener: no start-up race
+        assert answer.text == "hi"
+        # The date header is no longer refreshed by a timer: it must still be today's.
+        date = parsedate_to_datetime(answer.headers["date"]).timestamp()
+        assert abs(date - time.time()) < 5
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+    assert serving.done() and serving.exception() is None
+
+
+async def test_housekeeping_still_runs_a_request_limit_stops_the_server(tmp_path: Path) -> None:
+    server, serving, path = await _serve(tmp_path, limit_max_requests=1)
+    try:
+        assert (await _get(path)).text == "hi"
+        await asyncio.wait_for(asyncio.shield(serving), 10)  # stops by itself after 1 request
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+
+
+async def test_should_exit_before_the_loop_runs_stops_it() -> None:
+    server = QuietServer(uvicorn.Config(hello, lifespan="off"))
+    server.should_exit = True
+    await asyncio.wait_for(server.main_loop(), 10)
