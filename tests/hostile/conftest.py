@@ -31,14 +31,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
-from mcp.server.mcpserver import MCPServer
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from api.app import create_app
 from api.csrf import HEADER
 from api.manager_tools import manager_tools
-from api.mcp_server import build_agent_mcp
+from api.mcp_server import AgentMcpServer, build_agent_mcp
 from hyperhive import config_repo
 from hyperhive.broker import Broker
 from hyperhive.bus import EventBus
@@ -164,7 +163,7 @@ class World:
     operator: OperatorService
     app: FastAPI
     http: httpx.AsyncClient
-    mcp: dict[str, MCPServer]
+    mcp: dict[str, AgentMcpServer]
     crafted: dict[str, str]
     placeholders: dict[str, str]
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))

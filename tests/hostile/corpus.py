@@ -487,7 +487,7 @@ def _unicode_cases() -> Iterator[Bad]:
             "unicode", "status", f"status-{label}", {"text": text}, "invalid_status", ("nul",)
         )
     # Escaped in JSON: valid JSON text, so the broker refuses the body it decodes to.
-    for label, raw, says in (
+    for label, raw, said in (
         ("lone-surrogate-escape", rb'{"to":"alice","body":"\ud800"}', "surrogate"),
         ("nul-escape", rb'{"to":"alice","body":"a\u0000b"}', "nul"),
     ):
@@ -497,7 +497,7 @@ def _unicode_cases() -> Iterator[Bad]:
             f"send-{label}",
             {"method": "POST", "path": "/api/messages", "content": raw},
             "invalid_body",
-            (says,),
+            (said,),
             status=400,
         )
     # Bytes that are not UTF-8: not JSON at all (RFC 8259 §8.1), refused before parsing.
@@ -923,8 +923,8 @@ def _json_cases() -> Iterator[Bad]:
             "request_id",
         ),
     ]
-    for label, line, code, says in lines:
-        yield Bad("json", "admin", label, {"line": line}, code, (says,))
+    for label, line, code, said in lines:
+        yield Bad("json", "admin", label, {"line": line}, code, (said,))
     for label, args in (
         ("send-extra-args-only", {"tool": "send", "to": None, "body": None}),
         ("send-to-object", {"tool": "send", "to": {"name": "bob"}}),

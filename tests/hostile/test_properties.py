@@ -23,11 +23,10 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 from mcp import Client
-from mcp.server.mcpserver import MCPServer
 
 from api.admin_socket import AdminSocket
 from api.manager_tools import manager_tools
-from api.mcp_server import build_agent_mcp
+from api.mcp_server import AgentMcpServer, build_agent_mcp
 from hyperhive.admin_protocol import (
     COMMANDS,
     PROTOCOL_VERSION,
@@ -99,7 +98,7 @@ def tool_calls(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-async def quick(hostile_world: World) -> AsyncIterator[tuple[Broker, dict[str, MCPServer]]]:
+async def quick(hostile_world: World) -> AsyncIterator[tuple[Broker, dict[str, AgentMcpServer]]]:
     """A broker on the world's store that waits at most 10 ms in recv and never rate-limits,
     and alice's and hm1nd's MCP servers on it."""
     settings = hostile_world.settings.model_copy(
@@ -142,7 +141,7 @@ def assert_store_consistent(world: World) -> None:
 
 @given(call=tool_calls())
 async def test_any_tool_arguments_get_text_never_a_crash(
-    hostile_world: World, quick: tuple[Broker, dict[str, MCPServer]], call: Any
+    hostile_world: World, quick: tuple[Broker, dict[str, AgentMcpServer]], call: Any
 ) -> None:
     agent, tool, args = call
     _, servers = quick
@@ -205,7 +204,7 @@ def _would_accept(sender: str, to: str, body: str) -> bool:
 
 @given(ops=operations)
 async def test_every_accepted_message_is_received_once_in_order_by_its_recipient(
-    hostile_world: World, quick: tuple[Broker, dict[str, MCPServer]], ops: list[Any]
+    hostile_world: World, quick: tuple[Broker, dict[str, AgentMcpServer]], ops: list[Any]
 ) -> None:
     broker, _ = quick
     for party in PARTIES:  # start from empty inboxes
