@@ -192,7 +192,7 @@
     state.className = "state state-" + s.state;
     document.getElementById("agent-status-text").textContent = s.status_text || "";
     document.getElementById("agent-counts").textContent =
-      s.pending + " pending · " + s.turns_today + " turns / " + money(s.spend_today_usd) + " today";
+      s.pending + " pending · " + s.turns_today + (s.turns_today === 1 ? " turn" : " turns") + " / " + money(s.spend_today_usd) + " today";
   }
 
   function setConn(kind, text) {
