@@ -8,6 +8,15 @@ Delivery is exactly once: a message is handed out by the transaction that sets i
 `delivered_at` (`pop_message` for `recv`, `claim_for_turn` for an agent turn), and only one
 transaction can do that for a given row.
 
+A turn attempt is a unit. Messages the agent pops with `recv` while one of its turns is in flight
+are tagged with that turn (`turn_id = "<turn id>/recv"`). If the attempt dies before it finishes
+(hive-c0re killed, claude hung or crashed: the tool results may never have reached the model nor
+claude's session), the turn's retry (`claim_for_turn` with the same turn id) or its release
+(cancel, give up) puts them back in the inbox with the wake message's claim. So inside a crashed
+attempt delivery is at least once, like the wake message itself: the retried claude may see a
+message its killed predecessor had already shown the model. A finished attempt (a
+`turn_records` row for its wake message, written by `record_turn`) keeps them delivered.
+
 Wake-ups are coalesced with `agents.wake_pending`: `insert_message` reports that a wake-up is
 needed only when it flips the flag from false to true, and the turn loop's `claim_for_turn`
 clears it in the same transaction as it pops. See `claim_for_turn` for why that is race-free.
@@ -15,6 +24,7 @@ clears it in the same transaction as it pops. See `claim_for_turn` for why that 
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,7 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from hyperhive.domain import OPERATOR_NAME, SYSTEM_SENDER, AgentState
 from hyperhive.models import Message
-from hyperhive.store.agents import AGENTS, MESSAGES, NoSuchAgent
+from hyperhive.store.agents import AGENTS, MESSAGES, TURN_RECORDS, NoSuchAgent
 from hyperhive.store.db import begin
 from hyperhive.store.tables import utcnow
 
@@ -36,6 +46,7 @@ __all__ = [
     "pending_count",
     "pop_message",
     "recent_messages",
+    "recv_tag",
     "release_turn_message",
     "undeliver_message",
 ]
@@ -155,10 +166,116 @@ def _pop(conn: Connection, recipient: str, *, turn_id: str | None = None) -> Mes
     return _message(row, delivered_at=now)
 
 
+# -- turn attempts and the messages recv'd during them ------------------------------------------
+
+RECV_SUFFIX = "/recv"
+_TURN_ID_MAX = 64 - len(RECV_SUFFIX)  # messages.turn_id is String(64); turn ids are uuid4s (36)
+
+
+def recv_tag(turn_id: str) -> str:
+    """The `messages.turn_id` of a message recv'd during turn `turn_id`."""
+    return turn_id + RECV_SUFFIX
+
+
+# FOR UPDATE (PostgreSQL): recv pops, turn claims and releases of one agent are serialised on
+# its row, so a put-back never misses a recv committing concurrently. SQLite ignores it.
+_LOCK_AGENT = (
+    sa.select(AGENTS.c.name).where(AGENTS.c.name == sa.bindparam("agent")).with_for_update()
+)
+# The agent's most recent turn claim or turn-tagged recv, newest delivery first: a backward walk
+# of ix_messages_inbox (recipient, delivered_at, id) that stops at the first turn-tagged row
+# (during a turn: the recvs since its claim, then the claim).
+_LATEST_TURN_ROW = (
+    sa.select(MESSAGES.c.turn_id)
+    .where(
+        MESSAGES.c.recipient == sa.bindparam("recipient"),
+        MESSAGES.c.delivered_at.is_not(None),
+        MESSAGES.c.turn_id.is_not(None),
+    )
+    .order_by(MESSAGES.c.delivered_at.desc(), MESSAGES.c.id.desc())
+    .limit(1)
+)
+# The wake message a turn claimed (ix_messages_turn_id).
+_CLAIMED_BY = (
+    sa.select(MESSAGES)
+    .where(MESSAGES.c.turn_id == sa.bindparam("turn_id"))
+    .order_by(MESSAGES.c.id)
+    .limit(1)
+)
+# The agent's latest finished turn (ix_turn_records_agent; the agent's turns run one at a time).
+_LATEST_RECORD = (
+    sa.select(TURN_RECORDS.c.message_id, TURN_RECORDS.c.ended_at)
+    .where(TURN_RECORDS.c.agent == sa.bindparam("agent"))
+    .order_by(TURN_RECORDS.c.id.desc())
+    .limit(1)
+)
+_PUT_BACK_RECVS = (
+    sa.update(MESSAGES)
+    .where(
+        MESSAGES.c.turn_id == sa.bindparam("tag"),
+        MESSAGES.c.delivered_at >= sa.bindparam("since"),
+    )
+    .values(delivered_at=None, turn_id=None)
+)
+
+
+def _attempt_end(conn: Connection, agent: str, claim: sa.Row[Any]) -> datetime | None:
+    """When the current attempt of the turn holding `claim` (its wake message) finished, or
+    None while it has not.
+
+    The claim's `delivered_at` is when the current attempt started (see `claim_for_turn`); a
+    finished attempt leaves a `turn_records` row for the message, ended after that."""
+    record = conn.execute(_LATEST_RECORD, {"agent": agent}).first()
+    if (
+        record is None
+        or record.message_id != claim.id
+        or claim.delivered_at is None
+        or record.ended_at < claim.delivered_at
+    ):
+        return None
+    ended: datetime = record.ended_at
+    return ended
+
+
+def _turn_in_flight(conn: Connection, agent: str) -> str | None:
+    """The id of the agent's turn whose current attempt is running, if any: its latest claim,
+    still held (not released) and not finished."""
+    latest = conn.execute(_LATEST_TURN_ROW, {"recipient": agent}).first()
+    if latest is None:
+        return None
+    turn_id = str(latest.turn_id).removesuffix(RECV_SUFFIX)
+    if len(turn_id) > _TURN_ID_MAX:  # no room for the tag: recv'd untagged, as outside turns
+        return None
+    claim = conn.execute(_CLAIMED_BY, {"turn_id": turn_id}).first()
+    if claim is None or claim.recipient != agent or claim.delivered_at is None:
+        return None
+    if _attempt_end(conn, agent, claim) is not None:
+        return None
+    return turn_id
+
+
+def _put_back_attempt_recvs(conn: Connection, agent: str, turn_id: str, claim: sa.Row[Any]) -> int:
+    """Undeliver what `recv` handed out during the current attempt of `turn_id` if that attempt
+    did not finish (what earlier, finished attempts recv'd was recv'd before the claim's
+    `delivered_at` and stays delivered). Returns how many went back."""
+    if claim.delivered_at is None or _attempt_end(conn, agent, claim) is not None:
+        return 0
+    result = conn.execute(_PUT_BACK_RECVS, {"tag": recv_tag(turn_id), "since": claim.delivered_at})
+    return int(result.rowcount)
+
+
 def pop_message(engine: Engine, recipient: str) -> Message | None:
-    """Hand out the recipient's oldest undelivered message (marking it delivered), or None."""
+    """Hand out the recipient's oldest undelivered message (marking it delivered), or None.
+
+    During a turn attempt of the recipient the message is tagged with the turn (`recv_tag`), so
+    that the attempt's retry or release puts it back should the attempt not finish."""
     with begin(engine, write=True) as conn:
-        return _pop(conn, recipient)
+        tag = None
+        if recipient != OPERATOR_NAME:
+            conn.execute(_LOCK_AGENT, {"agent": recipient})
+            turn_id = _turn_in_flight(conn, recipient)
+            tag = recv_tag(turn_id) if turn_id is not None else None
+        return _pop(conn, recipient, turn_id=tag)
 
 
 def claim_for_turn(engine: Engine, agent: str, turn_id: str) -> Message | None:
@@ -166,6 +283,16 @@ def claim_for_turn(engine: Engine, agent: str, turn_id: str) -> Message | None:
 
     Idempotent: a retried turn activity calling this again with the same `turn_id` gets the same
     message back. None means the inbox is empty: the turn loop may go idle.
+
+    A retry starts a new attempt of the turn. If the previous attempt did not finish (no
+    `turn_records` row for the message since the attempt started: killed, hung, crashed), the
+    messages it popped with `recv` go back to the inbox in this transaction, so the retried
+    claude can recv them again (at least once inside a crashed attempt; the model may have seen
+    some of them already, as it may have seen the wake prompt). They count as pending, and the
+    turn loop looks at the inbox after every turn, so whatever the retry leaves there gets a
+    turn of its own. If the previous attempt finished (a rate limit or a login error reruns the
+    same turn), what it recv'd reached claude's session and stays delivered; the message's
+    `delivered_at` moves to now, the start of the new attempt.
 
     Why clearing `wake_pending` here, first, in the same transaction as the pop, makes
     coalescing race-free. The flag may be set while the inbox is empty (the agent's own `recv`
@@ -181,17 +308,24 @@ def claim_for_turn(engine: Engine, agent: str, turn_id: str) -> Message | None:
     goes on to find the inbox empty without its message. Popping before clearing, or clearing
     in a separate transaction after the pop, opens exactly that window on PostgreSQL (READ
     COMMITTED: the pop's snapshot misses the send's uncommitted row, and the send's flag check
-    saw the old value), stranding the message with no wake-up outstanding.
+    saw the old value), stranding the message with no wake-up outstanding. (The same lock
+    serialises the put-back with the agent's `recv` pops.)
     """
     with begin(engine, write=True) as conn:
         conn.execute(sa.update(AGENTS).where(AGENTS.c.name == agent).values(wake_pending=False))
         row = conn.execute(
-            sa.select(MESSAGES)
-            .where(MESSAGES.c.turn_id == turn_id, MESSAGES.c.recipient == agent)
-            .order_by(MESSAGES.c.id)
-            .limit(1)
+            _CLAIMED_BY.where(MESSAGES.c.recipient == agent), {"turn_id": turn_id}
         ).first()
         if row is not None:
+            ended = _attempt_end(conn, agent, row)
+            if ended is not None:
+                # Strictly after the finished attempt, even on a coarse or stepped-back clock.
+                now = max(utcnow(), ended + timedelta(microseconds=1))
+                conn.execute(
+                    sa.update(MESSAGES).where(MESSAGES.c.id == row.id).values(delivered_at=now)
+                )
+                return _message(row, delivered_at=now)
+            _put_back_attempt_recvs(conn, agent, turn_id, row)
             return _message(row)
         return _pop(conn, agent, turn_id=turn_id)
 
@@ -200,9 +334,15 @@ def release_turn_message(engine: Engine, turn_id: str) -> bool:
     """Give back the message a (cancelled) turn claimed: undelivered again, at the head of the
     inbox (messages are handed out by id). False when that turn holds no message.
 
+    What the turn's unfinished attempt popped with `recv` goes back too (see `claim_for_turn`).
     This does not wake the agent: the caller (the turn loop) claims again when it resumes.
     """
     with begin(engine, write=True) as conn:
+        row = conn.execute(_CLAIMED_BY, {"turn_id": turn_id}).first()
+        if row is None:
+            return False
+        conn.execute(_LOCK_AGENT, {"agent": row.recipient})
+        _put_back_attempt_recvs(conn, row.recipient, turn_id, row)
         result = conn.execute(
             sa.update(MESSAGES)
             .where(MESSAGES.c.turn_id == turn_id)
@@ -220,10 +360,10 @@ def undeliver_message(engine: Engine, message_id: int) -> bool:
             sa.update(MESSAGES)
             .where(
                 MESSAGES.c.id == message_id,
-                MESSAGES.c.turn_id.is_(None),
+                sa.or_(MESSAGES.c.turn_id.is_(None), MESSAGES.c.turn_id.endswith(RECV_SUFFIX)),
                 MESSAGES.c.delivered_at.is_not(None),
             )
-            .values(delivered_at=None)
+            .values(delivered_at=None, turn_id=None)
         )
         return bool(result.rowcount)
 

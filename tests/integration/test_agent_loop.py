@@ -61,7 +61,8 @@ async def test_agents_talk_through_the_broker(start_c0re, fake_model: FakeAnthro
         kinds = [e.kind for e in agent_store.turn_events(engine, "b")]
     finally:
         engine.dispose()
-    assert kinds[0] == "system" and kinds[-1] == "result"
+    # A turn opens with hive's note of the message it answers, then claude's stream.
+    assert kinds[:2] == ["hive", "system"] and kinds[-1] == "result"
     assert "assistant" in kinds and "user" in kinds
     # Operators find an agent's workflows in the Temporal UI by the HiveAgent search attribute.
     found = [wf.id async for wf in hive.client.list_workflows("HiveAgent = 'b'")]
