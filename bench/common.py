@@ -256,18 +256,28 @@ async def wait_idle(client: Client, agent: str, turns_total: int, timeout: float
 
 
 PRAGMA_LAUNCHER = """#!{python}
-# `hive`, with extra `--sqlite-pragma` flags for the embedded Temporal server (an A/B switch of
-# the benchmarks; hyperhive itself has no setting for it).
+# `hive`, with `--sqlite-pragma` flags for the embedded Temporal server replacing hyperhive's own
+# of the same name (an A/B switch of the benchmarks; hyperhive itself has no setting for it).
 import hyperhive.embedded_temporal as embedded
 
 _command = embedded.start_dev_command
 
 
 def start_dev_command(settings, cli):
-    extra = []
-    for pragma in {pragmas!r}:
-        extra += ["--sqlite-pragma", pragma]
-    return _command(settings, cli) + extra
+    pragmas = {pragmas!r}
+    replaced = {{p.split("=", 1)[0] for p in pragmas}}
+    command = _command(settings, cli)
+    kept = []
+    i = 0
+    while i < len(command):
+        if command[i] == "--sqlite-pragma" and command[i + 1].split("=", 1)[0] in replaced:
+            i += 2  # the A/B value replaces hyperhive's own
+            continue
+        kept.append(command[i])
+        i += 1
+    for pragma in pragmas:
+        kept += ["--sqlite-pragma", pragma]
+    return kept
 
 
 embedded.start_dev_command = start_dev_command
