@@ -65,8 +65,10 @@ async def test_agents_talk_through_the_broker(start_c0re, fake_model: FakeAnthro
     assert kinds[:2] == ["hive", "system"] and kinds[-1] == "result"
     assert "assistant" in kinds and "user" in kinds
     # Operators find an agent's workflows in the Temporal UI by the HiveAgent search attribute.
-    found = [wf.id async for wf in hive.client.list_workflows("HiveAgent = 'b'")]
-    assert found == ["hive-agent-b"]
+    found = [wf async for wf in hive.client.list_workflows("HiveAgent = 'b'")]
+    assert {wf.id for wf in found} == {"hive-agent-b"}, [
+        (wf.id, wf.run_id, wf.status) for wf in found
+    ]
 
 
 async def test_a_hundred_messages_across_three_agents_arrive_once_in_order(

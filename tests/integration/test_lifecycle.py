@@ -186,12 +186,16 @@ async def test_a_symlink_commit_is_refused_and_no_tool_for_non_managers(start_c0
     _git(proposed, "commit", "-qm", "sneaky")
     sha = _git(proposed, "rev-parse", "HEAD")
     async with uds_client(hive.run_dir / "agents" / "hm1nd" / "mcp.sock") as client:
-        await client.call_tool(
+        refusal = await client.call_tool(
             "request_apply_commit", {"name": "bob", "sha": sha, "description": "trust me"}
         )
-    refusal = await _notice_agent(fake_model, "hm1nd", "is refused")
-    assert "symlink" in refusal.body
+    # Refused at once, saying why; no ApplyCommitWorkflow was started, no approval asked for.
+    assert refusal.is_error and "symlink" in text_of(refusal), text_of(refusal)
     assert all(a.kind == "spawn" for a in _approvals(hive)), "no approval was asked for"
+    started = [
+        wf.id async for wf in hive.client.list_workflows("WorkflowType = 'ApplyCommitWorkflow'")
+    ]
+    assert started == []
 
 
 async def _notice_agent(fake: FakeAnthropic, agent: str, containing: str, timeout: float = 120):
