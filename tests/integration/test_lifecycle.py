@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from temporalio.service import RPCError, RPCStatusCode
 
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
@@ -192,10 +193,9 @@ async def test_a_symlink_commit_is_refused_and_no_tool_for_non_managers(start_c0
     # Refused at once, saying why; no ApplyCommitWorkflow was started, no approval asked for.
     assert refusal.is_error and "symlink" in text_of(refusal), text_of(refusal)
     assert all(a.kind == "spawn" for a in _approvals(hive)), "no approval was asked for"
-    started = [
-        wf.id async for wf in hive.client.list_workflows("WorkflowType = 'ApplyCommitWorkflow'")
-    ]
-    assert started == []
+    with pytest.raises(RPCError) as missing:
+        await hive.client.get_workflow_handle(f"hive-apply-bob-{sha[:12]}").describe()
+    assert missing.value.status == RPCStatusCode.NOT_FOUND
 
 
 async def _notice_agent(fake: FakeAnthropic, agent: str, containing: str, timeout: float = 120):
