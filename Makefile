@@ -9,8 +9,9 @@ CLAUDE := $(NPM_DIR)/node_modules/.bin/claude
 
 .PHONY: run test venv test-deps lint typecheck pytest unit integration bench clean
 
-run: $(VENV)/.installed-run
-	$(BIN)/hive up
+# Agents run the pinned Claude Code CLI installed here (HIVE_CLAUDE_BIN overrides it).
+run: $(VENV)/.installed-run $(CLAUDE)
+	PATH="$(CURDIR)/$(NPM_DIR)/node_modules/.bin:$$PATH" $(BIN)/hive up
 
 test: test-deps lint typecheck pytest
 
