@@ -3,7 +3,7 @@ or delivered twice and the store is intact.
 
 Every module is marked `faults` (and `integration`: they run the real hive-c0re, dev server and
 claude CLI), so `pytest -m faults` runs the suite alone. They run in the default `pytest` too;
-the big SIGKILL run is sized by `HIVE_FAULTS_FULL` / `HIVE_FAULTS_MESSAGES` (see
+the big SIGKILL run (1,000 messages) is sized by `HIVE_FAULTS_QUICK` / `HIVE_FAULTS_MESSAGES` (see
 test_c0re_kill.py).
 
 Shared helpers for the suite live here.
