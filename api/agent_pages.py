@@ -35,6 +35,7 @@ from sqlalchemy import Engine
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from agent_harness.stream_parser import StreamEvent, render
+from api.body_fields import BodyError, BodyProblem, body_fields
 from api.broker import error_responses
 from api.dashboard import page_context
 from hyperhive.broker import agent_events_topic
@@ -224,34 +225,21 @@ async def event_stream(
 
 
 async def _form_or_json(request: Request) -> dict[str, str]:
-    """The request's fields, from a JSON object or a form (the page's <form> fallback)."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-        async with request.form() as form:
-            return {k: v for k, v in form.items() if isinstance(v, str)}
-    raw = await request.body()
-    if len(raw) > MAX_FIELD_BYTES:
-        raise PageError(
-            413, "too_large", f"the request is over {MAX_FIELD_BYTES} bytes", "send less"
-        )
-    if not raw.strip():
-        return {}
+    """The request's string fields, from a JSON object or a form (the page's <form> fallback)."""
     try:
-        data = json.loads(raw)
-    except ValueError:
+        data = await body_fields(request, max_bytes=MAX_FIELD_BYTES)
+    except BodyError as e:
+        if e.problem is BodyProblem.TOO_LARGE:
+            raise PageError(
+                413, "too_large", f"the request is over {MAX_FIELD_BYTES} bytes", "send less"
+            ) from None
+        shown = "not JSON" if e.problem is BodyProblem.NOT_JSON else "not a JSON object"
         raise PageError(
             400,
             "bad_request",
-            "the request body is not JSON",
+            f"the request body is {shown}",
             'send a JSON object such as {"body": "…"}',
         ) from None
-    if not isinstance(data, dict):
-        raise PageError(
-            400,
-            "bad_request",
-            "the request body is not a JSON object",
-            'send a JSON object such as {"body": "…"}',
-        )
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
 

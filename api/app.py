@@ -27,9 +27,15 @@ def csrf_guard(runtime: CoreRuntime) -> CsrfGuard:
     return CsrfGuard(load_or_create_secret(runtime.settings.state_path / "secrets" / "csrf.key"))
 
 
-def create_app(runtime: CoreRuntime, *, operator: OperatorService | None = None) -> FastAPI:
+def create_app(
+    runtime: CoreRuntime,
+    *,
+    operator: OperatorService | None = None,
+    guard: CsrfGuard | None = None,
+) -> FastAPI:
+    """`operator` and `guard` are passed when the agent pages share them (hive-c0re)."""
     app = FastAPI(title="hive-c0re", version=__version__)
-    guard = csrf_guard(runtime)
+    guard = guard or csrf_guard(runtime)
     app.state.runtime = runtime
     app.state.broker = runtime.broker
     app.state.operator = operator or OperatorService(runtime)

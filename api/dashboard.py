@@ -40,6 +40,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from api.body_fields import BodyError, BodyProblem, body_fields
 from api.broker import error_responses
 from hyperhive import __version__
 from hyperhive.broker import MESSAGES_TOPIC, Broker
@@ -147,23 +148,16 @@ class _BadBody(Exception):
 
 async def _fields(request: Request) -> dict[str, str]:
     """The string fields of a JSON object or form body (empty body: none)."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-        async with request.form() as form:
-            return {k: v for k, v in form.items() if isinstance(v, str)}
-    raw = await request.body()
-    if not raw.strip():
-        return {}
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = await body_fields(request)
+    except BodyError as e:
+        if e.problem is BodyProblem.NOT_OBJECT:
+            raise _BadBody("the request body must be a JSON object") from None
         raise _BadBody("the request body is not JSON") from None
-    if not isinstance(data, dict):
-        raise _BadBody("the request body must be a JSON object")
     for key, value in data.items():
         if not isinstance(value, str):
             raise _BadBody(f"the field {key!r} must be a string")
-    return dict(data)
+    return data
 
 
 def _operator(request: Request) -> OperatorService:

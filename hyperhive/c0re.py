@@ -140,11 +140,12 @@ async def run_c0re(
         )
         proxies = ModelProxies(settings) if getattr(backend, "needs_model_proxy", False) else None
         operator = OperatorService(runtime)
-        pages = AgentPageServers(runtime, operator, csrf_guard(runtime))
+        guard = csrf_guard(runtime)
+        pages = AgentPageServers(runtime, operator, guard)
         agents = AgentRuntime(settings, engine, sockets, proxies, pages)
         server = QuietServer(
             uvicorn.Config(
-                create_app(runtime, operator=operator),
+                create_app(runtime, operator=operator, guard=guard),
                 log_level="warning",
                 access_log=False,
                 log_config=None,  # our handler (text or json, HIVE_LOG_FORMAT) formats its lines

@@ -80,25 +80,21 @@ class Lifecycle:
                 f"the purpose is over {MAX_PURPOSE_CHARS} characters", "shorten it"
             )
         workflow_id = f"hive-spawn-{name}"
-        try:
-            await self._client.start_workflow(
-                "SpawnWorkflow",
-                SpawnRequest(
-                    name=name,
-                    purpose=purpose.strip(),
-                    requester=requester,
-                    host_task_queue=self._settings.host_task_queue,
-                    timing=self._timing(),
-                ),
-                id=workflow_id,
-                task_queue=self._settings.core_task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            )
-        except WorkflowAlreadyStartedError:
-            raise LifecycleError(
+        await self._start_once(
+            "SpawnWorkflow",
+            SpawnRequest(
+                name=name,
+                purpose=purpose.strip(),
+                requester=requester,
+                host_task_queue=self._settings.host_task_queue,
+                timing=self._timing(),
+            ),
+            workflow_id,
+            WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            LifecycleError(
                 f"a spawn of {name} is already waiting for approval", "wait for the operator"
-            ) from None
+            ),
+        )
         return workflow_id
 
     async def ensure_manager(self) -> None:
@@ -138,27 +134,44 @@ class Lifecycle:
         except config_repo.RepoError as e:
             raise LifecycleError(e.what, e.hint) from None
         workflow_id = f"hive-apply-{name}-{full[:12]}"
+        await self._start_once(
+            "ApplyCommitWorkflow",
+            ApplyRequest(
+                name=name,
+                sha=full,
+                description=description,
+                requester=requester,
+                host_task_queue=self._settings.host_task_queue,
+                timing=self._timing(),
+            ),
+            workflow_id,
+            WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            LifecycleError(
+                f"commit {full[:12]} of {name} was already requested", "see the approvals"
+            ),
+        )
+        return workflow_id
+
+    async def _start_once(
+        self,
+        workflow: str,
+        request: object,
+        workflow_id: str,
+        reuse: WorkflowIDReusePolicy,
+        already: LifecycleError,
+    ) -> None:
+        """Start a workflow that waits for an approval; `already` when one is running."""
         try:
             await self._client.start_workflow(
-                "ApplyCommitWorkflow",
-                ApplyRequest(
-                    name=name,
-                    sha=full,
-                    description=description,
-                    requester=requester,
-                    host_task_queue=self._settings.host_task_queue,
-                    timing=self._timing(),
-                ),
+                workflow,
+                request,
                 id=workflow_id,
                 task_queue=self._settings.core_task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                id_reuse_policy=reuse,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             )
         except WorkflowAlreadyStartedError:
-            raise LifecycleError(
-                f"commit {full[:12]} of {name} was already requested", "see the approvals"
-            ) from None
-        return workflow_id
+            raise already from None
 
     async def _control(
         self, name: str, workflow: str, request: object, prefix: str

@@ -27,7 +27,7 @@ from hyperhive.credentials import (
     save_credentials,
     stored_credentials,
 )
-from hyperhive.domain import OPERATOR_NAME, ApprovalStatus
+from hyperhive.domain import MANAGER_NAME, OPERATOR_NAME, ApprovalStatus
 from hyperhive.errors import HiveError
 from hyperhive.models import Decision, LifecycleOutcome, Message, SendResult
 from hyperhive.runtime import CoreRuntime
@@ -128,7 +128,7 @@ class OperatorService:
             AgentView(
                 **row.model_dump(),
                 stale=row.container_status != "absent" and row.hyperhive_rev != rev,
-                is_manager=row.name == "hm1nd",
+                is_manager=row.name == MANAGER_NAME,
                 page_url=self.page_url(row.agent_port),
                 dashboard_path=f"/agents/{row.name}/",
                 history_url=self.history_url(row.name),

@@ -56,3 +56,12 @@ async def wait_until(check, what: str, timeout: float, every: float = 0.5) -> An
             return last
         await asyncio.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stored_rows(hive: Any) -> list[StoredMessage]:
+    """Every message row of a running hive (see tests/rig/c0re.py), oldest first."""
+    engine = hive.engine()
+    try:
+        return stored_messages(engine)
+    finally:
+        engine.dispose()

@@ -55,7 +55,7 @@ import sqlalchemy as sa
 
 from hyperhive.store.agents import MESSAGES
 from tests.fakes.anthropic_api import FakeAnthropic, Reply, Text, ToolUse, tool_result_text
-from tests.faults import stored_messages, wait_until
+from tests.faults import stored_rows, wait_until
 from tests.rig.agent_scripts import received, recv, send, turn_view, wake_of
 from tests.rig.hive_process import pids_with_cwd, wait_gone
 
@@ -108,14 +108,6 @@ def _tools(request) -> set[str]:
 
 def _work(hive, agent: str):
     return hive.env.state_dir / "agents" / agent / "work"
-
-
-def _rows(hive):
-    engine = hive.engine()
-    try:
-        return stored_messages(engine)
-    finally:
-        engine.dispose()
 
 
 class Swarm:
@@ -219,7 +211,7 @@ async def test_sigkill_c0re_at_random_points_loses_and_doubles_nothing(
     planned_bodies = {body for _, _, body in planned}
 
     def all_delivered():
-        rows = _rows(hive)
+        rows = stored_rows(hive)
         stored = {r.body for r in rows}
         done = planned_bodies <= stored and all(r.delivered_at for r in rows)
         return rows if done else None
@@ -227,7 +219,7 @@ async def test_sigkill_c0re_at_random_points_loses_and_doubles_nothing(
     try:
         await wait_until(all_delivered, f"{total} messages delivered", timeout=120 + total)
     except AssertionError as exc:
-        rows = _rows(hive)
+        rows = stored_rows(hive)
         missing = sorted(planned_bodies - {r.body for r in rows})
         waiting = [(r.id, r.sender, r.recipient, r.body[:40]) for r in rows if not r.delivered_at]
         states = {a: (await hive.status(a)).state for a in AGENTS}
@@ -242,7 +234,7 @@ async def test_sigkill_c0re_at_random_points_loses_and_doubles_nothing(
         ) from None
     for agent in AGENTS:
         await hive.wait_status(agent, lambda s: s.state == "idle", timeout=120)
-    rows = _rows(hive)
+    rows = stored_rows(hive)
 
     # The store: each planned message exactly once, each delivered, the wake-ups claimed.
     counts = Counter(r.body for r in rows)
@@ -332,7 +324,7 @@ async def test_a_message_recvd_just_before_the_kill_reaches_the_retried_turn(
     await hive.send("a", "second")
 
     def second_popped():
-        return any(r.body == "second" and r.delivered_at for r in _rows(hive))
+        return any(r.body == "second" and r.delivered_at for r in stored_rows(hive))
 
     await wait_until(second_popped, "recv to pop the second message", timeout=90)
     running = pids_with_cwd(_work(hive, "a"))
@@ -341,7 +333,7 @@ async def test_a_message_recvd_just_before_the_kill_reaches_the_retried_turn(
     await asyncio.to_thread(hive.restart)
 
     def both_claimed():
-        rows = _rows(hive)
+        rows = stored_rows(hive)
         return len(rows) == 2 and all(r.delivered_at for r in rows)
 
     await wait_until(both_claimed, "both messages delivered", timeout=120)
@@ -351,6 +343,6 @@ async def test_a_message_recvd_just_before_the_kill_reaches_the_retried_turn(
         w.body for r in fake_model.turn_requests() if (w := wake_of(r)) is not None
     }
     assert "second" in seen, "'second' is marked delivered but no model request ever held it"
-    rows = _rows(hive)
+    rows = stored_rows(hive)
     assert sorted(r.body for r in rows) == ["first", "second"]
     assert all(r.delivered_at for r in rows)

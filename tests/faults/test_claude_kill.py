@@ -19,7 +19,7 @@ import pytest
 from hyperhive.models import AgentLimits
 from hyperhive.store import messages as message_store
 from tests.fakes.anthropic_api import FakeAnthropic, Gate, RecordedRequest, Text, ToolUse
-from tests.faults import stored_messages
+from tests.faults import stored_rows
 from tests.rig.agent_scripts import send, turn_view, wake_of
 from tests.rig.hive_process import pids_with_cwd, wait_gone
 
@@ -89,14 +89,6 @@ def _pending(hive, agent: str) -> int:
         engine.dispose()
 
 
-def _rows(hive):
-    engine = hive.engine()
-    try:
-        return stored_messages(engine)
-    finally:
-        engine.dispose()
-
-
 async def test_claude_killed_on_three_attempts_answers_once_on_the_fourth(
     start_c0re, fake_model: FakeAnthropic
 ):
@@ -119,7 +111,7 @@ async def test_claude_killed_on_three_attempts_answers_once_on_the_fourth(
     assert done is not None and done.body == "job done"
     assert _pending(hive, "operator") == 0, "the answer was sent once"
     assert _pending(hive, "a") == 0
-    rows = {r.body: r for r in _rows(hive) if r.recipient == "a"}
+    rows = {r.body: r for r in stored_rows(hive) if r.recipient == "a"}
     assert rows["job"].turn_id and rows["next"].turn_id
     assert rows["job"].turn_id != rows["next"].turn_id, "one turn per message"
     assert pids_with_cwd(work) == [], "no process of the agent is left"
@@ -151,6 +143,6 @@ async def test_claude_killed_on_every_attempt_parks_the_message_and_tells_the_op
     assert done is not None and done.body == "job done"
     assert _pending(hive, "a") == 0 and _pending(hive, "operator") == 0
     assert flaky.attempts == {"job": MAX_ATTEMPTS + 1}
-    [job] = [r for r in _rows(hive) if r.body == "job"]
+    [job] = [r for r in stored_rows(hive) if r.body == "job"]
     assert job.delivered_at is not None and job.turn_id
     assert pids_with_cwd(work) == [], "no process of the agent is left"

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic, Text
-from tests.faults import stored_messages, wait_until
+from tests.faults import stored_rows, wait_until
 from tests.rig.agent_scripts import wake_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -80,14 +80,6 @@ async def _post(hive, to: str, body: str) -> httpx.Response:
         )
 
 
-def _rows(hive):
-    engine = hive.engine()
-    try:
-        return stored_messages(engine)
-    finally:
-        engine.dispose()
-
-
 async def _fill_and_send(hive, state: Path) -> tuple[Path, list[str], str, httpx.Response]:
     """Fill the disk, then send until a send is refused: (filler, accepted bodies, the refused
     body, its response)."""
@@ -127,13 +119,13 @@ async def test_a_full_state_disk_loses_and_corrupts_nothing_and_recovers(
     await hive.send("a", "after the space came back")
 
     def all_delivered():
-        rows = _rows(hive)
+        rows = stored_rows(hive)
         done = len(rows) == len(accepted) + 2 and all(r.delivered_at for r in rows)
         return rows if done else None
 
     await wait_until(all_delivered, "every accepted message delivered", timeout=180)
     await hive.wait_status("a", lambda s: s.state == "idle", timeout=120)
-    bodies = [r.body for r in _rows(hive)]
+    bodies = [r.body for r in stored_rows(hive)]
     # Whole bodies only, in order; the refused one nowhere.
     assert bodies == ["before the disk filled", *accepted, "after the space came back"]
     assert set(seen) == set(bodies), "every message reached the model"

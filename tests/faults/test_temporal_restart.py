@@ -30,7 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 from hyperhive.embedded_temporal import EmbeddedTemporal
 from hyperhive.settings import HiveSettings
 from tests.fakes.anthropic_api import FakeAnthropic, Text
-from tests.faults import stored_messages, wait_until
+from tests.faults import stored_rows, wait_until
 from tests.rig.agent_scripts import wake_of
 from tests.rig.hive_process import wait_gone
 from tests.rig.ports import free_ports
@@ -83,14 +83,6 @@ def _servers_of(settings: HiveSettings) -> list[int]:
     return found
 
 
-def _rows(hive):
-    engine = hive.engine()
-    try:
-        return stored_messages(engine)
-    finally:
-        engine.dispose()
-
-
 class Outage:
     """Two agents with a message handled each, Temporal SIGKILLed, a message sent to each while
     it is down, Temporal started again on the same history."""
@@ -137,17 +129,17 @@ async def test_messages_before_during_and_after_a_temporal_restart_arrive_once(
     }
 
     def all_delivered():
-        rows = _rows(hive)
+        rows = stored_rows(hive)
         return len(rows) == len(expected) and all(r.delivered_at for r in rows)
 
     try:
         await wait_until(all_delivered, "every message delivered after the restart", timeout=120)
     except AssertionError as exc:
-        waiting = [(r.recipient, r.body) for r in _rows(hive) if not r.delivered_at]
+        waiting = [(r.recipient, r.body) for r in stored_rows(hive) if not r.delivered_at]
         raise AssertionError(f"{exc}; still undelivered: {waiting}") from None
     for agent in AGENTS:
         await hive.wait_status(agent, lambda s: s.state == "idle", timeout=60)
-    rows = _rows(hive)
+    rows = stored_rows(hive)
     assert {(r.recipient, r.body) for r in rows} == expected
     assert len(rows) == len(expected), "no message stored twice"
     assert all(r.turn_id for r in rows), "each claimed by a turn"
@@ -164,7 +156,7 @@ async def test_a_message_sent_while_temporal_is_down_is_delivered_once_it_is_bac
 
     # Nothing else is sent: only hive-c0re itself can wake the agents for these.
     def during_delivered():
-        rows = [r for r in _rows(hive) if r.body.startswith("during")]
+        rows = [r for r in stored_rows(hive) if r.body.startswith("during")]
         return len(rows) == len(AGENTS) and all(r.delivered_at for r in rows)
 
     await wait_until(during_delivered, "the outage's messages delivered", timeout=60)
