@@ -283,6 +283,15 @@ async def test_kill_keeps_messages_and_start_delivers_them(start_c0re, fake_mode
     reply = await _notice(hive, "got are you there")
     assert reply.sender == "bob"
 
+    # stop is kill's other name; restart brings it back with its mail; list shows both.
+    assert run_hive(hive.env, "stop", "bob").returncode == 0
+    listed = {a["name"]: a for a in json.loads(run_hive(hive.env, "list", "--json").stdout)}
+    assert listed["bob"]["state"] == "stopped" and listed["bob"]["container_status"] == "down"
+    await hive.send("bob", "still there")
+    restarted = run_hive(hive.env, "restart", "bob")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert (await _notice(hive, "got still there")).sender == "bob"
+
     destroyed = run_hive(hive.env, "destroy", "bob", "--yes")
     assert destroyed.returncode == 0
     bob = _agent(hive, "bob")
