@@ -170,6 +170,13 @@ class LifecycleActivities:
 
     @activity.defn(name="container_start")
     async def container_start(self, name: str) -> None:
+        if await self._backend.status(name) is ContainerStatus.ABSENT:
+            # Retrying cannot make a container appear (destroyed, or never built).
+            raise ApplicationError(
+                f"{name} has no container (destroyed?): request a new spawn of {name}",
+                type="BackendError:permanent",
+                non_retryable=True,
+            )
         await self._container(name, lambda: self._backend.start(name))
 
     @activity.defn(name="container_stop")

@@ -18,6 +18,7 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleSpec,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -179,16 +180,25 @@ class Lifecycle:
         """Run a kill/start workflow to its end (joining one already running for `name`)."""
         if not await self._known(name):
             raise LifecycleError(f"there is no agent named {name!r}", "check list_agents")
-        result: LifecycleOutcome = await self._client.execute_workflow(
-            workflow,
-            request,
-            id=f"{prefix}-{name}",
-            task_queue=self._settings.core_task_queue,
-            result_type=LifecycleOutcome,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            execution_timeout=timedelta(minutes=10),
-        )
+        try:
+            result: LifecycleOutcome = await self._client.execute_workflow(
+                workflow,
+                request,
+                id=f"{prefix}-{name}",
+                task_queue=self._settings.core_task_queue,
+                result_type=LifecycleOutcome,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                execution_timeout=timedelta(minutes=10),
+            )
+        except WorkflowFailureError as e:
+            cause = e.cause
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            raise LifecycleError(
+                f"{workflow} for {name} failed: {getattr(cause, 'message', None) or cause}",
+                f"see workflow {prefix}-{name} in the Temporal UI",
+            ) from None
         return result
 
     async def kill(self, name: str, *, by: str, destroy: bool = False) -> LifecycleOutcome:

@@ -297,3 +297,9 @@ async def test_kill_keeps_messages_and_start_delivers_them(start_c0re, fake_mode
     bob = _agent(hive, "bob")
     assert bob.container_status == "absent" and bob.state == "stopped"
     assert (hive.env.state_dir / "applied" / "bob" / "agent.nix").exists(), "repos are kept"
+
+    # Starting a destroyed agent is refused at once, saying why (no retries for minutes).
+    again = run_hive(hive.env, "start", "bob")
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "has no container" in again.stderr and "spawn" in again.stderr
+    assert _agent(hive, "bob").state == "stopped"
