@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
@@ -16,15 +16,29 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.backends import ContainerBackend
+from activities.backends.mounts import CONFIG_SUBDIR
 from agent_harness.claude_command import (
+    HIVE_SERVER,
     claude_argv,
     claude_env,
+    git_identity_env,
     hive_mcp_config,
     session_exists,
     session_file,
 )
-from agent_harness.stream_parser import TurnAccumulator, parse_line
+from agent_harness.stream_parser import TurnAccumulator, init_server_status, parse_line
 from agent_harness.wake_prompt import wake_prompt
+from hyperhive import config_repo
+from hyperhive.agent_config import (
+    INSTRUCTIONS_FILE,
+    SETTINGS_FILE,
+    ClaudeConfig,
+    ClaudeDefaults,
+    ClaudeSettingsError,
+    effective_config,
+    parse_claude_settings,
+    write_turn_config,
+)
 from hyperhive.broker import agent_events_topic
 from hyperhive.bus import Bus
 from hyperhive.child_process import kill_process_group
@@ -83,8 +97,14 @@ class TurnActivities:
             return TurnResult(turn_id=request.turn_id, no_message=True)
         await self._db(agent_store.set_agent_state, agent, AgentState.RUNNING)
         pending: int = await self._db(message_store.pending_count, agent)
+        is_manager = agent == MANAGER_NAME
         prompt = wake_prompt(
-            agent, message.sender, message.body, pending, is_manager=agent == MANAGER_NAME
+            agent,
+            message.sender,
+            message.body,
+            pending,
+            is_manager=is_manager,
+            repos_dir=self._backend.view(agent).repos if is_manager else None,
         )
         started = time.monotonic()
         process = await self._start_claude(request, prompt)
@@ -101,6 +121,32 @@ class TurnActivities:
         await self._db(agent_store.set_agent_state, agent, AgentState.IDLE)
         return result
 
+    def claude_defaults(self) -> ClaudeDefaults:
+        return ClaudeDefaults(
+            model=self._settings.model,
+            permission_mode=self._settings.permission_mode,
+            sandboxed=self._backend.sandboxed,
+        )
+
+    def _turn_config(self, agent: str) -> ClaudeConfig:
+        """The agent's applied CLAUDE.md and settings.json, written where its claude reads them
+        (its config dir), and what they make of the host's defaults."""
+        state = self._settings.state_path
+        try:
+            files = config_repo.applied_claude_files(state, agent)
+            settings = parse_claude_settings(files.settings)
+        except (config_repo.RepoError, ClaudeSettingsError) as exc:
+            raise ApplicationError(
+                f"{agent}'s applied config cannot be used: {exc}",
+                type="BadAgentConfig",
+                non_retryable=True,
+            ) from exc
+        write_turn_config(
+            self._settings.agent_state_dir(agent) / CONFIG_SUBDIR,
+            {INSTRUCTIONS_FILE: files.instructions, SETTINGS_FILE: files.settings or b"{}"},
+        )
+        return effective_config(settings, self.claude_defaults())
+
     async def _start_claude(self, request: TurnRequest, prompt: str) -> asyncio.subprocess.Process:
         agent = request.agent
         settings = self._settings
@@ -109,6 +155,7 @@ class TurnActivities:
         host_work = settings.agent_state_dir(agent) / "work"
         for path in (host_home, host_work):
             path.mkdir(parents=True, exist_ok=True)
+        config = await asyncio.to_thread(self._turn_config, agent)
         resume = session_exists(host_home, Path(view.work), request.session_id)
         bridge = self._backend.hive_agent_command()
         argv = claude_argv(
@@ -120,13 +167,21 @@ class TurnActivities:
                 args=(*bridge[1:], "mcp"),
                 env={"HIVE_MCP_SOCKET": view.mcp_socket, "HIVE_AGENT": agent},
             ),
-            model=settings.model,
-            permission_mode=settings.permission_mode,
+            model=config.model,
+            permission_mode=config.permission_mode,
+            append_system_prompt_file=str(PurePosixPath(view.config) / INSTRUCTIONS_FILE),
+            settings_file=str(PurePosixPath(view.config) / SETTINGS_FILE),
+            add_dirs=(view.repos,) if agent == MANAGER_NAME else (),
         )
         base = {k: v for k, v in os.environ.items() if k in PASSED_ENV}
         # What the operator pasted on the agent's page beats the host-wide extras.
         pasted = credential_env(host_home / ".claude")
-        env = claude_env(base, home=view.home, extra={**settings.agent_extra_env, **pasted})
+        env = claude_env(
+            base,
+            home=view.home,
+            extra={**git_identity_env(agent), **settings.agent_extra_env, **pasted},
+            sandboxed=self._backend.sandboxed,
+        )
         if "CLAUDE_CODE_OAUTH_TOKEN" in pasted:
             env.pop("ANTHROPIC_API_KEY", None)  # a key would win over the token (REFERENCE §1)
         try:
@@ -185,6 +240,15 @@ class TurnActivities:
                     seq += 1
                     await self._record_event(request, seq, event.type, event.raw)
                     activity.heartbeat(seq)
+                    hive = init_server_status(event, HIVE_SERVER)
+                    if hive is not None and hive != "connected":
+                        # Without its hive tools the agent could not answer: stop before the
+                        # model acts, keep the message, and let Temporal run the turn again.
+                        raise ApplicationError(
+                            f"claude started without the hive tools (MCP server {HIVE_SERVER!r} "
+                            f"{hive}); the turn is retried with the same message",
+                            type="HiveToolsMissing",
+                        )
                 returncode = await process.wait()
         except TimeoutError:
             raise ApplicationError(

@@ -16,6 +16,7 @@ PERMISSION_MODES = frozenset(
     {"acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan"}
 )
 HIVE_SERVER = "hive"
+MCP_CONNECT_TIMEOUT_MS = 60_000
 
 # claude's sanitizePath(): names longer than this are cut and get a hash suffix.
 _MAX_PROJECT_DIR_CHARS = 200
@@ -32,14 +33,22 @@ def claude_argv(
     allowed_tools: Sequence[str] = ("mcp__hive",),
     max_turns: int | None = None,
     append_system_prompt: str | None = None,
+    append_system_prompt_file: str | None = None,
+    settings_file: str | None = None,
+    add_dirs: Sequence[str] = (),
 ) -> list[str]:
     """The argv of one turn. The prompt is not in it: write it to the process's stdin.
 
-    ``--mcp-config`` and ``--allowedTools`` are variadic: a positional prompt after them would be
-    taken as one more config/tool, so the prompt always goes on stdin (``-p`` reads it there).
+    ``--mcp-config``, ``--allowedTools`` and ``--add-dir`` are variadic: a positional prompt after
+    them would be taken as one more value, so the prompt always goes on stdin (``-p`` reads it).
 
     ``resume``: ``--resume <id>`` (continue that session, same id) instead of ``--session-id <id>``
     (create it; refused if it exists). Decide with ``session_exists``, not a turn counter.
+
+    ``append_system_prompt_file``: the agent's CLAUDE.md, appended to Claude Code's system prompt.
+    ``settings_file``: the agent's settings.json, and no other settings: ``--setting-sources ""``
+    keeps claude from also loading the user, project and local settings files, which the agent
+    could write itself (checked on 2.1.197: a model set there is then ignored).
     """
     _check_uuid(session_id)
     if permission_mode not in PERMISSION_MODES:
@@ -66,7 +75,13 @@ def claude_argv(
         argv += ["--max-turns", str(max_turns)]
     if append_system_prompt:
         argv += ["--append-system-prompt", append_system_prompt]
+    if append_system_prompt_file:
+        argv += ["--append-system-prompt-file", append_system_prompt_file]
+    if settings_file:
+        argv += ["--settings", settings_file, "--setting-sources", ""]
     # Variadic flags last, each followed only by flags.
+    if add_dirs:
+        argv += ["--add-dir", *add_dirs]
     argv += [
         "--mcp-config",
         json.dumps(mcp_config, separators=(",", ":"), ensure_ascii=False),
@@ -100,7 +115,11 @@ def hive_mcp_config(
 
 
 def claude_env(
-    base: Mapping[str, str], *, home: str, extra: Mapping[str, str] | None = None
+    base: Mapping[str, str],
+    *,
+    home: str,
+    extra: Mapping[str, str] | None = None,
+    sandboxed: bool = True,
 ) -> dict[str, str]:
     """The environment of one turn: ``base`` without what a parent claude leaves, plus our knobs.
 
@@ -111,10 +130,14 @@ def claude_env(
       CLI's own retries; the workflow owns retries and waits durably.
     - ``DISABLE_AUTOUPDATER``, ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC``: no updater, no side
       requests such as session titles.
-    - ``IS_SANDBOX=1``: root may use ``bypassPermissions`` (the container is the sandbox).
+    - ``IS_SANDBOX=1`` when ``sandboxed``: root may use ``bypassPermissions`` (the container is
+      the sandbox). Not without a sandbox: there claude itself refuses that mode to root.
     - ``MCP_CONNECTION_NONBLOCKING=0``: ``-p`` waits for the MCP servers before the first model
       request. By default it connects them in the background, and a bridge that starts a little
       slowly leaves the first turn of a new agent without the hive tools ("still connecting").
+    - ``MCP_CONNECT_TIMEOUT_MS=60000``: how long that wait may be. The default, 5 s, is too short
+      for the hive bridge (a Python start-up) on a busy machine: the turn then ran with the hive
+      server "pending" and no send tool (23 of 248 turns in a 5-agent run; 0 of 739 with 60 s).
 
     ``extra`` is applied last and wins. ``ANTHROPIC_*`` in ``base`` is kept.
     """
@@ -124,11 +147,24 @@ def claude_env(
         CLAUDE_CODE_MAX_RETRIES="0",
         DISABLE_AUTOUPDATER="1",
         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-        IS_SANDBOX="1",
         MCP_CONNECTION_NONBLOCKING="0",
+        MCP_CONNECT_TIMEOUT_MS=str(MCP_CONNECT_TIMEOUT_MS),
     )
+    if sandboxed:
+        env["IS_SANDBOX"] = "1"
     env.update(extra or {})
     return env
+
+
+def git_identity_env(agent: str) -> dict[str, str]:
+    """Commits an agent makes carry its name (no global git config in a sandbox)."""
+    email = f"{agent}@hyperhive.invalid"
+    return {
+        "GIT_AUTHOR_NAME": agent,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": agent,
+        "GIT_COMMITTER_EMAIL": email,
+    }
 
 
 def project_dir_name(cwd: str | os.PathLike[str]) -> str:

@@ -95,6 +95,15 @@ def parse_line(line: str) -> StreamEvent:
     )
 
 
+def init_server_status(event: StreamEvent, server: str) -> str | None:
+    """The status of MCP server ``server`` if ``event`` is the run's ``init`` (else None):
+    ``connected``, or ``pending`` (it did not connect within MCP_CONNECT_TIMEOUT_MS), ``failed``,
+    ``needs-auth``, ``disabled``, and ``missing`` when init does not list it at all."""
+    if event.type != "system" or event.subtype != "init":
+        return None
+    return _mcp_servers(event.raw).get(server, "missing")
+
+
 # -- rendering --------------------------------------------------------------------------------
 
 

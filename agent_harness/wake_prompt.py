@@ -36,9 +36,18 @@ As the manager you also have:
 
 
 def wake_prompt(
-    agent: str, sender: str, body: str, pending: int, *, is_manager: bool = False
+    agent: str,
+    sender: str,
+    body: str,
+    pending: int,
+    *,
+    is_manager: bool = False,
+    repos_dir: str | None = None,
 ) -> str:
-    """The prompt for one turn woken by ``body`` from ``sender``; ``pending`` more are waiting."""
+    """The prompt for one turn woken by ``body`` from ``sender``; ``pending`` more are waiting.
+
+    ``repos_dir``: where the manager finds the agents' config repos (one directory per agent).
+    """
     sender_label = _name(sender)
     if sender == OPERATOR_NAME:
         sender_label += " (the human operator)"
@@ -84,6 +93,11 @@ def wake_prompt(
     ]
     if is_manager:
         parts += ["", _MANAGER_TOOLS]
+        if repos_dir:
+            parts.append(
+                f"Each agent's config repo is {repos_dir}/<name> (CLAUDE.md, settings.json, "
+                "agent.nix): edit, git commit, then request_apply_commit with the sha."
+            )
     parts += [
         "",
         "Deal with this message, reply with mcp__hive__send if it needs an answer, then end "

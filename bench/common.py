@@ -204,8 +204,8 @@ def hive_up_env(base: Path, agents: Sequence[str], claude_bin: Path) -> HiveEnv:
     the embedded Temporal, the process backend, the fake claude and free ports everywhere."""
     import random
 
-    from hyperhive.store import agents as agent_store
     from hyperhive.store.db import make_engine, migrate
+    from tests.rig.c0re import register_spawned
     from tests.rig.hive_process import HiveEnv
     from tests.rig.ports import free_ports
 
@@ -215,7 +215,7 @@ def hive_up_env(base: Path, agents: Sequence[str], claude_bin: Path) -> HiveEnv:
     try:
         migrate(engine)
         for name in agents:
-            agent_store.register_agent(engine, name, "local")
+            register_spawned(state, engine, name, "local")
     finally:
         engine.dispose()
     env = HiveEnv.fresh(state)

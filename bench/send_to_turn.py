@@ -59,8 +59,8 @@ from hyperhive.bus import EventBus
 from hyperhive.domain import OPERATOR_NAME
 from hyperhive.models import TurnRequest
 from hyperhive.settings import HiveSettings
-from hyperhive.store import agents as agent_store
 from hyperhive.store.db import make_engine, migrate
+from tests.rig.c0re import register_spawned
 from tests.rig.hive_process import HiveProcess
 
 TARGET_P50_S = 0.060
@@ -150,7 +150,7 @@ async def measure_baseline(base: Path, sends: int, agents: list[str]) -> list[fl
     engine = make_engine(settings.database_url)
     migrate(engine)
     for name in agents:
-        agent_store.register_agent(engine, name, "local")
+        register_spawned(settings.state_path, engine, name, "local")
     bus = EventBus()
     turns = TurnActivities(settings, engine, bus, ProcessBackend(settings))
     sessions = {name: str(uuid.uuid4()) for name in agents}

@@ -14,12 +14,15 @@ Under the state dir, per agent:
   built from, its flake URL and the Nix system), so it is also the agent's flake:
   `nixosConfigurations.container` = hyperhive's agent module + `./agent.nix`.
 
-The config is exactly CONFIG_FILES. A proposed commit is applicable only if its top-level tree
-holds those files as regular blobs and nothing else: no other file (another agent's name, a
-README, a `.gitattributes`), no subdirectory, no submodule, no symlink (even one named
-agent.nix), no `..`/`.git` entry. Apply copies the blobs of that commit into the applied repo and
-commits them, naming the proposed sha and the approver; applying content the applied repo already
-has is a no-op.
+The config is CONFIG_FILES: agent.nix (the container's NixOS module), CLAUDE.md (the agent's
+instructions) and settings.json (Claude Code's settings; optional, as repos made before it existed
+lack it; hyperhive.agent_config reads it). A proposed commit is applicable only if its top-level
+tree holds the required ones and possibly settings.json, as regular blobs, and nothing else: no
+other file (another agent's name, a README, a `.gitattributes`), no subdirectory, no submodule,
+no symlink (even one named agent.nix), no `..`/`.git` entry; and its settings.json must parse.
+Apply copies the blobs of that commit into the applied repo (removing a settings.json the commit
+dropped) and commits them, naming the proposed sha and the approver; applying content the applied
+repo already has is a no-op.
 
 Everything here is synchronous and blocking (run it in a thread from async code); nothing runs at
 import.
@@ -42,10 +45,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hyperhive
+from hyperhive.agent_config import (
+    INSTRUCTIONS_FILE,
+    SETTINGS_FILE,
+    AppliedClaudeFiles,
+    ClaudeSettingsError,
+    parse_claude_settings,
+)
+from hyperhive.config_templates import AGENT_NIX_FILE, initial_config
 from hyperhive.domain import MANAGER_NAME, InvalidName, check_agent_name
 from hyperhive.errors import HiveError
 
-CONFIG_FILES: tuple[str, ...] = ("agent.nix", "CLAUDE.md")
+CONFIG_FILES: tuple[str, ...] = (AGENT_NIX_FILE, INSTRUCTIONS_FILE, SETTINGS_FILE)
+# settings.json is optional: repos made before it existed do not have it.
+REQUIRED_CONFIG_FILES: tuple[str, ...] = (AGENT_NIX_FILE, INSTRUCTIONS_FILE)
 FLAKE_FILE = "flake.nix"
 PIN_FILE = ".hive-pin.json"
 # A config file larger than this is refused (code too_large): it is a NixOS module or a page of
@@ -72,8 +85,8 @@ class RepoError(HiveError):
     """A config-repo operation failed. `code` says why, for programs; the message, for people.
 
     Codes: bad_agent, bad_sha, unknown_sha, ambiguous_sha, not_config_only, missing_config,
-    symlink, path_outside, too_large, not_text, no_repo, not_a_repo, no_pin, no_flake_url,
-    git_failed.
+    symlink, path_outside, too_large, not_text, bad_settings, no_repo, not_a_repo, no_pin,
+    no_flake_url, git_failed.
     """
 
     def __init__(self, code: str, what: str, hint: str = "") -> None:
@@ -324,68 +337,6 @@ def generate_flake(
 """
 
 
-def initial_agent_nix(agent: str) -> str:
-    agent = _agent(agent)
-    return f"""# agent.nix: the NixOS module of agent {agent}'s container (h-{agent}).
-#
-# It is imported next to hyperhive's agent module by the flake hive-c0re generates, so anything a
-# NixOS module can set goes here: extra packages (environment.systemPackages), services, and the
-# hyperhive.agent.* options such as the model. hm1nd edits this file in /agents/{agent} and
-# commits; the change reaches the container only after an operator approves the commit.
-{{ pkgs, ... }}:
-{{
-  # Model for this agent's claude turns; "" = the default.
-  hyperhive.agent.model = "";
-
-  # Tools this agent needs, for example:
-  # environment.systemPackages = [ pkgs.git pkgs.ripgrep ];
-}}
-"""
-
-
-def initial_claude_md(agent: str, purpose: str) -> str:
-    agent = _agent(agent)
-    purpose = purpose.strip() or "(no purpose was given)"
-    common = f"""- Your working directory /work persists between turns; keep notes and work there.
-- You talk to other agents and to the human operator only through the hive MCP tools:
-  `send(to, body)`, `recv(wait_seconds)`, `whoami()` and `set_status(text)`.
-- Each turn starts because a message arrived. Answer whoever wrote to you; keep a short status
-  with `set_status` so the operator sees what you are doing.
-- This file and agent.nix are your configuration (repo /agents/{agent} on hm1nd's side). Changes
-  take effect only after an operator approves them.
-"""
-    if agent == MANAGER_NAME:
-        role = f"""You are **{agent}**, the manager of the hyperhive swarm. You coordinate the other
-agents: you decide which agents exist and what each of them does.
-
-## Purpose
-
-{purpose}
-
-## Standing instructions
-
-{common}- Manager tools: `request_spawn(name, purpose)` asks the operator to create an agent;
-  `kill(name)` stops one; `list_agents()` shows the swarm.
-- Every agent's config is a git repo at /agents/<name>: `agent.nix` (its container's NixOS
-  module) and `CLAUDE.md` (its standing instructions), nothing else (no other files, no
-  subdirectories, no symlinks). Edit, `git commit`, then
-  `request_apply_commit(name, sha, description)`; the operator sees the diff and approves or
-  denies it, and you get a message with the outcome.
-"""
-    else:
-        role = f"""You are **{agent}**, an agent of the hyperhive swarm, running in the container
-h-{agent}. hm1nd, the manager, coordinates the swarm: tell it when you finish a task or are stuck.
-
-## Purpose
-
-{purpose}
-
-## Standing instructions
-
-{common}"""
-    return f"# {agent}\n\n{role}"
-
-
 @dataclass(frozen=True)
 class Pin:
     """What applied/<agent> is built from: recorded in .hive-pin.json."""
@@ -478,7 +429,7 @@ def init_agent_repos(
     agent = _agent(agent)
     proposed = proposed_dir(state_path, agent)
     applied = applied_dir(state_path, agent)
-    config = {"agent.nix": initial_agent_nix(agent), "CLAUDE.md": initial_claude_md(agent, purpose)}
+    config = initial_config(agent, purpose)
     if not _check_existing_repo(applied, "applied repo"):
         pin = Pin(hyperhive_rev, hyperhive_flake_url, host_nix_system())
         flake = generate_flake(
@@ -658,9 +609,12 @@ def _tree_problems(agent: str, entries: Sequence[_Entry]) -> list[tuple[str, str
             )
         else:
             seen.add(name)
-    for name in CONFIG_FILES:
+    for name in REQUIRED_CONFIG_FILES:
         if name not in seen and not any(e.name == name for e in entries):
             problems.append(("missing_config", f"{name} is missing"))
+    names = [e.name for e in entries]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(("not_config_only", f"{name} appears more than once"))
     return problems
 
 
@@ -681,15 +635,19 @@ def _checked_commit(state_path: Path, agent: str, sha: str) -> tuple[str, dict[s
         raise RepoError(
             code,
             f"commit {full[:12]} of {agent} is not a config-only commit: {listing}",
-            f"a commit in /agents/{agent} must hold exactly {' and '.join(CONFIG_FILES)} "
-            "(regular files at the top level) and nothing else",
+            f"a commit in /agents/{agent} must hold {' and '.join(REQUIRED_CONFIG_FILES)}, "
+            f"optionally {SETTINGS_FILE} (regular files at the top level), and nothing else",
         )
     return full, {e.name: e for e in entries}
 
 
 def _read_blobs(state_path: Path, agent: str, entries: Mapping[str, _Entry]) -> dict[str, bytes]:
+    """The commit's config files (those it has), checked: UTF-8 text, a settings.json that
+    parses."""
     blobs: dict[str, bytes] = {}
     for name in CONFIG_FILES:
+        if name not in entries:
+            continue
         data = _proposed_git(state_path, agent, ["cat-file", "blob", entries[name].oid])
         try:
             data.decode("utf-8")
@@ -698,6 +656,10 @@ def _read_blobs(state_path: Path, agent: str, entries: Mapping[str, _Entry]) -> 
                 "not_text", f"{name} in the proposed commit is not UTF-8 text", "save it as UTF-8"
             ) from exc
         blobs[name] = data
+    try:
+        parse_claude_settings(blobs.get(SETTINGS_FILE))
+    except ClaudeSettingsError as exc:
+        raise RepoError("bad_settings", exc.what, exc.hint) from None
     return blobs
 
 
@@ -710,15 +672,21 @@ def validate_commit(state_path: Path, agent: str, sha: str) -> list[str]:
     """Check that proposed commit `sha` is applicable; return the config files whose content
     differs from the applied repo's HEAD (in CONFIG_FILES order; [] = nothing to apply).
 
-    Applicable: the commit's top-level tree holds exactly CONFIG_FILES, each a regular file
-    (mode 100644/100755) of at most MAX_CONFIG_BYTES of UTF-8; anything else (another file,
-    a directory, a submodule, a symlink, a `..` or `.git` entry, a missing config file) raises
-    RepoError.
+    Applicable: the commit's top-level tree holds REQUIRED_CONFIG_FILES and maybe settings.json,
+    each a regular file (mode 100644/100755) of at most MAX_CONFIG_BYTES of UTF-8, and its
+    settings.json parses; anything else (another file, a directory, a submodule, a symlink, a
+    `..` or `.git` entry, a missing config file) raises RepoError. A file the commit drops
+    (settings.json) counts as changed.
     """
     _, entries = _checked_commit(state_path, agent, sha)
     _read_blobs(state_path, agent, entries)
     applied = _applied_oids(state_path, agent)
-    return [name for name in CONFIG_FILES if applied.get(name) != entries[name].oid]
+    return [name for name in CONFIG_FILES if applied.get(name) != _oid(entries, name)]
+
+
+def _oid(entries: Mapping[str, _Entry], name: str) -> str | None:
+    entry = entries.get(name)
+    return entry.oid if entry is not None else None
 
 
 def diff_against_applied(state_path: Path, agent: str, sha: str) -> str:
@@ -757,6 +725,30 @@ def applied_head(state_path: Path, agent: str) -> str:
     return _applied_git(state_path, agent, ["rev-parse", "--verify", "HEAD"]).decode().strip()
 
 
+def applied_claude_files(state_path: Path, agent: str) -> AppliedClaudeFiles:
+    """CLAUDE.md and settings.json as applied (the applied work tree, which only hive-c0re
+    writes), read under the apply lock (shared) so a turn never sees half of an apply."""
+    repo = _applied_repo(state_path, _agent(agent))
+    with (repo / ".git" / "hive-c0re.lock").open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+        try:
+            return AppliedClaudeFiles(
+                instructions=_read_no_follow(repo / INSTRUCTIONS_FILE) or b"",
+                settings=_read_no_follow(repo / SETTINGS_FILE),
+            )
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _read_no_follow(path: Path) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
 def _reset_to_head(state_path: Path, agent: str) -> None:
     """Drop whatever an interrupted write left in the applied work tree or index."""
     _applied_git(state_path, agent, ["reset", "-q", "--hard", "HEAD"])
@@ -776,11 +768,14 @@ def apply_commit(state_path: Path, agent: str, sha: str, *, approver: str) -> st
         blobs = _read_blobs(state_path, agent, entries)
         _reset_to_head(state_path, agent)
         current = _applied_oids(state_path, agent)
-        if all(current.get(name) == entries[name].oid for name in CONFIG_FILES):
+        if all(current.get(name) == _oid(entries, name) for name in CONFIG_FILES):
             return None
         for name in CONFIG_FILES:
-            _write_file(repo / name, blobs[name])
-        _applied_git(state_path, agent, ["add", "--", *CONFIG_FILES])
+            if name in blobs:
+                _write_file(repo / name, blobs[name])
+            elif name in current:
+                (repo / name).unlink(missing_ok=True)
+        _applied_git(state_path, agent, ["add", "-A", "--", *CONFIG_FILES])
         message = (
             f"Apply {agent} config {full[:12]}, approved by {approver}\n\n"
             f"Proposed-Commit: {full}\nApproved-By: {approver}\n"

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from hyperhive.agent_config import ClaudeDefaults
 from hyperhive.broker import Broker
 from hyperhive.lifecycle import Lifecycle
 from hyperhive.metrics import HiveMetrics
@@ -24,3 +25,6 @@ class CoreRuntime:
     metrics: HiveMetrics
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     workers_running: bool = False
+    # The container backend's name and the claude defaults it implies (set once it is chosen).
+    backend_name: str = ""
+    claude_defaults: ClaudeDefaults = field(default_factory=ClaudeDefaults)

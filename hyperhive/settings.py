@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ContainerBackendName = Literal["auto", "nixos", "bwrap", "process"]
@@ -81,12 +81,38 @@ class HiveSettings(BaseSettings):
     claude_bin: str = Field(default="claude", description="The claude CLI (path or name on PATH).")
     model: str = Field(default="", description="Default model for agents. Empty = CLI default.")
 
+    model_base_url: str = Field(
+        default="",
+        description="The Anthropic Messages API agents use (e.g. a gateway or a local model "
+        "server). Empty = ANTHROPIC_BASE_URL from HIVE_AGENT_EXTRA_ENV, else "
+        "https://api.anthropic.com.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Host-wide Anthropic API key for every agent that has no login of its own "
+        "(pasted on its page or `hive login`). Never printed.",
+    )
+    oauth_token: SecretStr | None = Field(
+        default=None,
+        description="Host-wide Claude OAuth token (`claude setup-token`) for every agent that has "
+        "no login of its own; an API key (HIVE_API_KEY) wins over it. Never printed.",
+    )
     permission_mode: Literal[
-        "acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan"
+        "", "acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan"
     ] = Field(
-        default="default",
-        description="claude --permission-mode for agent turns (hive's MCP tools are always "
-        "allowed).",
+        default="",
+        description="Default claude --permission-mode of agents whose settings.json sets none. "
+        "Empty = bypassPermissions in a sandbox (bwrap, nixos: the sandbox is the boundary), "
+        "acceptEdits under the process backend (no sandbox: file edits in the work dir only). "
+        "hive's MCP tools are always allowed.",
+    )
+    sandbox_uid: int = Field(
+        default=990000,
+        ge=1,
+        le=2**32 - 2,
+        description="When hive-c0re runs as root, the unprivileged host uid (and gid) bwrap "
+        "sandboxes run as, in a user namespace where they look like root. Agents' data dirs "
+        "are given to it.",
     )
     agent_extra_env: dict[str, str] = Field(
         default_factory=dict,

@@ -38,11 +38,33 @@ def ready_banner(runtime: CoreRuntime) -> str:
         ]
     else:
         rows.append(("temporal", f"{s.temporal_target} (namespace {s.temporal_namespace})"))
-    rows += [("store", s.database_url), ("state dir", str(s.state_path))]
+    rows += [
+        ("backend", backend_line(runtime)),
+        ("store", s.database_url),
+        ("state dir", str(s.state_path)),
+    ]
     width = max(len(name) for name, _ in rows)
     lines = [READY_LINE] + [f"  {name:<{width}}  {value}" for name, value in rows]
     lines.append("Ctrl-C stops everything.")
     return "\n".join(lines)
+
+
+def backend_line(runtime: CoreRuntime) -> str:
+    """Where agents run and what their tools may do there: the one thing a new user must know."""
+    mode = runtime.claude_defaults.mode
+    if runtime.claude_defaults.sandboxed:
+        return (
+            f"{runtime.backend_name} (each agent in its own sandbox; its tools run without "
+            f"prompts inside: {mode})"
+        )
+    if mode in ("bypassPermissions", "auto"):
+        allowed = f"yet HIVE_PERMISSION_MODE={mode} lets their tools do anything hive-c0re can"
+    else:
+        allowed = f"so their claude may only edit files in their work dir ({mode}; no Bash)"
+    return (
+        f"{runtime.backend_name}: NO SANDBOX. Agents run as plain processes, {allowed}. "
+        "Install bubblewrap for sandboxed agents with their full tools."
+    )
 
 
 def _install_stop_handlers(stop: asyncio.Event) -> None:

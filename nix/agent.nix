@@ -9,6 +9,7 @@
 #   /run/hive      <run dir>/agents/<name>/: its MCP socket mcp.sock, which is its identity
 #   /root/.claude  its credentials and claude's sessions
 #   /work          its working directory
+#   /hive/config   read-only: its applied CLAUDE.md and settings.json, written before each turn
 #   /agents        hm1nd only: every agent's proposed config repo
 # Turns run as `nixos-container run h-<name> -- … claude -p …` with the hive MCP server
 # `hive-agent mcp`; both are on the container's PATH (environment.systemPackages).
@@ -92,15 +93,18 @@ in
       description = "The agent's name; its container is h-<name>. Set by the generated flake.";
     };
 
+    # No longer read: an agent's model and permissions are Claude Code's own settings, in the
+    # settings.json of its config repo, which every backend's turns read (hyperhive.agent_config).
+    # Kept so that an agent.nix that still sets them evaluates; a warning says where they went.
     model = lib.mkOption {
       type = lib.types.str;
       default = "";
-      example = "claude-sonnet-4-5";
-      description = "Model for this agent's claude turns; empty = the default (HIVE_MODEL).";
+      description = "Deprecated and ignored: set \"model\" in the agent's settings.json.";
     };
 
     permissionMode = lib.mkOption {
       type = lib.types.enum [
+        ""
         "acceptEdits"
         "auto"
         "bypassPermissions"
@@ -108,10 +112,10 @@ in
         "dontAsk"
         "plan"
       ];
-      default = "default";
+      default = "";
       description = ''
-        claude --permission-mode for this agent's turns (HIVE_PERMISSION_MODE); hive's MCP tools
-        are always allowed.
+        Deprecated and ignored: set "permissions": { "defaultMode": … } in the agent's
+        settings.json.
       '';
     };
 
@@ -179,10 +183,8 @@ in
       ]
       ++ cfg.extraPackages;
 
-      # The agent's own settings, for the harness and hive-c0re to read.
-      environment.etc."hyperhive/agent.json".text = builtins.toJSON {
-        inherit (cfg) name model permissionMode;
-      };
+      # Who this container is, for people and tools inside it.
+      environment.etc."hyperhive/agent.json".text = builtins.toJSON { inherit (cfg) name; };
     }
 
     (lib.mkIf (cfg.network.nameservers != [ ]) {
@@ -203,10 +205,16 @@ in
       };
     })
     {
-      warnings = lib.optional (cfg.network.restrictEgress && !config.networking.firewall.enable) ''
-        hyperhive.agent.network.restrictEgress needs networking.firewall.enable in the container:
-        without it agent ${cfg.name} can reach its host's and LAN's addresses.
-      '';
+      warnings =
+        lib.optional (cfg.network.restrictEgress && !config.networking.firewall.enable) ''
+          hyperhive.agent.network.restrictEgress needs networking.firewall.enable in the container:
+          without it agent ${cfg.name} can reach its host's and LAN's addresses.
+        ''
+        ++ lib.optional (cfg.model != "" || cfg.permissionMode != "") ''
+          hyperhive.agent.model and hyperhive.agent.permissionMode are ignored: agent ${cfg.name}'s
+          model and permissions are "model" and "permissions" in the settings.json of its config
+          repo.
+        '';
     }
   ];
 }

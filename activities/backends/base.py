@@ -19,6 +19,10 @@ class AgentView:
     home: str
     work: str
     mcp_socket: str
+    # The agent's applied Claude Code config (CLAUDE.md, settings.json), read-only.
+    config: str = "/hive/config"
+    # hm1nd only: every agent's proposed config repo, one directory per agent.
+    repos: str = "/agents"
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,9 @@ class BackendError(HiveError):
 
 class ContainerBackend(Protocol):
     name: str
+    # Whether agents run inside a sandbox that is their security boundary (bwrap, nixos): then
+    # their claude may use its tools without prompts by default.
+    sandboxed: bool
 
     def view(self, agent: str) -> AgentView:
         """Where the agent's HOME, working dir and MCP socket are, inside the container."""

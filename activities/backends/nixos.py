@@ -197,6 +197,8 @@ class CliResult:
 
 class NixosBackend:
     name = "nixos"
+    # The container is the security boundary: agents' tools run without prompts inside.
+    sandboxed = True
 
     def __init__(
         self,

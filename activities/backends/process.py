@@ -19,6 +19,7 @@ from activities.backends.base import (
     ContainerSpec,
     ContainerStatus,
 )
+from activities.backends.mounts import CONFIG_SUBDIR
 from hyperhive.child_process import dying_with_parent
 from hyperhive.settings import HiveSettings
 
@@ -33,6 +34,8 @@ WARNING = (
 
 class ProcessBackend:
     name = "process"
+    # No sandbox: agents' claude keeps a narrow default (hyperhive.agent_config).
+    sandboxed = False
 
     def __init__(self, settings: HiveSettings) -> None:
         self._settings = settings
@@ -44,6 +47,8 @@ class ProcessBackend:
             home=str(base / "home"),
             work=str(base / "work"),
             mcp_socket=str(self._settings.agent_socket_path(agent)),
+            config=str(base / CONFIG_SUBDIR),
+            repos=str(self._settings.state_path / "proposed"),
         )
 
     def hive_agent_command(self) -> list[str]:

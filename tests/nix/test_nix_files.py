@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from hyperhive import config_repo
+from hyperhive import config_repo, config_templates
 from hyperhive.domain import AGENT_NAME_PATTERN, MANAGER_NAME
 from hyperhive.embedded_temporal import DYNAMIC_CONFIG, SEARCH_ATTRIBUTES, start_dev_command
 from hyperhive.settings import ContainerBackendName, HiveSettings
@@ -585,9 +585,10 @@ def test_agent_options_match_hive(default_agent: Any) -> None:
     # Nix's builtins.match matches whole strings: ^…$ there is \A…\Z in Python.
     python_pattern = AGENT_NAME_PATTERN.pattern.removeprefix("\\A").removesuffix("\\Z")
     assert options["name"]["pattern"] == f"^{python_pattern}$"
-    assert options["model"]["default"] == field_default("model")
+    # Deprecated (settings.json has them now) but still accepted, with the same values as hive.
+    assert options["model"]["default"] == ""
     mode = HiveSettings.model_fields["permission_mode"]
-    assert options["permissionMode"]["default"] == mode.default
+    assert options["permissionMode"]["default"] == mode.default == ""
     assert set(options["permissionMode"]["values"]) == set(typing.get_args(mode.annotation))
     assert options["extraPackages"]["default"] == []
     assert options["network.allowedTCPPorts"]["default"] == [443]
@@ -603,25 +604,27 @@ def test_agent_container_base(default_agent: Any) -> None:
     assert any("-claude-code-" in p for p in packages), packages
     assert config["networking"]["hostName"] == "h-alice"
     agent_json = json.loads(config["environment"]["etc"]["hyperhive/agent.json"]["text"])
-    assert agent_json == {"name": "alice", "model": "", "permissionMode": "default"}
+    assert agent_json == {"name": "alice"}
     assert config["warnings"] == []
 
 
 def test_agent_settings(nix: Nix) -> None:
-    evaluated = agent(
-        nix,
-        model="claude-sonnet-4-5",
-        permissionMode="acceptEdits",
-        extraPackages=[],
-        network={"nameservers": ["9.9.9.9"]},
-    )
+    evaluated = agent(nix, extraPackages=[], network={"nameservers": ["9.9.9.9"]})
     config = evaluated["config"]
-    agent_json = json.loads(config["environment"]["etc"]["hyperhive/agent.json"]["text"])
-    assert agent_json["model"] == "claude-sonnet-4-5"
-    assert agent_json["permissionMode"] == "acceptEdits"
+    assert config["warnings"] == []
     assert config["networking"]["useHostResolvConf"] is False
     assert config["networking"]["nameservers"] == ["9.9.9.9"]
     assert agent(nix, MANAGER_NAME)["config"]["networking"]["hostName"] == f"h-{MANAGER_NAME}"
+
+
+def test_an_agent_nix_still_setting_the_model_evaluates_with_a_warning(nix: Nix) -> None:
+    """Model and permissions moved to settings.json; an old agent.nix must not break its build."""
+    config = agent(nix, model="claude-sonnet-4-5", permissionMode="acceptEdits")["config"]
+    assert json.loads(config["environment"]["etc"]["hyperhive/agent.json"]["text"]) == {
+        "name": "alice"
+    }
+    [warning] = config["warnings"]
+    assert "settings.json" in warning and "ignored" in warning
 
 
 def test_agent_names_are_checked(nix: Nix) -> None:
@@ -673,7 +676,7 @@ def write_agent_flake(directory: Path, name: str, url: str, rev: str) -> str:
     flake = config_repo.generate_flake(name, hyperhive_flake_url=url, hyperhive_rev=rev)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "flake.nix").write_text(flake)
-    (directory / "agent.nix").write_text(config_repo.initial_agent_nix(name))
+    (directory / "agent.nix").write_text(config_templates.initial_agent_nix(name))
     return flake
 
 

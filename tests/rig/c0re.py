@@ -24,6 +24,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from hyperhive import config_repo
 from hyperhive.models import AgentStatus, Message
 from hyperhive.store import agents as agent_store
 from hyperhive.store import messages as message_store
@@ -116,6 +117,19 @@ class RunningC0re:
 StartC0re = Callable[..., Awaitable[RunningC0re]]
 
 
+def register_spawned(state: Path, engine: Any, name: str, host_id: str, purpose: str = "") -> None:
+    """An agent as an approved spawn leaves it before its container: its config repos (whose
+    applied CLAUDE.md and settings.json its turns run with) and its row in the store."""
+    config_repo.init_agent_repos(
+        state,
+        name,
+        purpose=purpose or f"test agent {name}",
+        hyperhive_rev=config_repo.hyperhive_revision(),
+        hyperhive_flake_url=str(config_repo.hyperhive_checkout() or "/nonexistent"),
+    )
+    agent_store.register_agent(engine, name, host_id)
+
+
 @pytest.fixture
 async def start_c0re(
     tmp_path: Path,
@@ -133,7 +147,7 @@ async def start_c0re(
         migrate(engine)
         host_id = f"t{uuid.uuid4().hex[:10]}"
         for name in agents:
-            agent_store.register_agent(engine, name, host_id)
+            register_spawned(state, engine, name, host_id)
         engine.dispose()
         env = HiveEnv.fresh(state)
         env.extra.update(

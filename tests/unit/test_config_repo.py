@@ -85,10 +85,11 @@ def commit_change(state: Path, path: str, text: str, message: str = "change") ->
 
 
 def set_model(state: Path, model: str) -> str:
+    """hm1nd's most common change: the agent's model, in its Claude Code settings.json."""
     repo = proposed(state)
-    text = (repo / "agent.nix").read_text()
-    text = text.replace('hyperhive.agent.model = "";', f'hyperhive.agent.model = "{model}";')
-    return commit_change(state, "agent.nix", text, f"model {model}")
+    settings = json.loads((repo / "settings.json").read_text())
+    settings["model"] = model
+    return commit_change(state, "settings.json", json.dumps(settings, indent=2) + "\n", model)
 
 
 def commit_tree(state: Path, entries: list[tuple[str, str, str, str]]) -> str:
@@ -118,15 +119,17 @@ def refused(state: Path, sha: str) -> RepoError:
 
 def test_init_creates_both_repos_with_the_initial_config(state: Path) -> None:
     p, a = proposed(state), applied(state)
-    assert git(p, "ls-files").split() == ["CLAUDE.md", "agent.nix"]
+    assert git(p, "ls-files").split() == ["CLAUDE.md", "agent.nix", "settings.json"]
     assert sorted(git(a, "ls-files").split()) == sorted(
-        [".hive-pin.json", "CLAUDE.md", "agent.nix", "flake.nix"]
+        [".hive-pin.json", "CLAUDE.md", "agent.nix", "flake.nix", "settings.json"]
     )
     for name in CONFIG_FILES:
         assert (p / name).read_bytes() == (a / name).read_bytes()
     agent_nix = (p / "agent.nix").read_text()
-    assert 'hyperhive.agent.model = "";' in agent_nix
-    assert "NixOS module" in agent_nix
+    assert "NixOS module" in agent_nix and "settings.json" in agent_nix
+    assert json.loads((p / "settings.json").read_text()) == {
+        "permissions": {"allow": [], "deny": []}
+    }
     claude_md = (p / "CLAUDE.md").read_text()
     assert "Review pull requests." in claude_md and "**alpha**" in claude_md
     # committed, clean, by hive-c0re; hm1nd's later commits carry hm1nd's name
@@ -298,10 +301,10 @@ def test_the_applied_repo_evaluates_as_a_flake(state: Path, tmp_path: Path) -> N
 
 
 @needs_nix
-def test_initial_agent_nix_is_a_module_setting_the_model(state: Path, tmp_path: Path) -> None:
+def test_initial_agent_nix_is_an_empty_module(state: Path, tmp_path: Path) -> None:
     expr = tmp_path / "eval.nix"
     expr.write_text(f"import {applied(state) / 'agent.nix'} {{ pkgs = {{ }}; lib = {{ }}; }}\n")
-    assert nix_eval(expr) == {"hyperhive": {"agent": {"model": ""}}}
+    assert nix_eval(expr) == {}
 
 
 def test_flake_input_url_pins_the_revision() -> None:
@@ -365,10 +368,10 @@ def test_a_branch_named_like_a_short_sha_does_not_shadow_it(state: Path) -> None
 
 def test_validate_returns_the_changed_files(state: Path) -> None:
     sha = set_model(state, "opus")
-    assert cr.validate_commit(state, AGENT, sha) == ["agent.nix"]
+    assert cr.validate_commit(state, AGENT, sha) == ["settings.json"]
     text = (proposed(state) / "CLAUDE.md").read_text() + "\nBe brief.\n"
     sha2 = commit_change(state, "CLAUDE.md", text)
-    assert cr.validate_commit(state, AGENT, sha2[:10]) == ["agent.nix", "CLAUDE.md"]
+    assert cr.validate_commit(state, AGENT, sha2[:10]) == ["CLAUDE.md", "settings.json"]
 
 
 def test_validate_refuses_a_commit_adding_another_file(state: Path) -> None:
@@ -463,7 +466,7 @@ def test_the_proposed_repos_git_config_is_never_obeyed(state: Path, tmp_path: Pa
         (hooks / hook).write_text(f"#!/bin/sh\ntouch {marker}\n")
         (hooks / hook).chmod(0o755)
     assert not marker.exists()
-    assert cr.validate_commit(state, AGENT, sha) == ["agent.nix"]
+    assert cr.validate_commit(state, AGENT, sha) == ["settings.json"]
     assert '"opus"' in cr.diff_against_applied(state, AGENT, sha)
     assert cr.apply_commit(state, AGENT, sha, approver="ops") is not None
     assert not marker.exists()
@@ -475,10 +478,9 @@ def test_the_proposed_repos_git_config_is_never_obeyed(state: Path, tmp_path: Pa
 def test_diff_shows_the_change_against_applied(state: Path) -> None:
     sha = set_model(state, "opus")
     diff = cr.diff_against_applied(state, AGENT, sha[:8])
-    assert "--- a/agent.nix" in diff and "+++ b/agent.nix" in diff
-    assert '-  hyperhive.agent.model = "";' in diff
-    assert '+  hyperhive.agent.model = "opus";' in diff
-    assert "CLAUDE.md" not in diff
+    assert "--- a/settings.json" in diff and "+++ b/settings.json" in diff
+    assert '+  "model": "opus"' in diff
+    assert "CLAUDE.md" not in diff and "agent.nix" not in diff
     assert cr.diff_against_applied(state, AGENT, git(proposed(state), "rev-parse", "HEAD~1")) == ""
 
 
@@ -626,7 +628,7 @@ async def test_activities_wrap_the_helpers(tmp_path: Path) -> None:
     sha = set_model(tmp_path, "opus")
 
     check = await env.run(acts.validate_commit, CommitRef(agent=AGENT, sha=sha[:7]))
-    assert check.full_sha == sha and check.files == ["agent.nix"] and '"opus"' in check.diff
+    assert check.full_sha == sha and check.files == ["settings.json"] and '"opus"' in check.diff
     assert await env.run(acts.diff_against_applied, CommitRef(agent=AGENT, sha=sha)) == check.diff
 
     done = await env.run(acts.apply_commit, ApplyInput(agent=AGENT, sha=sha, approver="ops"))
@@ -660,3 +662,49 @@ async def test_activity_errors_are_typed_and_non_retryable(tmp_path: Path) -> No
         await env.run(acts.apply_commit, ApplyInput(agent=AGENT, sha=sha, approver="ops"))
     assert info.value.type == "RepoError:not_config_only" and info.value.non_retryable
     assert cr.RepoError("git_failed", "x").retryable
+
+
+# --- settings.json: Claude Code's settings beside agent.nix and CLAUDE.md -------------------------
+
+
+def test_a_settings_json_that_claude_would_misread_is_refused_saying_why(state: Path) -> None:
+    for text, why in (
+        ("{ model: opus }", "not valid JSON"),
+        ("[]", "must be a JSON object"),
+        ('{"permissions": {"defaultMode": "yolo"}}', "defaultMode 'yolo'"),
+        ('{"permissions": {"deny": "Bash"}}', "permissions.deny must be a list"),
+        ('{"model": 3}', "model must be a model name"),
+    ):
+        err = refused(state, commit_change(state, "settings.json", text))
+        assert err.code == "bad_settings" and why in err.what, (text, err.what)
+        assert err.hint
+
+
+def test_settings_json_is_optional_and_dropping_it_is_a_change_that_applies(state: Path) -> None:
+    """Repos made before settings.json existed have only agent.nix and CLAUDE.md."""
+    git(proposed(state), "rm", "-q", "settings.json")
+    git(proposed(state), "commit", "-q", "-m", "no settings")
+    sha = git(proposed(state), "rev-parse", "HEAD")
+    assert cr.validate_commit(state, AGENT, sha) == ["settings.json"]
+    assert cr.apply_commit(state, AGENT, sha, approver="ops") is not None
+    assert not (applied(state) / "settings.json").exists()
+    assert "settings.json" not in git(applied(state), "ls-files").split()
+    assert cr.applied_claude_files(state, AGENT).settings is None
+
+
+def test_a_tree_naming_a_config_file_twice_is_refused(state: Path) -> None:
+    entries = config_entries(state)
+    err = refused(state, commit_tree(state, [*entries, entries[0]]))
+    assert err.code == "not_config_only" and "more than once" in err.what
+
+
+def test_applied_claude_files_are_what_was_approved(state: Path) -> None:
+    before = cr.applied_claude_files(state, AGENT)
+    assert b"Review pull requests." in before.instructions
+    assert before.settings is not None and json.loads(before.settings)["permissions"]
+    sha = set_model(state, "opus")
+    # Proposed, not applied: the turn still gets the applied files.
+    assert cr.applied_claude_files(state, AGENT) == before
+    cr.apply_commit(state, AGENT, sha, approver="ops")
+    after = cr.applied_claude_files(state, AGENT)
+    assert after.settings is not None and json.loads(after.settings)["model"] == "opus"

@@ -40,7 +40,15 @@ def test_first_turn_argv() -> None:
     assert "--strict-mcp-config" in argv
     assert flag_values(argv, "--allowedTools") == ["mcp__hive"]
     assert flag_values(argv, "--permission-mode") == ["default"]
-    for absent in ("--model", "--max-turns", "--append-system-prompt"):
+    for absent in (
+        "--model",
+        "--max-turns",
+        "--append-system-prompt",
+        "--append-system-prompt-file",
+        "--settings",
+        "--setting-sources",
+        "--add-dir",
+    ):
         assert absent not in argv
     # No positional prompt: it goes on stdin.
     assert all(
@@ -69,6 +77,32 @@ def test_resume_and_options() -> None:
     assert flag_values(argv, "--permission-mode") == ["bypassPermissions"]
     # Variadic flags come last so nothing after them can be swallowed.
     assert argv[-3:] == ["--allowedTools", "mcp__hive", "Bash(git log:*)"]
+
+
+def test_the_agents_own_config_and_only_it() -> None:
+    """CLAUDE.md is appended to the system prompt; settings.json is the only settings source (the
+    agent could write ~/.claude/settings.json or /work/.claude itself); hm1nd gets /agents."""
+    argv = claude_argv(
+        "claude",
+        session_id=SID,
+        resume=False,
+        mcp_config={},
+        append_system_prompt_file="/hive/config/CLAUDE.md",
+        settings_file="/hive/config/settings.json",
+        add_dirs=("/agents",),
+    )
+    assert flag_values(argv, "--append-system-prompt-file") == ["/hive/config/CLAUDE.md"]
+    assert flag_values(argv, "--settings") == ["/hive/config/settings.json"]
+    assert argv[argv.index("--setting-sources") + 1] == ""
+    assert flag_values(argv, "--add-dir") == ["/agents"]
+    # Variadic --add-dir is followed only by flags.
+    assert argv[argv.index("--add-dir") + 2].startswith("--")
+
+
+def test_without_a_sandbox_claude_is_not_told_it_has_one() -> None:
+    """IS_SANDBOX lets root bypass permissions; without a sandbox claude keeps refusing that."""
+    assert "IS_SANDBOX" not in claude_env({}, home="/h", sandboxed=False)
+    assert claude_env({}, home="/h")["IS_SANDBOX"] == "1"
 
 
 def test_no_allowed_tools() -> None:
@@ -122,6 +156,7 @@ def test_claude_env() -> None:
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "IS_SANDBOX": "1",
         "MCP_CONNECTION_NONBLOCKING": "0",
+        "MCP_CONNECT_TIMEOUT_MS": "60000",
         "CLAUDE_CODE_OAUTH_TOKEN": "tok",
         "X": "y",
     }

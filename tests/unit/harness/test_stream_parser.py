@@ -13,6 +13,7 @@ from agent_harness.stream_parser import (
     StreamEvent,
     TurnAccumulator,
     TurnOutcome,
+    init_server_status,
     outcome_of_lines,
     parse_line,
     render,
@@ -171,6 +172,17 @@ def test_pending_mcp_server_is_not_a_failure() -> None:
     result = outcome("not_logged_in")
     assert result.mcp_servers == {"echo": "pending"}
     assert result.mcp_failed == []
+
+
+def test_the_status_of_one_server_is_read_off_init_alone() -> None:
+    """What the turn checks before the model acts: is the hive server connected?"""
+    [init, *rest] = [parse_line(line) for line in lines("mcp_failed")]
+    assert init_server_status(init, "echo") == "connected"
+    assert init_server_status(init, "broken") == "failed"
+    assert init_server_status(init, "hive") == "missing"
+    assert all(init_server_status(event, "echo") is None for event in rest)
+    pending = parse_line(lines("not_logged_in")[0])
+    assert init_server_status(pending, "echo") == "pending"
 
 
 def test_permission_denials() -> None:

@@ -40,6 +40,9 @@ def test_manager_prompt() -> None:
     assert "Another agent wrote it" not in prompt
     for tool in ("list_agents", "request_spawn", "request_apply_commit", "kill"):
         assert f"mcp__hive__{tool}(" in prompt
+    assert "config repo is" not in prompt
+    located = wake_prompt("hm1nd", "operator", "x", 0, is_manager=True, repos_dir="/srv/p")
+    assert "config repo is /srv/p/<name>" in located
 
 
 def test_body_cannot_close_the_fence() -> None:
