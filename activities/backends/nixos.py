@@ -291,7 +291,13 @@ class NixosBackend:
                     kind = Kind.UPDATE_FAILED
                 raise self._failure(result, kind)
             self._make_sources(spec.mounts)
-            self._write_flags(name, flags)
+            mounts_changed = self._write_flags(name, flags)
+        if mounts_changed and await self.status(spec.agent) is ContainerStatus.UP:
+            # nspawn reads its bind mounts only when the container starts (e.g. a hyperhive
+            # update that adds one): restart it so the next turn has them.
+            log.info("bind mounts of %s changed: restarting it", name)
+            await self.stop(spec.agent)
+            await self.start(spec.agent)
 
     async def destroy(self, agent: str) -> None:
         name = self._container(agent)
@@ -464,9 +470,9 @@ class NixosBackend:
     def _conf(self, name: str) -> Path:
         return self._conf_dir / f"{name}.conf"
 
-    def _write_flags(self, name: str, flags: str) -> None:
+    def _write_flags(self, name: str, flags: str) -> bool:
         """Put EXTRA_NSPAWN_FLAGS into an existing .conf (never create one: that is the CLI's
-        record that the container exists)."""
+        record that the container exists). True if that changed the .conf."""
         conf = self._conf(name)
         try:
             text = conf.read_text()
@@ -483,11 +489,12 @@ class NixosBackend:
             lines.append(f'{_FLAGS_LINE}"{flags}"')
         new = "".join(f"{line}\n" for line in lines)
         if new == text:
-            return
+            return False
         temp = conf.with_name(f".{conf.name}.hive-tmp")
         temp.write_text(new)
         os.chmod(temp, mode)
         os.replace(temp, conf)
+        return True
 
     def _make_sources(self, mounts: Sequence[Mount]) -> None:
         for mount in mounts:

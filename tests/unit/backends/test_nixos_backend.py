@@ -6,6 +6,7 @@ Every test asserts the exact command lines (argv and cwd) the backend ran, from 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -101,6 +102,7 @@ def expected_flags(settings: HiveSettings, agent: str) -> str:
         f"--bind={settings.run_path}/agents/{agent}:/run/hive",
         f"--bind={state}/agents/{agent}/home/.claude:/root/.claude",
         f"--bind={state}/agents/{agent}/work:/work",
+        f"--bind-ro={state}/agents/{agent}/config:/hive/config",
     ]
     if agent == "hm1nd":
         flags.append(f"--bind={state}/proposed:/agents")
@@ -538,6 +540,27 @@ async def test_update_rebuilds_reloads_and_keeps_the_flags(
     assert fake.calls()[-1]["cwd"] == workdir(settings, "h-alpha")
     assert fake.unit("h-alpha")["system"] != first  # reloaded into the new system
     assert conf_flags(fake, "h-alpha") == [expected_flags(settings, "alpha")]
+
+
+async def test_update_restarts_a_running_container_whose_bind_mounts_changed(
+    backend: NixosBackend, settings: HiveSettings, fake: FakeInstall
+) -> None:
+    """A container made by an older hyperhive lacks a mount (here: the agent's config dir); nspawn
+    reads mounts only at start, so an update that adds one restarts the container."""
+    the_spec = spec(settings, "alpha")
+    old = ContainerSpec(the_spec.agent, the_spec.flake_dir, the_spec.mounts[:3])
+    await backend.create(old)
+    await backend.start("alpha")
+    assert "/hive/config" not in json.dumps(fake.unit("h-alpha")["nspawn_flags"])
+
+    await backend.update(the_spec)
+    assert fake.argvs()[-2:] == [["stop", "h-alpha"], ["start", "h-alpha"]]
+    assert "/hive/config" in json.dumps(fake.unit("h-alpha")["nspawn_flags"])
+    assert await backend.status("alpha") is ContainerStatus.UP
+
+    calls = len(fake.argvs())
+    await backend.update(the_spec)  # nothing changed: no restart
+    assert [a[0] for a in fake.argvs()[calls:]] == ["update"]
 
 
 async def test_update_build_failure_is_update_failed(
