@@ -8,8 +8,31 @@ Point the CLI at it with ``ANTHROPIC_BASE_URL=fake.base_url`` and any ``ANTHROPI
         assert fake.last_tool_results()[0]["content"] ...
 
 Turn requests (those that carry ``tools``) consume the script, one step per request; side
-requests (no ``tools``: titles, probes) get a short text and leave the script alone. With the
-script empty, ``responder`` decides; without one the model says ``NOTHING_SCRIPTED``.
+requests (no ``tools``: titles, probes) get a short text and leave every script alone. A request
+takes its step from the first ``script_when(predicate, ...)`` queue (in the order they were
+registered) whose predicate accepts it and that still holds a step, else from the global
+``script()`` FIFO; with both empty, ``responder`` decides; without one the model says
+``NOTHING_SCRIPTED``.
+
+A step may be a callable ``(RecordedRequest) -> Step``, run when its request arrives, so its input
+can come from what the model was just sent (a tool's output). The built-in tools have typed
+``ToolUse`` helpers with the input shapes claude 2.1.197 offers: ``Bash``, ``Read``, ``Write``,
+``Edit``. ``RecordedRequest`` tells what reached the model: ``system_text``, ``model``,
+``tool_names``, ``tool_result_texts``/``last_tool_result``, ``messages_text``, ``prompt``::
+
+    fake.script_when(
+        for_agent("alice"),  # tests.rig.agent_scripts: alice's turn requests only
+        Bash("git rev-parse HEAD", "Show the commit"),
+        lambda r: ToolUse("mcp__hive__request_apply_commit",
+                          {"name": "alice", "sha": (r.last_tool_result or "").strip(),
+                           "description": "new prompt"}),
+        Text("asked"),
+    )
+    ...run claude -p --permission-mode bypassPermissions (IS_SANDBOX=1 as root)...
+    assert "MARKER" in fake.turn_requests()[0].system_text
+
+A callable step or predicate that raises is a test bug, kept in ``errors`` (the pytest fixture
+fails the test) and answered with a 500, as is a broken ``responder``.
 
 The server is uvicorn in a daemon thread on a socket bound and listening before the thread starts,
 so ``base_url`` accepts connections at once (the kernel queues them) and nothing polls for
@@ -41,6 +64,25 @@ Observed with claude 2.1.197 (beyond /work/shared/REFERENCE.md §1), API key aut
 - A hung request with ``API_TIMEOUT_MS=2000`` ends the run in ~2 s: ``is_error`` true,
   ``api_error_status`` null, ``result`` "Request timed out", rc 1.
 - ``--resume <id>`` sends the earlier exchange again, followed by the new prompt.
+- Built-in tools under ``--permission-mode bypassPermissions``: ``tools`` offers ``Bash``,
+  ``Read``, ``Write``, ``Edit`` and more, but **no ``Glob`` or ``Grep``**: calling them answers
+  ``No such tool available: Glob. Glob is not available in this session — find files with `find`
+  via the Bash tool instead.`` (``is_error``). **``Edit`` or ``Write`` of an existing file that was
+  not ``Read`` in the session is refused**: ``<tool_use_error>File has not been read yet. Read it
+  first before writing to it.</tool_use_error>``, ``is_error`` true, file untouched. A file the
+  session created with ``Write`` may be edited without a ``Read``. Results seen by the model:
+  ``Write`` → ``File created successfully at: <file_path> (file state is current in your context
+  — no need to Read it back)``; ``Read`` → numbered lines (``1\\talpha\\n2\\tbeta\\n3\\t``);
+  ``Edit`` → ``The file <path> has been updated successfully. (…)``; ``Bash`` → stdout then
+  stderr (``is_error`` false), or on a non-zero exit ``Exit code 3\\nout\\nerr`` with ``is_error``
+  true. ``Bash`` runs in the CLI's cwd and ``Write`` accepts a relative path (resolved against the
+  cwd) although its schema says absolute.
+- ``--model some-model`` is sent as ``"model": "some-model"``; ``--append-system-prompt`` ends
+  up in the last text block of the (list) ``system`` field.
+- ``-p`` connects MCP servers in the background: a stdio server slower than the first request (a
+  Python start-up on a loaded machine took 7 s) is ``pending`` in ``init`` and its tools are not
+  in that request's ``tools``, whatever ``MCP_CONNECT_TIMEOUT_MS`` says. With
+  ``MCP_CONNECTION_NONBLOCKING=0`` (and ``MCP_CONNECT_TIMEOUT_MS=60000``) the CLI waits for it.
 """
 
 from __future__ import annotations
@@ -57,6 +99,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from os import PathLike
 from typing import Any, Literal, TypeAlias
 
 import uvicorn
@@ -121,6 +164,100 @@ class ToolUse:
     input: Mapping[str, Any] = field(default_factory=dict)
     delay_s: float = 0.0
     hang: Gate | None = None
+
+
+class Bash(ToolUse):
+    """Claude's ``Bash`` tool: ``{"command", "description"?, "timeout"?, "run_in_background"?}``.
+
+    ``timeout`` is in milliseconds. It runs in the CLI's cwd; its result is the command's output.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        description: str | None = None,
+        *,
+        timeout_ms: int | None = None,
+        run_in_background: bool = False,
+        delay_s: float = 0.0,
+        hang: Gate | None = None,
+    ) -> None:
+        tool_input: dict[str, Any] = {"command": command}
+        if description is not None:
+            tool_input["description"] = description
+        if timeout_ms is not None:
+            tool_input["timeout"] = timeout_ms
+        if run_in_background:
+            tool_input["run_in_background"] = True
+        super().__init__("Bash", tool_input, delay_s, hang)
+
+
+class Read(ToolUse):
+    """Claude's ``Read`` tool: ``{"file_path", "offset"?, "limit"?}`` (lines; path absolute).
+
+    Needed before an ``Edit`` or ``Write`` of a file that existed before the session.
+    """
+
+    def __init__(
+        self,
+        file_path: str | PathLike[str],
+        *,
+        offset: int | None = None,
+        limit: int | None = None,
+        delay_s: float = 0.0,
+        hang: Gate | None = None,
+    ) -> None:
+        tool_input: dict[str, Any] = {"file_path": str(file_path)}
+        if offset is not None:
+            tool_input["offset"] = offset
+        if limit is not None:
+            tool_input["limit"] = limit
+        super().__init__("Read", tool_input, delay_s, hang)
+
+
+class Write(ToolUse):
+    """Claude's ``Write`` tool: ``{"file_path", "content"}``.
+
+    Creates or overwrites; overwriting a file that existed before the session needs a ``Read`` of
+    it first, else the CLI refuses (``File has not been read yet``).
+    """
+
+    def __init__(
+        self,
+        file_path: str | PathLike[str],
+        content: str,
+        *,
+        delay_s: float = 0.0,
+        hang: Gate | None = None,
+    ) -> None:
+        super().__init__("Write", {"file_path": str(file_path), "content": content}, delay_s, hang)
+
+
+class Edit(ToolUse):
+    """Claude's ``Edit`` tool: ``{"file_path", "old_string", "new_string", "replace_all"?}``.
+
+    Refused (``File has not been read yet``) unless the session ``Read`` or wrote the file first;
+    ``old_string`` must occur exactly once unless ``replace_all`` (else ``Found 2 matches``).
+    """
+
+    def __init__(
+        self,
+        file_path: str | PathLike[str],
+        old_string: str,
+        new_string: str,
+        *,
+        replace_all: bool = False,
+        delay_s: float = 0.0,
+        hang: Gate | None = None,
+    ) -> None:
+        tool_input: dict[str, Any] = {
+            "file_path": str(file_path),
+            "old_string": old_string,
+            "new_string": new_string,
+        }
+        if replace_all:
+            tool_input["replace_all"] = True
+        super().__init__("Edit", tool_input, delay_s, hang)
 
 
 Block: TypeAlias = Text | ToolUse
@@ -194,8 +331,18 @@ class ApiError:
 
 
 Step: TypeAlias = Text | ToolUse | Reply | ApiError
-Responder: TypeAlias = Callable[["RecordedRequest"], Step]
+# A step computed when its request arrives (from what the model was sent); also a responder.
+StepFn: TypeAlias = Callable[["RecordedRequest"], Step]
+Responder: TypeAlias = StepFn
+Scripted: TypeAlias = Step | StepFn
+# Which turn requests a ``script_when`` queue serves.
+RequestPredicate: TypeAlias = Callable[["RecordedRequest"], bool]
 RequestKind: TypeAlias = Literal["turn", "side", "count_tokens", "probe", "other"]
+_STEP_TYPES = (Text, ToolUse, Reply, ApiError)
+
+
+def _nothing_scripted(request: RecordedRequest) -> Step:
+    return Text(NOTHING_SCRIPTED)
 
 
 @dataclass
@@ -223,6 +370,48 @@ class RecordedRequest:
     def prompt(self) -> str:
         """``last_user_text`` without the CLI's ``<system-reminder>`` blocks: what was typed."""
         return _SYSTEM_REMINDER.sub("", self.last_user_text).strip()
+
+    @property
+    def model(self) -> str:
+        """The request's ``model`` ("" if none)."""
+        return str((self.body or {}).get("model") or "")
+
+    @property
+    def system_text(self) -> str:
+        """Every text of the ``system`` field (a string or a list of blocks), joined by newlines."""
+        return _texts_of((self.body or {}).get("system"))
+
+    @property
+    def tool_names(self) -> list[str]:
+        """The names of the ``tools`` offered, in order ([] for side requests)."""
+        tools = (self.body or {}).get("tools") or []
+        return [str(t["name"]) for t in tools if isinstance(t, dict) and "name" in t]
+
+    @property
+    def tool_result_texts(self) -> list[str]:
+        """The texts of the tool_result blocks of the last user message, in order."""
+        return [tool_result_text(r) for r in self.tool_results]
+
+    @property
+    def last_tool_result(self) -> str | None:
+        """The text of the last tool_result of the last user message; None if there is none."""
+        texts = self.tool_result_texts
+        return texts[-1] if texts else None
+
+    @property
+    def messages_text(self) -> str:
+        """Every user text of the conversation (all user messages, reminders included), joined.
+
+        For "did X reach the model at all"; tool results are not in it (``tool_result_texts``).
+        """
+        messages = (self.body or {}).get("messages") or []
+        return "\n".join(
+            text
+            for m in messages
+            if isinstance(m, dict) and m.get("role") == "user"
+            for text in [_texts_of(m.get("content"))]
+            if text
+        )
 
 
 _SYSTEM_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
@@ -255,6 +444,19 @@ def _user_text_and_tool_results(body: Mapping[str, Any]) -> tuple[str, list[dict
     return "\n".join(texts), results
 
 
+def _texts_of(content: object) -> str:
+    """The text of a string, or the ``text`` blocks of a list joined by newlines."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    return "\n".join(
+        str(b.get("text", ""))
+        for b in content
+        if isinstance(b, dict) and b.get("type", "text") == "text" and "text" in b
+    )
+
+
 def tool_result_text(result: Mapping[str, Any]) -> str:
     """The text of a tool_result block, whose ``content`` is a string or a list of blocks."""
     content = result.get("content")
@@ -275,7 +477,9 @@ class FakeAnthropic:
     def __init__(self, responder: Responder | None = None, *, side_reply: str = SIDE_REPLY) -> None:
         self.responder = responder
         self.side_reply = side_reply
-        self._steps: deque[Step] = deque()
+        self._steps: deque[Scripted] = deque()
+        # script_when queues, checked in registration order before the global FIFO.
+        self._conditional: list[tuple[RequestPredicate, deque[Scripted]]] = []
         self._requests: list[RecordedRequest] = []
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
@@ -284,7 +488,8 @@ class FakeAnthropic:
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self._base_url: str | None = None
-        # Exceptions raised by ``responder``; the pytest fixture fails the test if any.
+        # Exceptions raised by step functions, predicates or ``responder``; the pytest fixture
+        # fails the test if any.
         self.errors: list[Exception] = []
         self.app = Starlette(
             routes=[
@@ -301,27 +506,51 @@ class FakeAnthropic:
 
     # -- scripting -------------------------------------------------------------------------------
 
-    def script(self, *steps: Step) -> None:
-        """Append steps to the FIFO consumed by turn requests."""
+    def script(self, *steps: Scripted) -> None:
+        """Append steps (or callables returning one) to the FIFO consumed by turn requests."""
         with self._cond:
             for step in steps:
                 self._remember_gates(step)
                 self._steps.append(step)
 
-    def pending_steps(self) -> int:
-        with self._cond:
-            return len(self._steps)
+    def script_when(self, predicate: RequestPredicate, *steps: Scripted) -> None:
+        """A FIFO of steps consumed only by turn requests that ``predicate`` accepts.
 
-    def _remember_gates(self, step: Step) -> None:
+        Checked before the global ``script()`` FIFO; several queues are tried in the order they
+        were registered, and a queue whose steps are used up no longer matches anything. The
+        predicate runs on the server's thread for each turn request while its queue has steps
+        (side requests never reach it): keep it quick and pure.
+        """
+        with self._cond:
+            for step in steps:
+                self._remember_gates(step)
+            self._conditional.append((predicate, deque(steps)))
+
+    def pending_steps(self) -> int:
+        """Steps not yet consumed, over the global FIFO and every ``script_when`` queue."""
+        with self._cond:
+            return len(self._steps) + sum(len(q) for _, q in self._conditional)
+
+    def _remember_gates(self, step: Scripted) -> None:
         # stop() opens every gate, so a test that forgot one cannot wedge the server's shutdown.
-        if step.hang is not None:
+        if isinstance(step, _STEP_TYPES) and step.hang is not None:
             self._gates.append(step.hang)
 
-    def _next_step(self, request: RecordedRequest) -> Step:
+    def _take_scripted(self, request: RecordedRequest) -> Scripted | None:
         with self._cond:
-            if self._steps:
-                return self._steps.popleft()
-        step = self.responder(request) if self.responder else Text(NOTHING_SCRIPTED)
+            for predicate, queue in self._conditional:
+                if queue and predicate(request):
+                    return queue.popleft()
+            return self._steps.popleft() if self._steps else None
+
+    def _next_step(self, request: RecordedRequest) -> Step:
+        scripted = self._take_scripted(request)
+        if scripted is None:
+            scripted = self.responder or _nothing_scripted
+        # Callables (scripted or the responder) run outside the lock: they may inspect the fake.
+        step = scripted if isinstance(scripted, _STEP_TYPES) else scripted(request)
+        if not isinstance(step, _STEP_TYPES):
+            raise TypeError(f"fake model: a step function returned {step!r}, not a Step")
         with self._cond:
             self._remember_gates(step)
         return step
@@ -459,8 +688,9 @@ class FakeAnthropic:
                 else self._next_step(record)
             )
         except Exception as exc:
-            # A broken responder is a test bug: keep it for the fixture to report, answer 500.
-            log.exception("fake model: responder failed")
+            # A broken step function, predicate or responder is a test bug: keep it for the
+            # fixture to report, answer 500.
+            log.exception("fake model: scripting failed")
             with self._cond:
                 self.errors.append(exc)
             return JSONResponse(

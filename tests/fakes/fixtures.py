@@ -71,6 +71,10 @@ def clean_claude_env(base_url: str, home: Path, **extra: str) -> dict[str, str]:
         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
         # Lets --dangerously-skip-permissions work as root.
         IS_SANDBOX="1",
+        # Wait for MCP servers before the first request, and long enough on a loaded machine
+        # (hive's own turns do the same: agent_harness.claude_command.claude_env).
+        MCP_CONNECTION_NONBLOCKING="0",
+        MCP_CONNECT_TIMEOUT_MS="60000",
         NO_PROXY="127.0.0.1,localhost",
     )
     env.update(extra)
@@ -213,7 +217,9 @@ def fake_model() -> Iterator[FakeAnthropic]:
     with fake:
         yield fake
     if fake.errors:
-        pytest.fail(f"fake model responder raised: {fake.errors!r}", pytrace=False)
+        pytest.fail(
+            f"fake model: a responder, step or predicate raised: {fake.errors!r}", pytrace=False
+        )
 
 
 @pytest.fixture

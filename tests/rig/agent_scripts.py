@@ -6,7 +6,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tests.fakes.anthropic_api import RecordedRequest, Responder, Step, Text, ToolUse
+from tests.fakes.anthropic_api import (
+    RecordedRequest,
+    RequestPredicate,
+    Responder,
+    Step,
+    Text,
+    ToolUse,
+)
 
 _WHO = re.compile(r"^You are (\S+?),", re.M)
 _FROM = re.compile(r"^A message from (\S+?)(?: \(.*?\))? woke you\.", re.M)
@@ -91,6 +98,24 @@ def turn_view(request: RecordedRequest) -> TurnView | None:
                 if found is not None:
                     wake, results = found, []
     return TurnView(wake, results) if wake else None
+
+
+def for_agent(name: str) -> RequestPredicate:
+    """A ``FakeAnthropic.script_when`` predicate: the turn requests of agent ``name``.
+
+    Recognised by the latest wake prompt of the conversation (``You are <name>, …``), so the tool
+    round-trips of a turn match too. Side requests (titles, probes) never match, nor do turns whose
+    conversation holds no wake prompt.
+    """
+
+    def accepts(request: RecordedRequest) -> bool:
+        if request.kind != "turn":
+            return False
+        view = turn_view(request)
+        return view is not None and view.wake.agent == name
+
+    accepts.__qualname__ = f"for_agent({name!r})"
+    return accepts
 
 
 def received(tool_result: str) -> tuple[str, str] | None:
