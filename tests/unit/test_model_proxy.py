@@ -17,10 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 import uvicorn
 
-from api.model_proxy import ModelProxies, ModelProxyError, is_model_path, model_socket_path
+from api.model_proxy import (
+    ModelProxies,
+    ModelProxyError,
+    UpstreamURL,
+    is_model_path,
+    model_socket_path,
+    upstream_url,
+)
 from hyperhive.settings import HiveSettings
 from tests.fakes.anthropic_api import FakeAnthropic, Text
 from tests.rig.ports import free_port
@@ -157,6 +165,57 @@ def client_for(path: Path) -> httpx.AsyncClient:
     )
 
 
+async def raw_request(
+    path: Path, method: str, target: str | bytes, headers: bytes = b"host: model-proxy\r\n"
+) -> tuple[int, bytes]:
+    """One request sent byte for byte (an HTTP client library would normalise the target)."""
+    target_bytes = target if isinstance(target, bytes) else target.encode()
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(
+        method.encode()
+        + b" "
+        + target_bytes
+        + b" HTTP/1.1\r\n"
+        + headers
+        + b"content-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    raw = await asyncio.wait_for(reader.read(), TIMEOUT)
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@dataclass
+class Bystander:
+    """Another service on the host's loopback (the dashboard, say): it answers like one, with a
+    CSRF token, and counts who reached it. Nothing through the proxy may."""
+
+    port: int = 0
+    connections: int = 0
+    received: bytearray = field(default_factory=bytearray)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.received += await reader.read(65536)
+        body = b'{"csrf": "leaked-token"}'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        await writer.drain()
+        writer.close()
+
+
+@pytest.fixture
+async def dashboard() -> AsyncIterator[Bystander]:
+    bystander = Bystander()
+    server = await asyncio.start_server(bystander.serve, "127.0.0.1", 0)
+    bystander.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield bystander
+
+
 # -- forwarding ------------------------------------------------------------------------------------
 
 
@@ -241,18 +300,20 @@ async def test_only_the_model_api_is_forwarded(proxies: ModelProxies, upstream: 
             error = response.json()
             assert error["type"] == "error" and "hive model proxy" in error["error"]["message"]
     # A path climbing out of /v1/ (sent raw: HTTP clients would normalise it).
-    reader, writer = await asyncio.open_unix_connection(str(path))
-    writer.write(b"GET /v1/../admin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-    raw = await asyncio.wait_for(reader.read(), TIMEOUT)
-    writer.close()
-    assert raw.startswith(b"HTTP/1.1 404")
+    status, _ = await raw_request(path, "GET", "/v1/../admin")
+    assert status == 400
     assert [s.path for s in upstream.seen] == ["/anthropic/", "/anthropic/", "/anthropic/v1/models"]
 
 
 def test_model_paths() -> None:
     assert is_model_path("/") and is_model_path("/v1/messages")
     assert is_model_path("/v1/messages/count_tokens")
-    for path in ("", "/v1", "/v10/x", "/v1/../x", "/v1/./x", "/health", "//v1/x"):
+    assert is_model_path("/v1/models/claude-sonnet-4-5_x.y~z")
+    for path in (
+        *("", "/v1", "/v1/", "/v10/x", "/v1/../x", "/v1/./x", "/health", "//v1/x", "/v1//x"),
+        *("/v1/x/", "/v1/a%2Fb", "/v1/%2e%2e", "/v1/@h", "/v1/a:1", "/v1/a\\b", "/v1/é"),
+        *("%2Fv1%2F@127.0.0.1:7000/api/csrf", "http://h/v1/x", "*", "h:443"),
+    ):
         assert not is_model_path(path), path
 
 
@@ -315,6 +376,248 @@ async def test_the_fake_model_answers_through_the_proxy(
         assert events[-1]["type"] == "message_stop"
     finally:
         await proxies.stop_all()
+
+
+# -- hostile targets -------------------------------------------------------------------------------
+
+# (method, target, status) answered by the proxy itself, with an Anthropic-style error body.
+# `{dash}` is the bystander's port. The first ones are the hostile run's: decided on the decoded
+# path, forwarded raw, they made the bystander the upstream URL's authority.
+REFUSED_BY_THE_PROXY: list[tuple[str, str, int]] = [
+    ("GET", "%2Fv1%2F@127.0.0.1:{dash}/api/csrf", 400),
+    ("POST", "%2Fv1%2F@127.0.0.1:{dash}/api/approvals/1/approve", 400),
+    ("GET", "%2fv1%2f@127.0.0.1:{dash}/api/csrf", 400),
+    ("GET", "%2Fv1%2F%40127.0.0.1:{dash}/api/csrf", 400),
+    ("GET", "@127.0.0.1:{dash}/v1/messages", 400),
+    ("GET", "/v1%2F@127.0.0.1:{dash}/api/csrf", 400),
+    ("GET", "/v1/@127.0.0.1:{dash}/api/csrf", 400),
+    ("GET", "/v1/%40127.0.0.1:{dash}/api/csrf", 400),
+    ("GET", "//127.0.0.1:{dash}/api/csrf", 400),
+    ("GET", "//127.0.0.1:{dash}/v1/messages", 400),
+    ("GET", "/v1//127.0.0.1:{dash}/api/csrf", 400),
+    ("GET", "/v1/%2F%2F127.0.0.1:{dash}/api/csrf", 400),
+    ("GET", "/v1/..%2F..%2Fapi/csrf", 400),
+    ("GET", "/v1/%2e%2e/%2e%2e/api/csrf", 400),
+    ("GET", "/v1/%2E%2E/api/csrf", 400),
+    ("GET", "/v1/../api/csrf", 400),
+    ("GET", "/v1/./messages", 400),
+    ("GET", "/v1/messages/..", 400),
+    ("GET", "/v1/%5c%5c127.0.0.1:{dash}/api/csrf", 400),
+    ("GET", "/v1/\\\\127.0.0.1:{dash}/api/csrf", 400),
+    ("GET", "/v1/messages%00", 400),
+    ("GET", "/v1/messages%0d%0ahost:127.0.0.1:{dash}", 400),
+    ("GET", "/v1/messages%25", 400),
+    ("GET", "/%76%31/messages", 400),
+    ("GET", "/v1/messages;@127.0.0.1:{dash}", 400),
+    ("GET", "/v1/messages:{dash}", 400),
+    ("POST", "/v1/messages/", 400),
+    ("GET", "/v1/", 400),
+    ("POST", "http://127.0.0.1:{dash}/v1/messages", 400),
+    ("POST", "http://evil/v1/messages", 400),
+    ("POST", "https://evil.example/v1/messages?beta=true", 400),
+    ("CONNECT", "127.0.0.1:{dash}", 400),
+    ("OPTIONS", "*", 400),
+    ("POST", "/v1/messages?beta=true#@127.0.0.1:{dash}", 400),
+    ("POST", "/v1/messages?beta=true#frag", 400),
+    ("POST", "/v1/messages?beta=true@127.0.0.1:{dash}", 400),
+    ("POST", "/v1/messages?next=http://127.0.0.1:{dash}/api/csrf", 400),
+    ("POST", "/v1/messages?x=%0d%0ahost:%20evil", 400),
+    ("POST", "/v1/messages?x=%00", 400),
+    ("POST", "/v1/messages?x=%zz", 400),
+    ("POST", "/v1/messages?x=%ff", 400),
+    ("POST", "/v1/messages?x='1'", 400),
+    ("GET", "/v1/" + "a" * 5000, 414),
+    ("GET", "/v1/messages?" + "a=b&" * 1500, 414),
+    ("GET", "/api/csrf", 404),
+    ("GET", "/v1?x=..%2F..%2Fapi%2Fcsrf", 404),
+    ("GET", "/V1/messages", 404),
+    ("TRACE", "/v1/messages", 405),
+    ("POST", "/", 405),
+]
+# Targets h11 refuses before the proxy sees them (uvicorn answers a plain 400).
+REFUSED_BY_THE_PARSER: list[bytes] = [
+    b"/v1/messages?a b",
+    b"/v1/mess ages",
+    b"/v1/messages\t",
+    b"/v1/\xff",
+    b"/v1/messages\x00",
+    b"/v1/" + b"a" * 20000,
+]
+
+
+@pytest.mark.parametrize("prefix", ["", "/anthropic"])
+async def test_hostile_targets_are_refused_and_reach_nothing(
+    hive_settings: HiveSettings, upstream: Upstream, dashboard: Bystander, prefix: str
+):
+    # No prefix is the hostile run's set-up: `upstream + raw target` gave the bystander's port.
+    proxies = ModelProxies(hive_settings, upstream=upstream.url + prefix)
+    try:
+        path = await proxies.start("alice")
+        for method, template, expected in REFUSED_BY_THE_PROXY:
+            target = template.format(dash=dashboard.port)
+            status, body = await raw_request(path, method, target)
+            assert status == expected, (method, target, body)
+            error = json.loads(body)
+            assert error["type"] == "error", target
+            assert error["error"]["message"].startswith("hive model proxy: "), target
+        for target_bytes in REFUSED_BY_THE_PARSER:
+            status, body = await raw_request(path, "GET", target_bytes)
+            assert 400 <= status < 500, (target_bytes, body)
+        # The agent's own Host or forwarding headers name no destination either.
+        upstream.gate.set()
+        host = f"127.0.0.1:{dashboard.port}".encode()
+        status, _ = await raw_request(
+            path,
+            "POST",
+            "/v1/messages?beta=true",
+            b"host: " + host + b"\r\nx-forwarded-host: " + host + b"\r\n"
+            b"forwarded: host=" + host + b"\r\nx-forwarded-for: 10.0.0.1\r\n",
+        )
+        assert status == 200
+    finally:
+        await proxies.stop_all()
+    assert dashboard.connections == 0 and dashboard.received == b""
+    # Only the last, legitimate request reached the model API, with the upstream's own Host.
+    assert [(s.method, s.path, s.query) for s in upstream.seen] == [
+        ("POST", f"{prefix}/v1/messages", "beta=true")
+    ]
+    seen = upstream.seen[0].headers
+    assert seen["host"] == upstream.url.removeprefix("http://")
+    assert not {"x-forwarded-host", "forwarded", "x-forwarded-for"} & set(seen)
+
+
+# What claude 2.1.197 sends (tests/fakes/anthropic_api.py), and API paths its binary names.
+CLAUDE_REQUESTS: list[tuple[str, str, str]] = [
+    ("HEAD", "/", ""),
+    ("GET", "/", ""),
+    ("POST", "/v1/messages", "beta=true"),
+    ("POST", "/v1/messages/count_tokens", "beta=true"),
+    ("GET", "/v1/models", "limit=1000"),
+    ("GET", "/v1/models", "beta=true&limit=20&after_id=claude-sonnet-4-5-20250929"),
+    ("GET", "/v1/models/claude-sonnet-4-5-20250929", ""),
+    ("GET", "/v1/files", "beta=true&after_id=file_011CNha8iCJcU1wXNR6q4V8w"),
+    ("GET", "/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d", "beta=true"),
+    ("DELETE", "/v1/files/file_011CNha8iCJcU1wXNR6q4V8w", "beta=true"),
+    # Form-encoded values survive re-encoding as they were: `+` a space, `%2B` a plus, …
+    ("GET", "/v1/models", "q=a+b%2Bc%26d%3De%23f&flag&empty=&x=*,~"),
+]
+
+
+@pytest.mark.parametrize("prefix", ["", "/anthropic"])
+async def test_claudes_requests_pass_unchanged(
+    hive_settings: HiveSettings, upstream: Upstream, dashboard: Bystander, prefix: str
+):
+    upstream.gate.set()
+    proxies = ModelProxies(hive_settings, upstream=upstream.url + prefix + "/")
+    try:
+        path = await proxies.start("alice")
+        for method, target_path, query in CLAUDE_REQUESTS:
+            target = target_path + (f"?{query}" if query else "")
+            status, _ = await raw_request(path, method, target)
+            assert status == 200, (method, target)
+    finally:
+        await proxies.stop_all()
+    assert [(s.method, s.path, s.query) for s in upstream.seen] == [
+        (method, prefix + target_path, query) for method, target_path, query in CLAUDE_REQUESTS
+    ]
+    assert dashboard.connections == 0
+
+
+async def test_a_bug_in_the_proxy_is_a_502_logged_without_secrets(
+    proxies: ModelProxies,
+    upstream: Upstream,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+):
+    async def broken_send(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a message quoting x-api-key: sk-secret-123")
+
+    monkeypatch.setattr(httpx2.AsyncClient, "send", broken_send)
+    path = await proxies.start("alice")
+    async with client_for(path) as http:
+        response = await http.post(
+            "/v1/messages", content=b'{"prompt": "private"}', headers={"x-api-key": "sk-secret-123"}
+        )
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["type"] == "api_error"
+    assert error["message"].startswith("hive model proxy: internal error (RuntimeError)")
+    assert "unexpected RuntimeError" in caplog.text
+    assert "sk-secret" not in caplog.text + response.text
+    assert "private" not in caplog.text
+    assert upstream.seen == []
+
+
+# -- the upstream ----------------------------------------------------------------------------------
+
+
+def test_the_upstream_setting_wins_over_the_agents_env(hive_settings: HiveSettings) -> None:
+    env = {"ANTHROPIC_BASE_URL": "http://from-extra-env:1"}
+    both = hive_settings.model_copy(
+        update={"model_base_url": "https://gw.example/anthropic", "agent_extra_env": env}
+    )
+    assert upstream_url(both) == "https://gw.example/anthropic"
+    assert ModelProxies(both).upstream == "https://gw.example/anthropic"
+    env_only = hive_settings.model_copy(update={"model_base_url": "", "agent_extra_env": env})
+    assert upstream_url(env_only) == "http://from-extra-env:1"
+    neither = hive_settings.model_copy(update={"model_base_url": "", "agent_extra_env": {}})
+    assert upstream_url(neither) == "https://api.anthropic.com"
+
+
+async def test_the_upstreams_path_is_kept_as_a_prefix(
+    hive_settings: HiveSettings, upstream: Upstream
+):
+    settings = hive_settings.model_copy(
+        update={
+            "model_base_url": upstream.url + "/gw/anthropic/",
+            "agent_extra_env": {"ANTHROPIC_BASE_URL": "http://127.0.0.1:1"},
+        }
+    )
+    proxies = ModelProxies(settings)
+    try:
+        path = await proxies.start("alice")
+        async with client_for(path) as http:
+            assert (await http.get("/v1/models?limit=5")).status_code == 200
+    finally:
+        await proxies.stop_all()
+    assert [(s.path, s.query) for s in upstream.seen] == [("/gw/anthropic/v1/models", "limit=5")]
+
+
+def test_upstream_urls_are_parsed_once() -> None:
+    gateway = UpstreamURL.parse("HTTPS://GW.example:8443/anthropic/")
+    assert str(gateway) == "https://gw.example:8443/anthropic"
+    assert str(UpstreamURL.parse("http://[::1]:8080")) == "http://[::1]:8080"
+    assert str(UpstreamURL.parse("https://api.anthropic.com")) == "https://api.anthropic.com"
+    with pytest.raises(ModelProxyError, match="is empty"):
+        UpstreamURL.parse("")
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("https://user:pw@gw.example/", "user name or password"),
+        ("https://key@gw.example/", "user name or password"),
+        ("https://gw.example/?key=1", "query or a fragment"),
+        ("https://gw.example/anthropic#x", "query or a fragment"),
+        ("ftp://gw.example/", "not an http"),
+        ("gw.example", "not an http"),
+        ("http://", "no host"),
+        ("http://gw%2eexample/", "no host, or an escaped one"),
+        ("http://gw.example:99999/", "not a valid URL"),
+        ("http://gw.example:port/", "not a valid URL"),
+        ("http://gw example/", "whitespace"),
+        ("http://gw.example\\@evil/", "backslash"),
+    ],
+)
+def test_a_bad_upstream_is_refused_when_built(
+    hive_settings: HiveSettings, url: str, says: str
+) -> None:
+    settings = hive_settings.model_copy(update={"model_base_url": url})
+    with pytest.raises(ModelProxyError, match=says) as refused:
+        ModelProxies(settings)
+    assert "HIVE_MODEL_BASE_URL" in str(refused.value)
+    with pytest.raises(ModelProxyError, match=says):
+        UpstreamURL.parse(url)
 
 
 # -- the socket ------------------------------------------------------------------------------------
