@@ -1,32 +1,61 @@
 """The `bwrap` backend: every turn of an agent runs in a bubblewrap sandbox (DESIGN §1, §3).
 
+Agents run their full coding tools (Bash, Write, …) in it: the sandbox is the security boundary.
+
 What the agent sees (`/` is a tmpfs bwrap makes, remounted read-only at the end):
 
 - its bind mounts (activities.backends.mounts): /run/hive (its run dir: its MCP socket and its
   model proxy socket, nothing of any other agent), /root/.claude (credentials, sessions), /work,
-  and for hm1nd /agents; all writable, recorded when the container is created or updated;
+  and for hm1nd /agents (every agent's proposed repo), all writable; and its applied Claude Code
+  config at /hive/config, read-only. Recorded when the container is created or updated;
 - read-only: /usr (with /bin, /lib… as on the host), a few public files of /etc, a generated
   /etc/passwd, group, hosts and nsswitch.conf, Python (its base prefix at its own path, the venv
   at /opt/hive/venv), hive's two in-container packages (agent_harness, hyperhive) at
-  /opt/hive/src, and the claude binary's directory at /opt/hive/claude unless it lives in /usr;
-- its own /proc, a minimal /dev, a tmpfs /tmp and a tmpfs HOME (/root).
+  /opt/hive/src, and the claude binary's directory at /opt/hive/claude unless it lives in /usr
+  (all of them must be world-readable on the host: the sandbox is not root there);
+- its own /proc, a minimal /dev, tmpfs /tmp, /dev/shm and HOME (/root).
 
 Never: the state dir (hive.db, other agents' homes and work, repos), other agents' run dirs, the
 host's /etc secrets (shadow, npmrc, pip.conf, ssh), or the checkout hive runs from: only the two
-package directories are bound, so a state dir inside the checkout stays invisible.
+package directories are bound, so a state dir inside the checkout stays invisible. It does learn
+host *paths*: /proc/self/mountinfo prints each mount's root within its filesystem, so the host
+paths of its bind sources (state dir, run dir, checkout, Python) show there. Nothing practical
+hides them (the kernel prints them for every process; masking the file per pid is not possible,
+and only a filesystem of its own per mount would change the root shown); they grant no access.
 
-Namespaces: `--unshare-all` (user, mount, pid, ipc, uts, net, cgroup); all capabilities dropped
-(bwrap keeps them by default when started by root). The network is only the sandbox's loopback;
-the model API is reached through `hive-agent run` (agent_harness.sandbox_run), which forwards
-127.0.0.1:MODEL_PORT to /run/hive/model.sock, where hive-c0re serves a per-agent proxy
+Who it is. The agent is root (uid 0, HOME=/root) only inside a user namespace of its own, which
+maps exactly one host uid, with no capabilities and no_new_privs:
+
+- hive-c0re as root: the host uid is HiveSettings.sandbox_uid (HIVE_SANDBOX_UID, gid the same
+  number). bwrap itself stays root, to reach bind sources only root can (a Python under /root,
+  a 0700 state dir), makes the ipc, pid, net, uts (and cgroup) namespaces but no user namespace
+  (as root it would make a 0 -> 0 one, where nobody can become another uid), keeps only
+  cap_setuid/cap_setgid, and runs `setpriv --reuid U --regid U --clear-groups --no-new-privs --
+  unshare --user --map-root-user --wd /work -- setpriv --bounding-set=-all --inh-caps=-all --
+  <command>` (SETPRIV, UNSHARE from util-linux, checked once with a probe). /proc/sys, the host's
+  kernel settings, is then not writable (its files are host root's), and what the agent writes
+  is U's on the host. Its writable mount sources must be U's: hive-c0re makes them, its sockets,
+  pasted credentials and new agents' repos as root, so before every exec each one is adopted
+  (activities.backends.ownership: fd-relative, never following the agent's links, walking only
+  directories U does not own yet). The read-only ones are made readable by U. Every agent's
+  sandbox runs as the same U (apart from one another by their namespaces, not by uid). The
+  tmpfs /tmp, /dev/shm and HOME are host root's (nobody inside): made 1777/0777.
+- hive-c0re unprivileged: `--unshare-all --unshare-user --uid 0 --gid 0`: bwrap maps 0 to the
+  caller, whose files the agent's are.
+
+Namespaces: mount, pid, ipc, uts, net, cgroup, user, as above. The network is only the sandbox's
+loopback; the model API is reached through `hive-agent run` (agent_harness.sandbox_run), which
+forwards 127.0.0.1:MODEL_PORT to /run/hive/model.sock, where hive-c0re serves a per-agent proxy
 (api.model_proxy.ModelProxies: `needs_model_proxy`). Temporal, the dashboard, the admin socket
 and every other host port are unreachable (their loopback is not this loopback), and so are
 abstract unix sockets (they belong to the network namespace).
 
 Processes: bwrap is started as the leader of its own process group (the turn kills the group),
 with PR_SET_PDEATHSIG so it dies with hive-c0re, and `--die-with-parent` so the sandbox dies
-with bwrap. No `--new-session`: with no controlling terminal (start_new_session) there is no
-TIOCSTI to guard against, and the whole sandbox stays in the group the caller kills.
+with bwrap (the sandbox's pid 1, bwrap's, stays root and keeps it: the command's own is reset by
+its change of uid, but it dies with its pid namespace). No `--new-session`: with no controlling
+terminal (start_new_session) there is no TIOCSTI to guard against, and the whole sandbox stays
+in the group the caller kills.
 
 Secrets in the environment (API keys, OAuth tokens) reach the sandbox through bwrap's own
 environment, never its argv (any host user can read a command line).
@@ -62,6 +91,7 @@ from activities.backends.base import (
     Mount,
 )
 from activities.backends.mounts import CONTAINER_VIEW, agent_mounts
+from activities.backends.ownership import adopt, share_read_only
 from agent_harness.sandbox_run import DEFAULT_MODEL_SOCKET
 from hyperhive.child_process import dying_with_parent, kill_process_group
 from hyperhive.domain import MANAGER_NAME, InvalidName, check_agent_name
@@ -72,6 +102,19 @@ log = logging.getLogger(__name__)
 BWRAP_HINT = (
     "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap), or set "
     "HIVE_CONTAINER_BACKEND=process for development without isolation"
+)
+# As root, the sandbox drops to HiveSettings.sandbox_uid in its own user namespace with these
+# (util-linux; inside they come from the host's /usr, which the sandbox shows read-only).
+SETPRIV = "/usr/bin/setpriv"
+UNSHARE = "/usr/bin/unshare"
+# The namespaces `--unshare-all` would give, but for the user namespace: as root bwrap would make
+# a 0 -> 0 one, in which setpriv cannot become the sandbox uid (EINVAL). `unshare --user` makes it.
+NAMESPACES_AS_ROOT = (
+    "--unshare-ipc",
+    "--unshare-pid",
+    "--unshare-net",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
 )
 # Inside the sandbox: where claude finds the model API (its own loopback; see sandbox_run).
 MODEL_PORT = 8787
@@ -153,6 +196,8 @@ class HiveLayout:
 
 class BwrapBackend:
     name = "bwrap"
+    # The container is the security boundary: agents' tools run without prompts inside.
+    sandboxed = True
     # hive-c0re must serve api.model_proxy for every agent: the sandbox has no other way out.
     needs_model_proxy = True
 
@@ -160,6 +205,7 @@ class BwrapBackend:
         self._settings = settings
         self._bwrap = bwrap
         self._live: dict[str, set[asyncio.subprocess.Process]] = {}
+        self._drop_checked = False
 
     # -- the interface ---------------------------------------------------------------------------
 
@@ -179,6 +225,7 @@ class BwrapBackend:
     async def start(self, agent: str) -> None:
         record = self._require(agent)
         self._require_bwrap()
+        await self._require_drop()
         if record.status is not ContainerStatus.UP:
             self._write(agent, _replace_status(record, ContainerStatus.UP))
 
@@ -219,8 +266,9 @@ class BwrapBackend:
                 "start the agent's container first (spawning the agent does)",
             )
         bwrap = self._require_bwrap()
+        await self._require_drop()
         layout = self.layout()
-        _make_mount_dirs(record.mounts)
+        await asyncio.to_thread(self._prepare_mounts, agent, record.mounts)
         argv = list(argv)
         if argv and argv[0] in (self._settings.claude_bin, layout.claude_host):
             if layout.claude is None:
@@ -233,9 +281,11 @@ class BwrapBackend:
             for dest, content in data.items():
                 fd = _pipe_with(content)
                 pipes.append(fd)
-                data_args += ["--ro-bind-data", str(fd), dest]
+                # Readable by all (bwrap would make it 0600, host root's, nobody's inside).
+                data_args += ["--perms", "0644", "--ro-bind-data", str(fd), dest]
             args = self.bwrap_args(agent, record.mounts, layout, data_args)
             inner = [
+                *self.drop_argv(),
                 *_hive_agent_argv(layout.python),
                 "run",
                 "--model-socket",
@@ -325,30 +375,35 @@ class BwrapBackend:
         """bwrap's options for one sandbox of `agent` (without the command)."""
         mounts = list(mounts)
         reserved = {m.container for m in mounts}
-        args = [
-            "--unshare-all",
-            "--die-with-parent",
-            "--cap-drop",
-            "ALL",
-            "--hostname",
-            f"h-{agent}",
-        ]
-        if os.geteuid() != 0:
+        as_root = _as_root()
+        if as_root:
+            # bwrap keeps root to bind what only root can reach (a Python under /root, the state
+            # dir) and hands over to drop_argv() with just the capabilities to change uid.
+            args = [*NAMESPACES_AS_ROOT, "--die-with-parent", "--cap-drop", "ALL"]
+            args += ["--cap-add", "cap_setuid", "--cap-add", "cap_setgid"]
+        else:
             # Look like root inside (HOME=/root, IS_SANDBOX=1), owning files as the caller does.
+            args = ["--unshare-all", "--die-with-parent", "--cap-drop", "ALL"]
             args += ["--unshare-user", "--uid", "0", "--gid", "0"]
-        args += ["--ro-bind", "/usr", "/usr"]
+        args += ["--hostname", f"h-{agent}", "--ro-bind", "/usr", "/usr"]
         for entry in ROOT_ENTRIES:
             if os.path.islink(entry):
                 args += ["--symlink", os.readlink(entry), entry]
             elif os.path.isdir(entry):
                 args += ["--ro-bind", entry, entry]
-        # The sandbox's own /tmp: a fresh tmpfs, not the host's.
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/etc"]  # noqa: S108
+        # The sandbox's own /tmp and /dev/shm: fresh tmpfs, not the host's. As root, bwrap makes
+        # them (and HOME) owned by host root, nobody inside: open to all, like /tmp. Only the
+        # sandbox's processes, all one uid, ever see them.
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]  # noqa: S108
+        args += ["--perms", "1777", "--tmpfs", "/dev/shm", "--dir", "/etc"]  # noqa: S108
         for name in ETC_ENTRIES:
             args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         args += data_args
         # HOME: a private tmpfs; only /root/.claude (a mount) persists.
-        args += ["--perms", "0700", "--tmpfs", CONTAINER_VIEW.home]
+        args += ["--perms", "0777" if as_root else "0700", "--tmpfs", CONTAINER_VIEW.home]
+        # Directories made so far; the others above a mount point get an explicit --dir (0755):
+        # bwrap would make them 0700, closed to the sandbox uid (/opt, /run, /root/.pyenv).
+        made = {"/", "/usr", "/proc", "/dev", "/etc", CONTAINER_VIEW.home}
         for host, inside in layout.binds:
             clash = _clash(inside, reserved)
             if clash is not None:
@@ -358,11 +413,27 @@ class BwrapBackend:
                     f"{host}",
                     "mount the agent's data elsewhere",
                 )
-            args += ["--ro-bind", host, inside]
+            args += [*_parent_dirs(inside, made), "--ro-bind", host, inside]
         for mount in mounts:
-            args += ["--bind" if mount.writable else "--ro-bind", str(mount.host), mount.container]
-        args += ["--remount-ro", "/", "--chdir", CONTAINER_VIEW.work]
+            bind = "--bind" if mount.writable else "--ro-bind"
+            args += [*_parent_dirs(mount.container, made), bind, str(mount.host), mount.container]
+        # As root, bwrap (without capabilities) cannot enter /work, the sandbox uid's: unshare
+        # does (drop_argv).
+        args += ["--remount-ro", "/", "--chdir", "/" if as_root else CONTAINER_VIEW.work]
         return args
+
+    def drop_argv(self, cwd: str | None = CONTAINER_VIEW.work) -> list[str]:
+        """What runs the command inside bwrap: as root, the sandbox uid, root in its own user
+        namespace (uid_map `0 <uid> 1`) with no capabilities left, in `cwd`; else nothing."""
+        if not _as_root():
+            return []
+        uid = self._settings.sandbox_uid
+        wd = [f"--wd={cwd}"] if cwd is not None else []
+        return [
+            *(SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs"),
+            *("--", UNSHARE, "--user", "--map-root-user", *wd),
+            *("--", SETPRIV, "--bounding-set=-all", "--inh-caps=-all", "--"),
+        ]
 
     def sandbox_env(self, env: Mapping[str, str]) -> dict[str, str]:
         """The turn's environment as the sandbox gets it (through bwrap's own environment)."""
@@ -400,6 +471,64 @@ class BwrapBackend:
                 BWRAP_HINT,
             )
         return found
+
+    async def _require_drop(self) -> None:
+        """As root: setpriv and unshare are there, and the sandbox uid can make a user namespace
+        (checked once per backend: a few ms)."""
+        if self._drop_checked or not _as_root():
+            return
+        missing = [tool for tool in (SETPRIV, UNSHARE) if not os.access(tool, os.X_OK)]
+        if missing:
+            raise BackendError(
+                BackendErrorKind.UNAVAILABLE,
+                f"{' and '.join(missing)} not found: hive-c0re runs as root, and agents' bwrap "
+                "sandboxes need setpriv and unshare (util-linux) to run as the unprivileged "
+                f"uid {self._settings.sandbox_uid} instead of root",
+                "install util-linux (Debian/Ubuntu: apt-get install util-linux), or run hive-c0re "
+                "as an unprivileged user",
+            )
+        probe = await asyncio.create_subprocess_exec(
+            *self.drop_argv(cwd=None),
+            "/usr/bin/true",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            cwd="/",
+        )
+        _, err = await probe.communicate()
+        if probe.returncode != 0:
+            raise BackendError(
+                BackendErrorKind.UNAVAILABLE,
+                f"uid {self._settings.sandbox_uid} cannot make a user namespace on this host, so "
+                "agents' bwrap sandboxes cannot run unprivileged: "
+                f"{err.decode(errors='replace').strip() or f'exit {probe.returncode}'}",
+                "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; "
+                "on Ubuntu 24.04+ kernel.apparmor_restrict_unprivileged_userns=0), or run "
+                "hive-c0re as an unprivileged user",
+            )
+        self._drop_checked = True
+
+    def _prepare_mounts(self, agent: str, mounts: Iterable[Mount]) -> None:
+        """Mount sources exist; as root, the writable ones belong to the sandbox uid
+        (activities.backends.ownership) and the read-only ones are readable by it."""
+        if not _as_root():
+            _make_mount_dirs(mounts)
+            return
+        uid = self._settings.sandbox_uid
+        for mount in mounts:
+            try:
+                if mount.writable:
+                    adopt(mount.host, uid, uid)
+                else:
+                    share_read_only(mount.host)
+            except OSError as e:
+                raise BackendError(
+                    BackendErrorKind.FAILED,
+                    f"cannot give {mount.host} ({mount.container} in container h-{agent}) to "
+                    f"the sandbox uid {uid}: {e}",
+                    "check that the state and run dirs are on a local filesystem where root "
+                    "can change owners (not NFS with root_squash)",
+                ) from e
 
     def _kill_live(self, agent: str) -> None:
         for process in self._live.pop(agent, set()):
@@ -458,11 +587,26 @@ def _hive_agent_argv(python: str) -> list[str]:
 
 
 def _make_mount_dirs(mounts: Iterable[Mount]) -> None:
-    """The agent's writable data dirs, made private to it if missing (credentials live in one);
-    bwrap refuses to bind a missing source."""
+    """The agent's mount sources, made if missing (bwrap refuses to bind a missing source): its
+    writable data dirs private to it (credentials live in one), the read-only ones readable."""
     for mount in mounts:
-        if mount.writable:
-            mount.host.mkdir(parents=True, mode=0o700, exist_ok=True)
+        if not os.path.lexists(mount.host):
+            mount.host.mkdir(parents=True, mode=0o700 if mount.writable else 0o755, exist_ok=True)
+
+
+def _parent_dirs(path: str, made: set[str]) -> list[str]:
+    """`--dir` for each directory above `path` not in `made` (which they are then added to)."""
+    args: list[str] = []
+    for parent in reversed(PurePosixPath(path).parents):
+        if str(parent) not in made:
+            made.add(str(parent))
+            args += ["--dir", str(parent)]
+    return args
+
+
+def _as_root() -> bool:
+    """hive-c0re runs as root: its sandboxes then run as HiveSettings.sandbox_uid."""
+    return os.geteuid() == 0
 
 
 def _replace_status(record: _Record, status: ContainerStatus) -> _Record:

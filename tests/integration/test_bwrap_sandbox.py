@@ -4,6 +4,11 @@ Inside an agent's sandbox: only its own mounts (no state dir, no other agent's f
 credentials, no checkout), no capabilities, no network but its loopback (host ports, Temporal
 and the dashboard unreachable), its data written through to the host; and the real claude CLI
 reaching the model through /run/hive/model.sock and hive-c0re through /run/hive/mcp.sock.
+
+As root (as the tests run here), the sandbox is the unprivileged sandbox uid on the host, root
+only in its own user namespace: /proc/sys is not writable, its files are the sandbox uid's on
+the host, and what hive-c0re (root) makes for it (sockets, credentials, a new agent's repo for
+hm1nd) is given to that uid before each exec, without following the agent's symlinks.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import json
 import os
 import socket
+import stat
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -23,11 +29,14 @@ import pytest
 from activities.backends import BackendError, BackendErrorKind, select_backend
 from activities.backends.base import ContainerSpec, ContainerStatus, Mount
 from activities.backends.bwrap import BwrapBackend
-from activities.backends.mounts import CONTAINER_VIEW, agent_mounts
+from activities.backends.mounts import CONFIG_SUBDIR, CONTAINER_VIEW, agent_mounts
+from activities.backends.ownership import adopt
 from agent_harness.claude_command import claude_argv, claude_env, hive_mcp_config
 from api.mcp_server import AgentMcpSockets
 from api.model_proxy import ModelProxies
+from hyperhive import config_repo
 from hyperhive.broker import Broker
+from hyperhive.credentials import CredentialKind, save_credentials
 from hyperhive.domain import MANAGER_NAME
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
@@ -42,8 +51,15 @@ TIMEOUT = 60.0
 # Everything at the top of a sandbox (/bin, /lib… only where the host has them).
 SANDBOX_ROOT = {
     *("bin", "sbin", "lib", "lib32", "lib64", "libx32"),
-    *("dev", "etc", "opt", "proc", "root", "run", "tmp", "usr", "work"),
+    *("dev", "etc", "hive", "opt", "proc", "root", "run", "tmp", "usr", "work"),
 }
+AS_ROOT = os.geteuid() == 0
+as_root_only = pytest.mark.skipif(not AS_ROOT, reason="hive-c0re as root only")
+
+
+def host_uid(settings: HiveSettings) -> int:
+    """The host uid a sandbox runs as: the sandbox uid under root, else the caller."""
+    return settings.sandbox_uid if AS_ROOT else os.geteuid()
 
 
 @pytest.fixture
@@ -132,6 +148,23 @@ def writes(p):
     except OSError:
         return False
 
+def opens_for_writing(p):
+    try:
+        open(p, 'w').close()
+        return True
+    except OSError:
+        return False
+
+def connects(p):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(p)
+        return True
+    except OSError as e:
+        return type(e).__name__
+    finally:
+        s.close()
+
 def cmdline(pid):
     try:
         with open(f'/proc/{pid}/cmdline', 'rb') as f:
@@ -153,7 +186,14 @@ print(json.dumps({
     'cwd': os.getcwd(),
     'hostname': socket.gethostname(),
     'uid': os.getuid(),
+    'uid_map': open('/proc/self/uid_map').read().split(),
     'cap_eff': status['CapEff'].strip(),
+    'cap_bnd': status['CapBnd'].strip(),
+    'no_new_privs': status['NoNewPrivs'].strip(),
+    'swappiness': writes('/proc/sys/vm/swappiness'),
+    'core_pattern': opens_for_writing('/proc/sys/kernel/core_pattern'),
+    'config': open('/hive/config/CLAUDE.md').read(),
+    'sockets': [connects('/run/hive/mcp.sock'), connects('/run/hive/model.sock')],
     'interfaces': [name for _, name in socket.if_nameindex()],
     'cmdlines': cmdlines,
     'passwd': open('/etc/passwd').read(),
@@ -171,6 +211,12 @@ async def test_an_agent_sees_only_its_own_mounts(
     (bob / "home" / ".claude" / ".credentials.json").write_text('{"claudeAiOauth": {}}')
     (bob / "work").mkdir(parents=True, exist_ok=True)
     (bob / "work" / "plans.txt").write_text("bob's")
+    # alice's applied config, as the turn writes it (root, even with a private umask).
+    config = settings.agent_state_dir("alice") / CONFIG_SUBDIR
+    config.mkdir(exist_ok=True)
+    config.chmod(0o700)
+    (config / "CLAUDE.md").write_text("be brief")
+    (config / "CLAUDE.md").chmod(0o600)
     secret_paths = [
         str(state / "hive.db"),
         str(state),
@@ -194,6 +240,9 @@ async def test_an_agent_sees_only_its_own_mounts(
         "/probe",
         "/opt/hive/src/x",
         "/usr/evil",
+        "/hive/config/CLAUDE.md",
+        "/hive/config/new",
+        "/proc/sys/kernel/hostname",
     ]
     probe = json.dumps({"hidden": secret_paths, "writes": writes})
     result = await python_in(
@@ -211,7 +260,17 @@ async def test_an_agent_sees_only_its_own_mounts(
     assert result["cwd"] == CONTAINER_VIEW.work
     assert result["hostname"] == "h-alice"
     assert result["uid"] == 0
+    # Root inside its own user namespace only: on the host, the sandbox uid (as root) or the
+    # caller, one uid mapped.
+    assert result["uid_map"] == ["0", str(host_uid(settings)), "1"]
     assert int(result["cap_eff"], 16) == 0, "no capabilities, even as root"
+    if AS_ROOT:
+        assert int(result["cap_bnd"], 16) == 0, "none to regain"
+        assert result["no_new_privs"] == "1"
+    assert result["swappiness"] is False, "/proc/sys is not writable"
+    assert result["core_pattern"] is False
+    assert result["config"] == "be brief", "its applied config, readable"
+    assert result["sockets"] == [True, True], "its sockets (root's on the host) connect"
     assert result["interfaces"] == ["lo"], "no network but its own loopback"
     # Its own pid namespace: only the sandbox's processes (bwrap's init, `hive-agent run`, this
     # probe) are visible, none of the host's.
@@ -231,9 +290,17 @@ async def test_an_agent_sees_only_its_own_mounts(
         "/probe": False,
         "/opt/hive/src/x": False,
         "/usr/evil": False,
+        "/hive/config/CLAUDE.md": False,
+        "/hive/config/new": False,
+        "/proc/sys/kernel/hostname": False,
     }
     alice = settings.agent_state_dir("alice")
     assert (alice / "work" / "probe.txt").read_text() == "x"
+    # On the host its files are the sandbox uid's, never root's.
+    assert (alice / "work" / "probe.txt").stat().st_uid == host_uid(settings)
+    assert (alice / "home" / ".claude" / "probe.txt").stat().st_uid == host_uid(settings)
+    assert (config / "CLAUDE.md").read_text() == "be brief"
+    assert not (config / "new").exists()
     assert (alice / "home" / ".claude" / "probe.txt").read_text() == "x"
     assert not (alice / "home" / "tmpfs.txt").exists()
     # bob's data is untouched.
@@ -380,7 +447,12 @@ async def test_bookkeeping_and_refusals(settings: HiveSettings, tmp_path: Path):
     await backend.start("carol")
     assert await backend.status("carol") is ContainerStatus.UP
     recorded = json.loads((settings.state_path / "containers" / "h-carol.bwrap").read_text())
-    assert [m["container"] for m in recorded["mounts"]] == ["/run/hive", "/root/.claude", "/work"]
+    assert [m["container"] for m in recorded["mounts"]] == [
+        "/run/hive",
+        "/root/.claude",
+        "/work",
+        "/hive/config",
+    ]
 
     # update re-reads the mounts: the next sandbox has the new one.
     extra = tmp_path / "extra"
@@ -463,6 +535,157 @@ def test_auto_selects_bwrap_where_it_is_installed(settings: HiveSettings):
         assert getattr(chosen, "needs_model_proxy", False) is True
     process = select_backend(settings.model_copy(update={"container_backend": "process"}))
     assert process.name == "process"
+
+
+async def test_hm1nd_commits_to_a_repo_hive_c0re_just_made(
+    settings: HiveSettings, backend: BwrapBackend
+):
+    """SpawnWorkflow makes alice's proposed repo on the host (as root, here); hm1nd's next turn
+    commits to it at /agents/alice with no "dubious ownership", and hive-c0re reads the commit."""
+    state = settings.state_path
+    await asyncio.to_thread(
+        config_repo.init_agent_repos,
+        state,
+        "alice",
+        purpose="Test things.",
+        hyperhive_rev="1" * 40,
+        hyperhive_flake_url="/src/hyperhive",
+    )
+    proposed = config_repo.proposed_dir(state, "alice")
+    assert proposed.stat().st_uid == os.geteuid()
+    script = (
+        "echo 'Be thorough.' >> /agents/alice/CLAUDE.md && git -C /agents/alice add -A && "
+        "git -C /agents/alice commit -q -m x && git -C /agents/alice rev-parse HEAD"
+    )
+    rc, out, err = await run_in(backend, MANAGER_NAME, ["sh", "-c", script])
+    assert rc == 0, err
+    assert "dubious" not in err
+    sha = out.strip()
+    assert await asyncio.to_thread(config_repo.proposed_head, state, "alice") == sha
+    assert await asyncio.to_thread(config_repo.validate_commit, state, "alice", sha) == [
+        "CLAUDE.md"
+    ]
+    # The whole repo was given to the sandbox uid; the applied one stays hive-c0re's.
+    owners = {p.lstat().st_uid for p in [proposed, *proposed.rglob("*")]}
+    assert owners == {host_uid(settings)}
+    applied = config_repo.applied_dir(state, "alice")
+    assert {p.lstat().st_uid for p in applied.rglob("*")} == {os.geteuid()}
+
+
+async def test_credentials_pasted_between_turns_are_readable(
+    settings: HiveSettings, backend: BwrapBackend
+):
+    """hive-c0re (root) stores credentials 0600 after the agent's first turn; the next sees them."""
+    rc, _, err = await run_in(backend, "alice", ["sh", "-c", "ls -a /root/.claude"])
+    assert rc == 0, err
+    claude = settings.agent_state_dir("alice") / "home" / ".claude"
+    key = "sk-ant-api03-alices-own-key-" + "Q" * 24
+    save_credentials(claude, CredentialKind.API_KEY, key)
+    (claude / ".credentials.json").write_text('{"claudeAiOauth": {}}')
+    (claude / ".credentials.json").chmod(0o600)
+    rc, out, err = await run_in(
+        backend,
+        "alice",
+        ["sh", "-c", "cat /root/.claude/hive-auth.json /root/.claude/.credentials.json"],
+    )
+    assert rc == 0, err
+    assert key in out and "claudeAiOauth" in out
+    assert stat.S_IMODE((claude / ".credentials.json").stat().st_mode) == 0o600
+
+
+@as_root_only
+async def test_adoption_never_follows_the_agents_symlinks(
+    settings: HiveSettings, backend: BwrapBackend, tmp_path: Path
+):
+    """Links the agent plants in its mounts (to host files it cannot see) are given to the
+    sandbox uid themselves; their targets keep their owner, even a link inside a directory
+    hive-c0re made (walked in full)."""
+    victim = tmp_path / "victim"
+    victim.write_text("root's")
+    victim_dir = tmp_path / "victim-dir"
+    victim_dir.mkdir()
+    (victim_dir / "f").write_text("root's")
+    script = (
+        f"ln -s {victim} /work/file-link && ln -s {victim_dir} /work/dir-link && "
+        "ln -s /etc/shadow /work/shadow && ln -s / /work/root-link && "
+        f"ln -s {victim} /root/.claude/.credentials.json && "
+        f"mkdir /work/mine && ln -s {victim_dir} /work/mine/inner"
+    )
+    rc, _, err = await run_in(backend, "alice", ["sh", "-c", script])
+    assert rc == 0, err
+    # A directory hive-c0re made in work, holding a link to a host file.
+    work = settings.agent_state_dir("alice") / "work"
+    (work / "fresh" / "sub").mkdir(parents=True)
+    (work / "fresh" / "sub" / "link").symlink_to(victim)
+    (work / "fresh" / "sub" / "shadow").symlink_to("/etc/shadow")
+    shadow = os.stat("/etc/shadow")
+    rc, _, err = await run_in(backend, "alice", ["true"])  # adopts again
+    assert rc == 0, err
+
+    uid = settings.sandbox_uid
+    for target in (victim, victim_dir, victim_dir / "f"):
+        assert target.stat().st_uid == 0, target
+    after = os.stat("/etc/shadow")
+    assert (after.st_uid, after.st_gid, after.st_mode) == (
+        shadow.st_uid,
+        shadow.st_gid,
+        shadow.st_mode,
+    )
+    assert os.stat("/").st_uid == 0
+    claude = settings.agent_state_dir("alice") / "home" / ".claude"
+    for link in (
+        work / "file-link",
+        work / "dir-link",
+        work / "shadow",
+        work / "root-link",
+        work / "mine" / "inner",
+        work / "fresh" / "sub" / "link",
+        work / "fresh" / "sub" / "shadow",
+        claude / ".credentials.json",
+    ):
+        assert link.is_symlink() and link.lstat().st_uid == uid, link
+    assert (work / "fresh" / "sub").stat().st_uid == uid
+
+
+@as_root_only
+def test_adopt_gives_what_root_made_and_skips_what_the_agent_owns(tmp_path: Path):
+    uid = 990123
+    root = tmp_path / "work"
+    outside = tmp_path / "outside"
+    outside.write_text("root's")
+    (root / "repo" / ".git" / "objects").mkdir(parents=True)
+    (root / "repo" / ".git" / "objects" / "ab").write_text("blob")
+    (root / "repo" / "link").symlink_to(outside)
+    (root / "top.txt").write_text("new")
+    (root / "top-link").symlink_to(outside)
+    (root / "agents").mkdir()
+    os.chown(root / "agents", uid, uid)
+    (root / "agents" / "roots.txt").write_text("below an owned dir")
+
+    assert adopt(root, uid, uid) == 8
+    given = [
+        root,
+        root / "repo",
+        root / "repo" / ".git",
+        root / "repo" / ".git" / "objects",
+        root / "repo" / ".git" / "objects" / "ab",
+        root / "repo" / "link",
+        root / "top.txt",
+        root / "top-link",
+    ]
+    for path in given:
+        assert (path.lstat().st_uid, path.lstat().st_gid) == (uid, uid), path
+    # A directory it owns is the agent's own: not walked (a large /work costs nothing).
+    assert (root / "agents" / "roots.txt").stat().st_uid == 0
+    assert outside.stat().st_uid == 0
+    assert adopt(root, uid, uid) == 0  # nothing new: nothing done
+
+    # The mount source itself is never a link (to be followed).
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link-root").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError):
+        adopt(tmp_path / "link-root", uid, uid)
+    assert (tmp_path / "elsewhere").stat().st_uid == 0
 
 
 # -- end to end through hive-c0re ------------------------------------------------------------------
