@@ -42,7 +42,7 @@ from hyperhive.agent_config import (
 from hyperhive.broker import agent_events_topic
 from hyperhive.bus import Bus
 from hyperhive.child_process import kill_process_group
-from hyperhive.credentials import credential_env
+from hyperhive.credentials import turn_credentials
 from hyperhive.domain import MANAGER_NAME, AgentState, TurnErrorClass
 from hyperhive.models import Message, TurnRequest, TurnResult
 from hyperhive.settings import HiveSettings
@@ -174,16 +174,18 @@ class TurnActivities:
             add_dirs=(view.repos,) if agent == MANAGER_NAME else (),
         )
         base = {k: v for k, v in os.environ.items() if k in PASSED_ENV}
-        # What the operator pasted on the agent's page beats the host-wide extras.
-        pasted = credential_env(host_home / ".claude")
+        # The agent's own login beats the host-wide one (HIVE_API_KEY, HIVE_OAUTH_TOKEN), which
+        # beats what HIVE_AGENT_EXTRA_ENV carries.
+        credentials = turn_credentials(host_home / ".claude", settings)
+        extra = {k: v for k, v in settings.agent_extra_env.items() if k not in credentials.drop}
+        if settings.model_base_url:
+            extra["ANTHROPIC_BASE_URL"] = settings.model_base_url
         env = claude_env(
             base,
             home=view.home,
-            extra={**git_identity_env(agent), **settings.agent_extra_env, **pasted},
+            extra={**git_identity_env(agent), **extra, **credentials.env},
             sandboxed=self._backend.sandboxed,
         )
-        if "CLAUDE_CODE_OAUTH_TOKEN" in pasted:
-            env.pop("ANTHROPIC_API_KEY", None)  # a key would win over the token (REFERENCE §1)
         try:
             return await self._backend.exec(
                 agent, argv, env=env, stdin=prompt.encode(), host_cwd=host_work

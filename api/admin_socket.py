@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
+import json
 import logging
 import os
 import pwd
+import re
 import socket
 import struct
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, assert_never
@@ -34,6 +37,7 @@ from hyperhive.admin_protocol import (
     ErrorCode,
     KillRequest,
     ListRequest,
+    LoginRequest,
     LogsRequest,
     ProtocolError,
     Request,
@@ -50,6 +54,7 @@ from hyperhive.admin_protocol import (
     ok_response,
     parse_request,
 )
+from hyperhive.credentials import CredentialKind
 from hyperhive.domain import OPERATOR_NAME
 from hyperhive.errors import HiveError
 from hyperhive.operator import ControlAction, OperatorService
@@ -64,6 +69,23 @@ WHAT = "the admin socket"
 
 class AdminSocketError(HiveError):
     """The admin socket cannot be served."""
+
+
+# Anything shaped like an Anthropic token or key, wherever it turns up.
+_TOKEN_LIKE = re.compile(r"sk-ant-[A-Za-z0-9_\-]+")
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` without the request's secrets (as given, stripped, JSON- or repr-escaped) and
+    without anything that looks like an Anthropic token: for messages and log lines about a
+    request that carried a secret (`hive login`)."""
+    if not secrets:
+        return text
+    for secret in secrets:
+        for form in {secret, secret.strip(), json.dumps(secret)[1:-1], repr(secret)[1:-1]}:
+            if len(form) >= 4:
+                text = text.replace(form, "[secret]")
+    return _TOKEN_LIKE.sub("sk-ant-[secret]", text)
 
 
 def _json(value: Any) -> Any:
@@ -245,24 +267,45 @@ class AdminSocket:
             log.info(
                 "admin: %s asks %s",
                 user,
-                request.model_dump_json(exclude={"version", "body", "purpose"}),
+                request.model_dump_json(
+                    exclude={"version", "body", "purpose", *request.secret_fields}
+                ),
             )
         try:
             result = await self._dispatch(request, user)
             return ok_response(_json(result), request.request_id)
         except HiveError as e:
-            return error_response(ErrorCode.REFUSED, e.what, e.hint, request.request_id)
+            secrets = request.secrets()
+            return error_response(
+                ErrorCode.REFUSED,
+                redact(e.what, secrets),
+                redact(e.hint, secrets),
+                request.request_id,
+            )
         except Exception as e:
+            secrets = request.secrets()
             failure = explain_store_failure(e)
             if failure is not None:
-                log.warning("admin command %r from %s: %s", request.cmd, user, failure.what)
+                what = redact(failure.what, secrets)
+                log.warning("admin command %r from %s: %s", request.cmd, user, what)
                 return error_response(
-                    ErrorCode.REFUSED, failure.what, failure.hint, request.request_id
+                    ErrorCode.REFUSED, what, redact(failure.hint, secrets), request.request_id
                 )
-            log.exception("admin command %r from %s failed", request.cmd, user)
+            if secrets:
+                # Not log.exception: the formatted traceback is redacted first.
+                log.error(
+                    "admin command %r from %s failed:\n%s",
+                    request.cmd,
+                    user,
+                    redact("".join(traceback.format_exception(e)).rstrip(), secrets),
+                )
+            else:
+                log.exception("admin command %r from %s failed", request.cmd, user)
             return error_response(
                 ErrorCode.INTERNAL,
-                f"`{request.cmd}` failed inside hive-c0re: {type(e).__name__}: {e}",
+                redact(
+                    f"`{request.cmd}` failed inside hive-c0re: {type(e).__name__}: {e}", secrets
+                ),
                 "see hive-c0re's log; nothing is known to have changed",
                 request.request_id,
             )
@@ -286,8 +329,11 @@ class AdminSocket:
                 return {"decision": "approved" if approved else "denied", "approval": approval}
             case SendRequest(to=to, body=body):
                 return await operator.send(to, body)
-            case SpawnRequest(name=name, purpose=purpose):
-                return {"name": name, "workflow_id": await operator.spawn(name, purpose)}
+            case SpawnRequest(name=name, purpose=purpose, fresh=fresh):
+                return {
+                    "name": name,
+                    "workflow_id": await operator.spawn(name, purpose, fresh=fresh),
+                }
             case DestroyRequest(confirm=False, name=name):
                 raise HiveError(
                     f"destroy removes the container of {name} (its repos and history stay)",
@@ -306,4 +352,7 @@ class AdminSocket:
                 return await operator.logs(name, after_id=after_id, limit=limit)
             case UrlsRequest():
                 return await operator.urls()
+            case LoginRequest(name=name, kind=kind, secret=secret):
+                # The answer is the kind and a masked hint, never the secret.
+                return await operator.login(name, CredentialKind(kind), secret.get_secret_value())
         assert_never(request)

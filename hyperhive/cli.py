@@ -6,9 +6,11 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
@@ -55,15 +57,45 @@ def _cmd_c0re(_: argparse.Namespace) -> int:
     return run(settings, with_temporal=False)
 
 
-def _cmd_settings(args: argparse.Namespace) -> int:
-    settings = load_settings()
+MASK = "**********"  # what pydantic shows for a SecretStr (HIVE_API_KEY, HIVE_OAUTH_TOKEN)
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+
+def _mask_url(url: str) -> str:
+    """A URL without the password in it (`postgresql+psycopg://hive:***@db/hive`)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def shown_settings(settings: HiveSettings) -> dict[str, Any]:
+    """The settings as `hive settings` prints them: secrets masked (SecretStr fields, values of
+    HIVE_AGENT_EXTRA_ENV named like *KEY*/*TOKEN*/*SECRET*, passwords in URLs)."""
     values = settings.model_dump(mode="json")
+    values["agent_extra_env"] = {
+        k: MASK if _SECRET_NAME.search(k) else _mask_url(v)
+        for k, v in settings.agent_extra_env.items()
+    }
+    for key in ("db_url", "model_base_url"):
+        if isinstance(values.get(key), str):
+            values[key] = _mask_url(values[key])
     values |= {
         "state_dir (resolved)": str(settings.state_path),
         "run_dir (resolved)": str(settings.run_path),
-        "db_url (resolved)": settings.database_url,
+        "db_url (resolved)": _mask_url(settings.database_url),
         "temporal (resolved)": settings.temporal_target,
     }
+    return values
+
+
+def _cmd_settings(args: argparse.Namespace) -> int:
+    values = shown_settings(load_settings())
     if args.json:
         print(json.dumps(values, indent=2))
     else:

@@ -1,24 +1,35 @@
-"""An agent's claude credentials, pasted by the operator on the agent's page.
+"""An agent's claude credentials: its own login, pasted by the operator on the agent's page or
+given with `hive login NAME`, and the host-wide ones (HIVE_API_KEY, HIVE_OAUTH_TOKEN).
 
-They live in the agent's `HOME/.claude` (mode 0700, files 0600), which only that agent's
-sandbox mounts:
+An agent's own login lives in its `HOME/.claude` (mode 0700, files 0600), which only that
+agent's sandbox mounts:
 - a `.credentials.json` as `claude auth login` writes it, used by claude as it is;
 - an OAuth token from `claude setup-token` or an API key, kept in `hive-auth.json` and handed
   to each turn as `CLAUDE_CODE_OAUTH_TOKEN` / `ANTHROPIC_API_KEY` (REFERENCE §1: the key wins
   over the token, the token over the file).
+
+`turn_credentials` decides what one turn gets (see there for the rules).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
 from hyperhive.errors import HiveError
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from hyperhive.settings import HiveSettings
 
 AUTH_FILE = "hive-auth.json"
 CREDENTIALS_FILE = ".credentials.json"
@@ -42,10 +53,21 @@ class CredentialSummary(BaseModel):
     hint: str = ""
 
 
+API_KEY_ENV = "ANTHROPIC_API_KEY"
+OAUTH_TOKEN_ENV = "CLAUDE_CODE_OAUTH_TOKEN"  # noqa: S105 - a variable name
+# A bearer token (for gateways); claude ranks it above ANTHROPIC_API_KEY.
+AUTH_TOKEN_ENV = "ANTHROPIC_AUTH_TOKEN"  # noqa: S105 - a variable name
+#: Every environment variable claude takes a credential from. Whichever of them a turn gets
+#: beats `$HOME/.claude/.credentials.json`, and they beat one another (REFERENCE §1).
+CREDENTIAL_ENV: frozenset[str] = frozenset({API_KEY_ENV, OAUTH_TOKEN_ENV, AUTH_TOKEN_ENV})
+
 _ENV_OF = {
-    CredentialKind.OAUTH_TOKEN: "CLAUDE_CODE_OAUTH_TOKEN",
-    CredentialKind.API_KEY: "ANTHROPIC_API_KEY",
+    CredentialKind.OAUTH_TOKEN: OAUTH_TOKEN_ENV,
+    CredentialKind.API_KEY: API_KEY_ENV,
 }
+# A hint shows at most this much of a secret: its prefix (the kind) and its last 4 characters,
+# and only the prefix of a secret too short for that to hide most of it.
+_HINT_HEAD, _HINT_TAIL, _HINT_MIN_LEN = 10, 4, 24
 
 
 def _check(kind: CredentialKind, secret: str) -> str:
@@ -118,17 +140,36 @@ def save_credentials(claude_dir: Path, kind: CredentialKind, secret: str) -> Cre
 
 def _auth_file(claude_dir: Path) -> tuple[CredentialKind, str] | None:
     try:
-        data = json.loads((claude_dir / AUTH_FILE).read_text())
+        data = json.loads(_read_agent_file(claude_dir / AUTH_FILE))
         return CredentialKind(data["kind"]), str(data["secret"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _read_agent_file(path: Path) -> bytes:
+    """A small regular file in a dir the agent can write: never through a symlink it planted,
+    never blocking on a FIFO, never more than a credential's size."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return os.read(fd, MAX_SECRET_BYTES * 2)
+    finally:
+        os.close(fd)
+
+
+def masked(secret: str) -> str:
+    """What may be shown of a token or key: e.g. `sk-ant-oat…WXYZ`, never most of it."""
+    if len(secret) < _HINT_MIN_LEN:
+        return f"{secret[:7]}…"  # "sk-ant-…": the kind, nothing of the secret part
+    return f"{secret[:_HINT_HEAD]}…{secret[-_HINT_TAIL:]}"
 
 
 def stored_credentials(claude_dir: Path) -> CredentialSummary:
     auth = _auth_file(claude_dir)
     if auth is not None:
         kind, secret = auth
-        return CredentialSummary(kind=kind, hint=f"{secret[:10]}…{secret[-4:]}")
+        return CredentialSummary(kind=kind, hint=masked(secret))
     if (claude_dir / CREDENTIALS_FILE).is_file():
         return CredentialSummary(kind=CredentialKind.CREDENTIALS_JSON, hint=CREDENTIALS_FILE)
     return CredentialSummary(kind=None)
@@ -142,3 +183,71 @@ def credential_env(claude_dir: Path) -> dict[str, str]:
     kind, secret = auth
     env = _ENV_OF.get(kind)
     return {env: secret} if env else {}
+
+
+CredentialSource = Literal["agent", "HIVE_API_KEY", "HIVE_OAUTH_TOKEN", "HIVE_AGENT_EXTRA_ENV"]
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class TurnCredentials:
+    """The credential part of one turn's environment.
+
+    `env`: set these. `drop`: remove these from what HIVE_AGENT_EXTRA_ENV (or anything else)
+    would put in the environment, before `env` is added. `source`: where the credential comes
+    from, for logs and `needs_login` messages (None: no credential at all).
+    """
+
+    env: dict[str, str] = field(default_factory=dict)
+    drop: frozenset[str] = frozenset()
+    source: CredentialSource | None = None
+
+    def __repr__(self) -> str:  # never the secrets, should one of these be logged
+        return (
+            f"TurnCredentials(env={sorted(self.env)}, drop={sorted(self.drop)}, "
+            f"source={self.source!r})"
+        )
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value().strip() if value is not None else ""
+
+
+def _only(env: dict[str, str], source: CredentialSource) -> TurnCredentials:
+    """`env` as the turn's one credential: every other credential variable is dropped."""
+    return TurnCredentials(env=env, drop=CREDENTIAL_ENV - env.keys(), source=source)
+
+
+def turn_credentials(claude_dir: Path, settings: HiveSettings) -> TurnCredentials:
+    """The credentials one turn of an agent runs with, first match wins:
+
+    1. the agent's own login (pasted on its page or given with `hive login`): the token or key
+       in `claude_dir/hive-auth.json`, else `claude_dir/.credentials.json` (claude reads that
+       file itself). Every other credential variable is dropped, HIVE_AGENT_EXTRA_ENV's
+       included: under `-p` an ANTHROPIC_API_KEY beats CLAUDE_CODE_OAUTH_TOKEN, which beats the
+       file (REFERENCE §1), so any of them left in would beat the agent's own login;
+    2. HIVE_API_KEY (`settings.api_key`) as ANTHROPIC_API_KEY;
+    3. HIVE_OAUTH_TOKEN (`settings.oauth_token`) as CLAUDE_CODE_OAUTH_TOKEN;
+    4. whatever credential HIVE_AGENT_EXTRA_ENV carries (`env` and `drop` empty: kept as is);
+    5. nothing (`source` None): the turn ends in claude's "Not logged in".
+
+    In 2 and 3 the other credential variables in HIVE_AGENT_EXTRA_ENV are dropped too.
+    ANTHROPIC_BASE_URL is not a credential and is never touched here. Pure apart from reading
+    the two files; a damaged `hive-auth.json` counts as no login. The call site, for a turn:
+
+        creds = turn_credentials(host_home / ".claude", settings)
+        extra = {k: v for k, v in settings.agent_extra_env.items() if k not in creds.drop}
+        env = claude_env(base, home=view.home, extra={**extra, **creds.env})
+    """
+    auth = _auth_file(claude_dir)
+    if auth is not None and auth[0] in _ENV_OF and auth[1]:
+        kind, secret = auth
+        return _only({_ENV_OF[kind]: secret}, "agent")
+    if (claude_dir / CREDENTIALS_FILE).is_file():
+        return _only({}, "agent")
+    if api_key := _secret(settings.api_key):
+        return _only({API_KEY_ENV: api_key}, "HIVE_API_KEY")
+    if oauth_token := _secret(settings.oauth_token):
+        return _only({OAUTH_TOKEN_ENV: oauth_token}, "HIVE_OAUTH_TOKEN")
+    if CREDENTIAL_ENV & settings.agent_extra_env.keys():
+        return TurnCredentials(source="HIVE_AGENT_EXTRA_ENV")
+    return TurnCredentials()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
+import subprocess
 
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.rig.agent_scripts import Wake, hive_responder, send
-from tests.rig.hive_process import run_hive
+from tests.rig.hive_process import HIVE, HiveEnv, run_hive
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +85,73 @@ async def test_refusals_and_a_missing_daemon_have_their_exit_codes(start_c0re, f
     gone = run_hive(hive.env, "status")
     assert gone.returncode == 2
     assert "hive-c0re is not running" in gone.stderr and "hive up" in gone.stderr
+
+
+def hive_login(env: HiveEnv, *args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    """`hive login …` with the secret on stdin, the way `hive login bob < token.txt` runs."""
+    return subprocess.run(
+        [HIVE, "login", *args],
+        env=env.environ(),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def socket_call(path: os.PathLike[str], request: dict[str, object]) -> dict[str, object]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(60)
+        sock.connect(os.fspath(path))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        answer: dict[str, object] = json.loads(sock.makefile("rb").readline())
+        return answer
+
+
+async def test_hive_login_stores_the_token_0600_and_the_secret_shows_nowhere(
+    start_c0re, fake_model
+):
+    token = "sk-ant-oat01-" + "s3cr3t" * 14 + "WXYZ"
+    api_key = "sk-ant-api03-" + "k3y" * 28 + "KKEY"
+    leaks = ("s3cr3ts3cr3t", "k3yk3yk3y")
+    # At debug level hive-c0re logs everything it logs at all.
+    hive = await start_c0re(agents=["alice", "bob"], log_level="debug")
+
+    stored = hive_login(hive.env, "bob", stdin=token + "\n")
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+    assert stored.stdout == "bob logged in with OAuth token sk-ant-oat…WXYZ\n"
+    auth = hive.env.state_dir / "agents" / "bob" / "home" / ".claude" / "hive-auth.json"
+    assert stat.S_IMODE(auth.stat().st_mode) == 0o600
+    assert stat.S_IMODE(auth.parent.stat().st_mode) == 0o700
+    assert json.loads(auth.read_text()) == {"kind": "oauth_token", "secret": token}
+
+    as_json = hive_login(hive.env, "alice", "--json", stdin=api_key)
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == {"kind": "api_key", "hint": "sk-ant-api…KKEY"}
+
+    # A wrong credential is refused, says what to do, and leaves bob's token alone.
+    wrong = hive_login(hive.env, "bob", "--kind", "oauth-token", stdin=api_key)
+    assert wrong.returncode == 1 and wrong.stdout == ""
+    assert "not an OAuth token" in wrong.stderr and "\n  → " in wrong.stderr
+    unknown = hive_login(hive.env, "bob", stdin="k3yk3yk3yk3y")
+    assert unknown.returncode == 1 and "--kind" in unknown.stderr
+    ghost = hive_login(hive.env, "ghost", stdin=token)
+    assert ghost.returncode == 1 and "ghost" in ghost.stderr
+    assert json.loads(auth.read_text())["secret"] == token
+
+    # A malformed request straight on the socket echoes no secret either.
+    answer = socket_call(
+        hive.run_dir / "host.sock",
+        {"version": 1, "cmd": "login", "name": "bob", "kind": "api_key", "secret": [api_key]},
+    )
+    assert answer["ok"] is False and answer["error"] == "bad_request"
+
+    hive.process.interrupt()  # then its output is complete
+    for text in (
+        hive.process.output(),
+        json.dumps(answer),
+        *(p.stdout + p.stderr for p in (stored, as_json, wrong, unknown, ghost)),
+    ):
+        for piece in leaks:
+            assert piece not in text, text[-4000:]
+    assert "admin: " in hive.process.output()  # it did log the logins, without the secrets
