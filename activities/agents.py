@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from sqlalchemy import Engine
 from temporalio import activity
@@ -31,3 +32,14 @@ class AgentActivities:
     @activity.defn(name="notify_operator")
     async def notify_operator(self, notice: OperatorNotice) -> None:
         await self._broker.notify_operator(notice.agent, notice.body)
+
+    @activity.defn(name="last_session_id")
+    async def last_session_id(self, agent: str) -> str:
+        """The claude session a new run of the agent's turn loop resumes: that of its latest
+        recorded turn ("" for none, or after a fresh re-spawn: the loop starts a new one)."""
+        found: str = await asyncio.to_thread(agent_store.last_session_id, self._engine, agent)
+        try:
+            uuid.UUID(found)
+        except ValueError:
+            return ""  # claude takes only UUIDs (and "" means none)
+        return found

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -30,6 +34,7 @@ from hyperhive.models import AgentMessage, ApprovalUpdate, DeployedRecord, NewAp
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
+from hyperhive.store import messages as message_store
 from hyperhive.waker import agent_workflow_id
 
 log = logging.getLogger(__name__)
@@ -128,11 +133,53 @@ class LifecycleActivities:
     @activity.defn(name="record_deployed")
     async def record_deployed(self, record: DeployedRecord) -> None:
         state = self._settings.state_path
-        sha = record.sha or await asyncio.to_thread(config_repo.proposed_head, state, record.name)
+        sha = record.sha
+        if sha is None and record.keep_sha:
+            sha = await self._kept_deployed_sha(record.name)
+        elif sha is None:
+            sha = await asyncio.to_thread(config_repo.proposed_head, state, record.name)
         rev = record.hyperhive_rev or await asyncio.to_thread(
             config_repo.recorded_rev, state, record.name
         )
         await self._db(agent_store.set_deployed, record.name, sha=sha, hyperhive_rev=rev)
+
+    async def _kept_deployed_sha(self, name: str) -> str | None:
+        """On a re-spawn with kept repos: None (keep what is recorded) when a deployed sha is
+        recorded; else the proposed HEAD only if the applied repo holds its config (a spawn that
+        failed before recording it), since a later proposed commit was never approved."""
+        agent = await self._db(agent_store.get_agent, name)
+        if agent is not None and agent.deployed_sha:
+            return None
+        state = self._settings.state_path
+        try:
+            head = await asyncio.to_thread(config_repo.proposed_head, state, name)
+            differs = await asyncio.to_thread(config_repo.validate_commit, state, name, head)
+        except config_repo.RepoError:
+            return None
+        return None if differs else head
+
+    @activity.defn(name="discard_agent_history")
+    async def discard_agent_history(self, name: str) -> None:
+        """A fresh re-spawn, once approved: its config repos go (SpawnWorkflow writes them anew
+        from the new purpose), its undelivered messages are dropped (marked delivered, rows kept)
+        and its claude sessions are removed; credentials and the work dir stay. Idempotent."""
+        state = self._settings.state_path
+        for repo in (config_repo.proposed_dir(state, name), config_repo.applied_dir(state, name)):
+            await asyncio.to_thread(_remove_dir, state, repo)
+        home = self._settings.agent_state_dir(name) / "home"
+        await asyncio.to_thread(_remove_sessions, home)
+        dropped: list[int] = await self._db(message_store.discard_undelivered, name)
+        await self._db(
+            agent_store.record_session_reset,
+            name,
+            activity.info().workflow_run_id,
+            f"fresh re-spawn: claude conversation, config repos and {len(dropped)} undelivered "
+            "message(s) discarded",
+            discarded_messages=dropped,
+        )
+        log.info(
+            "%s: fresh re-spawn discarded its repos, session and %d messages", name, len(dropped)
+        )
 
     @activity.defn(name="hyperhive_revision")
     async def hyperhive_revision(self) -> str:
@@ -171,9 +218,12 @@ class LifecycleActivities:
     @activity.defn(name="container_start")
     async def container_start(self, name: str) -> None:
         if await self._backend.status(name) is ContainerStatus.ABSENT:
+            # Recorded, so that the store says what is true and a spawn of it is accepted.
+            await self._db(agent_store.set_container_status, name, ContainerStatus.ABSENT.value)
             # Retrying cannot make a container appear (destroyed, or never built).
             raise ApplicationError(
-                f"{name} has no container (destroyed?): request a new spawn of {name}",
+                f"{name} has no container (destroyed?): bring it back with "
+                f'`hive spawn {name} --purpose "…"`',
                 type="BackendError:permanent",
                 non_retryable=True,
             )
@@ -200,6 +250,7 @@ class LifecycleActivities:
             self.wake_agent,
             self.stop_agent_loop,
             self.record_deployed,
+            self.discard_agent_history,
             self.hyperhive_revision,
             self.stale_agents,
             self.container_create,
@@ -208,3 +259,32 @@ class LifecycleActivities:
             self.container_update,
             self.container_destroy,
         ]
+
+
+def _remove_dir(state: Path, path: Path) -> None:
+    """Remove `path` (never following a symlink): renamed out of sight first, so a crash leaves
+    either the whole directory or none of it."""
+    if path.is_symlink():
+        path.unlink()
+        return
+    if not path.exists():
+        return
+    scratch = state / ".repo-tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    trash = Path(tempfile.mkdtemp(prefix=f"discarded-{path.parent.name}-{path.name}-", dir=scratch))
+    os.rename(path, trash / path.name)
+    shutil.rmtree(trash)
+
+
+def _remove_sessions(home: Path) -> None:
+    """Remove claude's session transcripts (`<home>/.claude/projects`), nothing else of .claude
+    (credentials stay). The agent can write there: symlinks are removed, never followed."""
+    claude = home / ".claude"
+    if claude.is_symlink():
+        log.warning("%s is a symlink: its sessions are left alone", claude)
+        return
+    projects = claude / "projects"
+    if projects.is_symlink() or projects.is_file():
+        projects.unlink()
+    elif projects.is_dir():
+        shutil.rmtree(projects)

@@ -25,8 +25,9 @@ def manager_tools(lifecycle: Lifecycle, engine: Engine) -> ExtraTools:
                 str, Field(description="What the agent is for (shown to the human).")
             ],
         ) -> str:
-            """Ask the human operator to approve a new agent. You get a message when it is
-            decided (and, once approved, when the agent is up)."""
+            """Ask the human operator to approve a new agent, or the return of one whose
+            container is gone (destroyed): it comes back with its config, inbox and history.
+            You get a message when it is decided (and, once approved, when the agent is up)."""
             workflow_id = await lifecycle.request_spawn(name, purpose, requester=MANAGER_NAME)
             return f"spawn of {name} requested ({workflow_id}); waiting for the operator"
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
 from hyperhive.strict_json import StrictJsonError, json_kind, loads_strict
@@ -37,6 +37,9 @@ MAX_DEPTH = 32
 MAX_ID = 2**63 - 1
 MAX_LIST = 1000
 MAX_REQUEST_ID_CHARS = 128
+# A pasted token is ~100 characters and a .credentials.json well under 1 KiB; hive-c0re refuses
+# over 16 KiB anyway (hyperhive/credentials.py), this only bounds what the protocol takes.
+MAX_SECRET_CHARS = 65536
 
 
 class ErrorCode(StrEnum):
@@ -89,6 +92,12 @@ class BaseRequest(BaseModel):
     example: ClassVar[dict[str, Any]]
     #: Whether the command changes anything (logged with who asked).
     acts: ClassVar[bool] = False
+    #: Fields that hold a secret: never logged, never echoed back in an error.
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values this request carries (for redacting errors about it)."""
+        return ()
 
 
 class ListRequest(BaseRequest):
@@ -138,6 +147,8 @@ class SpawnRequest(BaseRequest):
     cmd: Literal["spawn"] = "spawn"
     name: Name
     purpose: Annotated[str, Field(max_length=4000)]
+    # Re-spawning an agent whose container is gone: discard its config, inbox and session.
+    fresh: bool = False
     example: ClassVar[dict[str, Any]] = {"name": "bob", "purpose": "answers questions"}
     acts: ClassVar[bool] = True
 
@@ -185,6 +196,30 @@ class UrlsRequest(BaseRequest):
     example: ClassVar[dict[str, Any]] = {}
 
 
+#: hyperhive.credentials.CredentialKind's values (kept apart: this module stays pure).
+LoginKind = Literal["oauth_token", "api_key", "credentials_json"]
+
+
+class LoginRequest(BaseRequest):
+    """Store an agent's own credentials (what its page's login form does). The answer is
+    the kind and a masked hint; `secret` is never logged or echoed back."""
+
+    cmd: Literal["login"] = "login"
+    name: Name
+    kind: LoginKind
+    secret: Annotated[SecretStr, Field(min_length=1, max_length=MAX_SECRET_CHARS)]
+    example: ClassVar[dict[str, Any]] = {
+        "name": "bob",
+        "kind": "oauth_token",
+        "secret": "sk-ant-oat01-…",
+    }
+    acts: ClassVar[bool] = True
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"secret"})
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.secret.get_secret_value(),)
+
+
 Request = (
     ListRequest
     | StatusRequest
@@ -200,6 +235,7 @@ Request = (
     | DestroyRequest
     | LogsRequest
     | UrlsRequest
+    | LoginRequest
 )
 
 COMMANDS: dict[str, type[BaseRequest]] = {
@@ -219,6 +255,7 @@ COMMANDS: dict[str, type[BaseRequest]] = {
         DestroyRequest,
         LogsRequest,
         UrlsRequest,
+        LoginRequest,
     )
 }
 _ENVELOPE = ("version", "cmd", "request_id")
@@ -242,7 +279,13 @@ def usage(cmd: str) -> str:
     return f"`{cmd}` takes {takes}; e.g. {example_line(cmd)}"
 
 
-_TYPE_NAMES: dict[Any, str] = {int: "integer", str: "string", bool: "boolean"}
+_TYPE_NAMES: dict[Any, str] = {
+    int: "integer",
+    str: "string",
+    bool: "boolean",
+    SecretStr: "string",
+    LoginKind: '"oauth_token", "api_key" or "credentials_json"',
+}
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -370,25 +413,36 @@ def _parse_object(obj: dict[str, Any]) -> Request | ProtocolError:
         request = model.model_validate(obj)
     except ValidationError as e:
         return ProtocolError(
-            ErrorCode.BAD_REQUEST, _describe(e.errors(include_url=False)), usage(cmd), rid
+            ErrorCode.BAD_REQUEST,
+            # In a request that carries a secret no value is shown: not even one sent in the
+            # wrong field.
+            _describe(
+                e.errors(include_url=False),
+                hide=frozenset(obj) if model.secret_fields else frozenset(),
+            ),
+            usage(cmd),
+            rid,
         )
     return request  # type: ignore[return-value]  # COMMANDS holds exactly the Request types
 
 
-def _describe(errors: list[ErrorDetails]) -> str:
+def _describe(errors: list[ErrorDetails], hide: frozenset[str] = frozenset()) -> str:
     # A union field fails once per member: say it once.
-    problems = list(dict.fromkeys(_describe_one(err) for err in errors))
+    problems = list(dict.fromkeys(_describe_one(err, hide) for err in errors))
     shown = "; ".join(problems[:3])
     if len(problems) > 3:
         shown += f"; and {len(problems) - 3} more"
     return shown
 
 
-def _describe_one(err: ErrorDetails) -> str:
+def _describe_one(err: ErrorDetails, hide: frozenset[str] = frozenset()) -> str:
     field = str(err["loc"][0]) if err["loc"] else "the request"
     kind = err["type"]
     value = err.get("input")
     ctx = err.get("ctx") or {}
+    # A secret's value is never shown, however wrong it is (pydantic's own `msg` and `str(e)`
+    # do not show inputs for these kinds, but `_shown(value)` would).
+    shown = "hidden" if field in hide else _shown(value)
     if field == "request_id" and kind in ("int_type", "string_type"):
         return f"`request_id` must be a string or an integer, not {json_kind(value)}"
     if kind == "extra_forbidden":
@@ -396,21 +450,27 @@ def _describe_one(err: ErrorDetails) -> str:
     if kind == "missing":
         return f"missing field `{field}`"
     if kind == "int_type":
-        return f"`{field}` must be an integer, not {json_kind(value)} ({_shown(value)})"
+        return f"`{field}` must be an integer, not {json_kind(value)} ({shown})"
     if kind == "string_type":
-        return f"`{field}` must be a string, not {json_kind(value)} ({_shown(value)})"
+        return f"`{field}` must be a string, not {json_kind(value)} ({shown})"
     if kind == "bool_type":
-        return f"`{field}` must be true or false, not {json_kind(value)} ({_shown(value)})"
+        return f"`{field}` must be true or false, not {json_kind(value)} ({shown})"
     if kind in ("greater_than_equal", "greater_than"):
         bound = ctx.get("ge", ctx.get("gt"))
-        return f"`{field}` must be at least {bound} (got {_shown(value)})"
+        return f"`{field}` must be at least {bound} (got {shown})"
     if kind in ("less_than_equal", "less_than"):
         bound = ctx.get("le", ctx.get("lt"))
-        return f"`{field}` must be at most {bound} (got {_shown(value)})"
-    if kind == "string_too_short":
+        return f"`{field}` must be at most {bound} (got {shown})"
+    if kind in ("string_too_short", "too_short"):
         return f"`{field}` must not be empty"
-    if kind == "string_too_long":
+    if kind in ("string_too_long", "too_long"):
         return f"`{field}` is longer than {ctx.get('max_length')} characters"
+    if kind == "literal_error":
+        return f"`{field}` must be {ctx.get('expected')}" + (
+            "" if field in hide else f", not {shown}"
+        )
+    if field in hide:
+        return f"`{field}` is not valid"
     return f"`{field}`: {err['msg']}"
 
 

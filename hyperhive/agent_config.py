@@ -84,7 +84,7 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise ClaudeSettingsError(
-            f"settings.json: {where} must be a list of rule strings such as \"Bash(git:*)\"",
+            f'settings.json: {where} must be a list of rule strings such as "Bash(git:*)"',
             'see "permissions" in Claude Code\'s settings documentation',
         )
     return tuple(value)
@@ -111,7 +111,7 @@ def parse_claude_settings(data: bytes | str | None) -> ClaudeSettings:
     model = raw.get("model", "")
     if not isinstance(model, str) or len(model) > MAX_MODEL_CHARS or "\n" in model:
         raise ClaudeSettingsError(
-            "settings.json: model must be a model name, e.g. \"sonnet\" or \"claude-opus-4-5\"",
+            'settings.json: model must be a model name, e.g. "sonnet" or "claude-opus-4-5"',
             "use a name or alias the claude CLI knows",
         )
     permissions = raw.get("permissions", {})

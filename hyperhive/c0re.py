@@ -26,6 +26,7 @@ from api.mcp_server import AgentMcpSockets
 from api.model_proxy import ModelProxies
 from api.unix_socket import QuietServer
 from hyperhive import config_repo
+from hyperhive.agent_config import ClaudeDefaults
 from hyperhive.agent_runtime import AgentRuntime
 from hyperhive.broker import Broker
 from hyperhive.bus import Bus, EventBus
@@ -95,6 +96,7 @@ def build_workers(
             turns.release_turn_message,
             agents.set_agent_state,
             agents.notify_operator,
+            agents.last_session_id,
             *lifecycle.all(),
             *RepoActivities(
                 settings,
@@ -135,6 +137,12 @@ async def run_c0re(
             metrics=metrics,
         )
         backend = select_backend(settings)
+        runtime.backend_name = backend.name
+        runtime.claude_defaults = ClaudeDefaults(
+            model=settings.model,
+            permission_mode=settings.permission_mode,
+            sandboxed=backend.sandboxed,
+        )
         sockets = AgentMcpSockets(
             settings, broker, extra_tools_for=extra_tools_for(lifecycle, engine)
         )
@@ -172,7 +180,7 @@ async def run_c0re(
             woken = await broker.drain_pending()
             log.info("%d agents registered; woke %s", len(registered), woken or "none")
             if settings.create_manager:
-                await lifecycle.ensure_manager()
+                await lifecycle.ensure_manager(backend.status)
             await lifecycle.ensure_auto_update()
             serving = asyncio.create_task(server.serve(sockets=[listener]), name="dashboard")
             try:

@@ -1,8 +1,10 @@
-"""`hive status|list|approvals|approve|deny|send|spawn|kill|stop|start|restart|destroy|logs|urls`:
-the admin socket from a shell. Every command asks the running hive-c0re over `<run>/host.sock`
-(see hyperhive/admin_protocol.py) and prints a table, or with `--json` the raw result.
+"""`hive status|list|approvals|approve|deny|send|spawn|kill|stop|start|restart|destroy|logs|urls`
+and `hive login`: the admin socket from a shell. Every command asks the running hive-c0re over
+`<run>/host.sock` (see hyperhive/admin_protocol.py) and prints a table, or with `--json` the raw
+result.
 
-Exit codes: 0 done, 1 hive-c0re refused (nothing changed), 2 usage or no hive-c0re to ask.
+Exit codes: 0 done, 1 hive-c0re refused (nothing changed) or `hive login` refused its input,
+2 usage or no hive-c0re to ask.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +37,10 @@ class UsageError(HiveError):
     """The command line asks for something the CLI will not send."""
 
 
+class InputRefused(HiveError):
+    """What was given on stdin cannot be right (exit 1: nothing was sent, nothing changed)."""
+
+
 def _fail(e: HiveError) -> None:
     print(f"hive: {e.what}" + (f"\n  → {e.hint}" if e.hint else ""), file=sys.stderr)
 
@@ -46,6 +53,9 @@ def _run(load: Callable[[], HiveSettings], handler: Handler, args: argparse.Name
         _fail(e)
         # A protocol error means this CLI and hive-c0re disagree: not the user's request.
         return EXIT_REFUSED if e.code in ("refused", "internal") else EXIT_USAGE
+    except InputRefused as e:
+        _fail(e)
+        return EXIT_REFUSED
     except (AdminUnavailable, UsageError) as e:
         _fail(e)
         return EXIT_USAGE
@@ -99,6 +109,12 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _model(agent: dict[str, Any]) -> str:
+    if agent.get("config_problem"):
+        return "config broken"
+    return agent.get("model") or "(claude's default)"
+
+
 def agents_table(agents: list[dict[str, Any]]) -> str:
     if not agents:
         return "no agents"
@@ -112,13 +128,25 @@ def agents_table(agents: list[dict[str, Any]]) -> str:
                 a["state"] + (f" ({a['pending']} pending)" if a.get("pending") else ""),
                 a["container_status"],
                 deployed,
+                _model(a),
+                a.get("permission_mode") or "-",
                 f"${a['spend_today_usd']:.2f} / ${a['spend_total_usd']:.2f}",
                 _when(a.get("last_activity_at")),
                 _clip(a.get("status_text") or "", STATUS_TEXT_WIDTH),
             ]
         )
     return table(
-        ["NAME", "STATE", "CONTAINER", "DEPLOYED", "SPEND TODAY/TOTAL", "LAST ACTIVE", "STATUS"],
+        [
+            "NAME",
+            "STATE",
+            "CONTAINER",
+            "DEPLOYED",
+            "MODEL",
+            "PERMISSIONS",
+            "SPEND TODAY/TOTAL",
+            "LAST ACTIVE",
+            "STATUS",
+        ],
         rows,
     )
 
@@ -249,7 +277,8 @@ def cmd_send(admin: AdminClient, args: argparse.Namespace) -> int:
 
 
 def cmd_spawn(admin: AdminClient, args: argparse.Namespace) -> int:
-    result = admin.call("spawn", name=args.name, purpose=args.purpose)
+    extra: dict[str, Any] = {"fresh": True} if args.fresh else {}
+    result = admin.call("spawn", name=args.name, purpose=args.purpose, **extra)
     if args.json:
         _print_json(result)
     else:
@@ -310,6 +339,113 @@ def cmd_urls(admin: AdminClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# `hive login --kind` → the protocol's kind (hyperhive.credentials.CredentialKind).
+LOGIN_KINDS = {
+    "oauth-token": "oauth_token",
+    "api-key": "api_key",
+    "credentials-json": "credentials_json",
+}
+KIND_NAMES = {
+    "oauth_token": "OAuth token",
+    "api_key": "API key",
+    "credentials_json": ".credentials.json",
+}
+# Far above any real token or .credentials.json; hive-c0re refuses over 16 KiB anyway.
+MAX_LOGIN_INPUT = 64 * 1024
+_TOKEN = re.compile(r"sk-ant-[A-Za-z0-9_\-]+")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_KIND_HINT = "pass --kind oauth-token, --kind api-key or --kind credentials-json"
+
+
+def read_secret(name: str, kind: str | None) -> str:
+    """The credential from stdin when it is not a terminal (`hive login bob < token.txt`,
+    `claude setup-token | hive login bob`), else typed or pasted at a prompt without echo.
+    Never from argv: that is visible to every user in `ps`."""
+    stdin = sys.stdin
+    if stdin is not None and not stdin.isatty():
+        text = stdin.read(MAX_LOGIN_INPUT + 1)
+        if len(text) > MAX_LOGIN_INPUT:
+            raise InputRefused(
+                f"the input is over {MAX_LOGIN_INPUT // 1024} KiB: not a token, key or "
+                ".credentials.json",
+                "give only the token, the key or the file",
+            )
+    else:
+        what = KIND_NAMES[kind] if kind else "OAuth token or API key"
+        try:
+            text = getpass.getpass(
+                f"{what} for {name} (not echoed; a .credentials.json: "
+                f"`hive login {name} < ~/.claude/.credentials.json`): "
+            )
+        except EOFError:
+            text = ""
+    text = text.strip()
+    if not text:
+        raise InputRefused(
+            f"no credential given for {name}: nothing was stored",
+            f"pipe it in (`hive login {name} < token.txt`) or paste it at the prompt",
+        )
+    return text
+
+
+def pick_secret(text: str, kind: str | None) -> tuple[str, str]:
+    """(kind, secret) from what was given: the kind `--kind` says, else the one it looks like:
+    `sk-ant-oat…` an OAuth token, `sk-ant-…` an API key, a JSON object a .credentials.json.
+    A token inside other text (what `claude setup-token` prints around it) is picked out when
+    it is the only one. Errors never show the input."""
+    if kind == "credentials_json" or (kind is None and text.startswith("{")):
+        if kind is None:
+            try:
+                is_object = isinstance(json.loads(text), dict)
+            except ValueError:
+                is_object = False
+            if not is_object:
+                raise InputRefused(
+                    "the input starts like JSON but is not a JSON object",
+                    "give the whole ~/.claude/.credentials.json, or " + _KIND_HINT,
+                )
+        return "credentials_json", text
+    words = _ANSI.sub(" ", text).split()
+    if len(words) > 1:  # a whole word that is a token, amid other words: take it
+        found = {w.strip("\"'`.,;:") for w in words}
+        found = {w for w in found if _TOKEN.fullmatch(w)}
+        if len(found) == 1:
+            text = found.pop()
+        elif found:
+            raise InputRefused(
+                f"the input holds {len(found)} different sk-ant-… tokens",
+                "give only the one to store",
+            )
+    if kind is not None:
+        return kind, text  # hive-c0re checks that it fits
+    if text.startswith("sk-ant-oat"):
+        return "oauth_token", text
+    if text.startswith("sk-ant-"):
+        return "api_key", text
+    raise InputRefused(
+        "that is not a credential hive can recognise (an OAuth token starts with sk-ant-oat, "
+        "an API key with sk-ant-, a .credentials.json with {)",
+        _KIND_HINT + " if it is one, or use `claude setup-token` for a token",
+    )
+
+
+def cmd_login(admin: AdminClient, args: argparse.Namespace) -> int:
+    kind = LOGIN_KINDS[args.kind] if args.kind else None
+    prompting = sys.stdin is None or sys.stdin.isatty()
+    # Before anyone pastes a secret at the prompt: is there a hive-c0re, and such an agent?
+    if prompting and args.name not in {a["name"] for a in admin.call("list")}:
+        raise InputRefused(f"there is no agent named {args.name!r}", "see `hive status`")
+    kind, secret = pick_secret(read_secret(args.name, kind), kind)
+    summary = admin.call("login", name=args.name, kind=kind, secret=secret)
+    if args.json:
+        _print_json(summary)
+    else:
+        shown = KIND_NAMES.get(str(summary.get("kind")), str(summary.get("kind")))
+        hint = summary.get("hint") or ""
+        print(f"{args.name} logged in with {shown}" + (f" {hint}" if hint else ""))
+    return EXIT_OK
+
+
 def add_commands(
     commands: argparse._SubParsersAction,  # type: ignore[type-arg]
     load: Callable[[], HiveSettings],
@@ -336,9 +472,17 @@ def add_commands(
     send.add_argument("name", help="the recipient")
     send.add_argument("text", help="the message; - reads it from stdin")
 
-    spawn = add("spawn", cmd_spawn, "request a new agent (needs an approval)")
+    spawn = add(
+        "spawn", cmd_spawn, "request a new agent, or bring back a destroyed one (needs an approval)"
+    )
     spawn.add_argument("name")
     spawn.add_argument("--purpose", required=True, help="what the agent is for")
+    spawn.add_argument(
+        "--fresh",
+        action="store_true",
+        help="re-spawning a destroyed agent: discard its config repos, undelivered messages and "
+        "claude conversation (credentials and work dir are kept)",
+    )
 
     for verb, text in (
         ("kill", "stop an agent's turn loop and container (messages are kept)"),
@@ -359,3 +503,16 @@ def add_commands(
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
 
     add("urls", cmd_urls, "the dashboard, Temporal UI, metrics and agent page URLs")
+
+    login = add(
+        "login",
+        cmd_login,
+        "store an agent's own credentials (read from stdin, or prompted for without echo)",
+    )
+    login.add_argument("name", help="the agent")
+    login.add_argument(
+        "--kind",
+        choices=list(LOGIN_KINDS),
+        type=lambda s: s.replace("_", "-"),
+        help="what the credential is (default: told from its shape)",
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -28,6 +29,7 @@ from hyperhive import config_repo
 from hyperhive.domain import MANAGER_NAME, ApprovalStatus, InvalidName, check_agent_name
 from hyperhive.errors import HiveError
 from hyperhive.models import (
+    AgentInfo,
     ApplyRequest,
     ApprovalTiming,
     AutoUpdateRequest,
@@ -45,6 +47,24 @@ log = logging.getLogger(__name__)
 
 AUTO_UPDATE_SCHEDULE = "hive-auto-update"
 MAX_PURPOSE_CHARS = 4000
+# The store's (and the backends') container status of an agent without a container: destroyed,
+# or its spawn failed.
+ABSENT = "absent"
+MANAGER_PURPOSE = (
+    "the manager of this hive: coordinates the agents and asks the operator for new agents and "
+    "config changes"
+)
+
+
+def destroyed_hint(name: str) -> str:
+    """What to run to bring back an agent that has no container."""
+    hint = (
+        f'bring it back with `hive spawn {name} --purpose "…"` — its config, inbox and history '
+        "are kept (add --fresh to discard them)"
+    )
+    if name == MANAGER_NAME:
+        hint += "; or restart hive-c0re, which re-creates hm1nd by itself"
+    return hint
 
 
 class LifecycleError(HiveError):
@@ -64,16 +84,32 @@ class Lifecycle:
         )
 
     async def _known(self, name: str) -> bool:
-        return await asyncio.to_thread(agent_store.get_agent, self._engine, name) is not None
+        return await self._agent(name) is not None
 
-    async def request_spawn(self, name: str, purpose: str, *, requester: str) -> str:
-        """Start SpawnWorkflow (waiting for approval); returns its workflow id."""
+    async def _agent(self, name: str) -> AgentInfo | None:
+        return await asyncio.to_thread(agent_store.get_agent, self._engine, name)
+
+    async def request_spawn(
+        self, name: str, purpose: str, *, requester: str, fresh: bool = False
+    ) -> str:
+        """Start SpawnWorkflow (waiting for approval); returns its workflow id.
+
+        An agent whose container is gone (destroyed, or its spawn failed) may be spawned again:
+        it keeps its config repos, inbox and history unless `fresh` (the operator's only)."""
         try:
             check_agent_name(name)
         except InvalidName as e:
             raise LifecycleError(str(e), "pick another name") from None
-        if name == MANAGER_NAME or await self._known(name):
-            raise LifecycleError(f"an agent named {name!r} already exists", "pick another name")
+        agent = await self._agent(name)
+        if agent is None and name == MANAGER_NAME:
+            raise LifecycleError(
+                f"{name} is the manager: hive-c0re creates it at start-up",
+                "pick another name (or set HIVE_CREATE_MANAGER=true and restart hive-c0re)",
+            )
+        if agent is not None and (agent.container_status != ABSENT or requester == name):
+            hint = f"`hive start {name}`" if name != requester else "pick another name"
+            raise LifecycleError(f"an agent named {name!r} already exists", hint)
+        respawn = agent is not None
         if not purpose.strip():
             raise LifecycleError("the purpose is empty", "say what the new agent is for")
         if len(purpose) > MAX_PURPOSE_CHARS:
@@ -89,6 +125,8 @@ class Lifecycle:
                 requester=requester,
                 host_task_queue=self._settings.host_task_queue,
                 timing=self._timing(),
+                respawn=respawn,
+                fresh=fresh and respawn,
             ),
             workflow_id,
             WorkflowIDReusePolicy.ALLOW_DUPLICATE,
@@ -98,19 +136,29 @@ class Lifecycle:
         )
         return workflow_id
 
-    async def ensure_manager(self) -> None:
-        """hm1nd exists from the first start-up on, without an approval."""
-        if await self._known(MANAGER_NAME):
-            return
+    async def ensure_manager(self, container_status: Callable[[str], Awaitable[str]]) -> None:
+        """hm1nd exists from the first start-up on, without an approval; and comes back (its
+        repos, inbox and history kept) at a start-up that finds its container gone, as the
+        container backend (`container_status`, e.g. `backend.status`) sees it."""
+        manager = await self._agent(MANAGER_NAME)
+        if manager is not None:
+            try:
+                status = str(await container_status(MANAGER_NAME))
+            except Exception as e:  # a backend that cannot say: leave hm1nd as it is
+                log.warning("cannot see hm1nd's container (%s); not re-creating it", e)
+                return
+            if status != ABSENT:
+                return
+            log.warning("hm1nd has no container: re-creating it (its repos and history stay)")
         await self._client.start_workflow(
             "SpawnWorkflow",
             SpawnRequest(
                 name=MANAGER_NAME,
-                purpose="the manager of this hive: coordinates the agents and asks the operator "
-                "for new agents and config changes",
+                purpose=MANAGER_PURPOSE,
                 requester="hive-c0re",
                 preapproved=True,
                 host_task_queue=self._settings.host_task_queue,
+                respawn=manager is not None,
             ),
             id=f"hive-spawn-{MANAGER_NAME}",
             task_queue=self._settings.core_task_queue,
@@ -210,6 +258,13 @@ class Lifecycle:
         return await self._control(name, "KillWorkflow", request, "hive-kill")
 
     async def start(self, name: str, *, by: str, restart: bool = False) -> LifecycleOutcome:
+        agent = await self._agent(name)
+        if agent is not None and agent.container_status == ABSENT:
+            # Nothing to start: refused at once, saying what brings it back.
+            raise LifecycleError(
+                f"{name} has no container (it was destroyed, or its spawn failed)",
+                destroyed_hint(name),
+            )
         request = StartRequest(
             name=name, restart=restart, by=by, host_task_queue=self._settings.host_task_queue
         )

@@ -169,6 +169,12 @@ class SpawnRequest(BaseModel):
     # hm1nd itself is created at start-up without an approval.
     preapproved: bool = False
     timing: ApprovalTiming = ApprovalTiming()
+    # The agent existed and its container is gone (destroyed, or a failed spawn): re-create it,
+    # keeping its config repos, inbox and history.
+    respawn: bool = False
+    # Only the operator: discard its config repos (re-written from `purpose`), its undelivered
+    # messages and its claude session first. Credentials and the work dir are kept.
+    fresh: bool = False
 
 
 class ApplyRequest(BaseModel):
@@ -237,6 +243,9 @@ class DeployedRecord(BaseModel):
     name: str
     sha: str | None = None
     hyperhive_rev: str | None = None
+    # A re-spawn with its repos kept: the recorded deployed sha stays (it is what the applied
+    # repo holds; the proposed HEAD may be a commit never approved).
+    keep_sha: bool = False
 
 
 class AutoUpdateResult(BaseModel):

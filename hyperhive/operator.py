@@ -20,6 +20,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from hyperhive import __version__, config_repo
+from hyperhive.agent_config import ClaudeSettingsError, effective_config, parse_claude_settings
 from hyperhive.broker import BrokerError
 from hyperhive.credentials import (
     CredentialKind,
@@ -64,6 +65,13 @@ class AgentView(AgentOverview):
     page_url: str | None
     dashboard_path: str
     history_url: str | None
+    # What its next turn runs with (applied settings.json over the host's defaults); model ""
+    # is the CLI's default. config_problem: why its applied config cannot be used, if it cannot.
+    model: str = ""
+    model_from: str = "default"
+    permission_mode: str = ""
+    permission_mode_from: str = "default"
+    config_problem: str = ""
 
 
 class Urls(BaseModel):
@@ -124,17 +132,31 @@ class OperatorService:
             agent_store.agent_overviews, since=_start_of_day(datetime.now(UTC))
         )
         rev = await self.hyperhive_rev()
+        configs = await asyncio.to_thread(lambda: [self._claude_config(row.name) for row in rows])
         return [
             AgentView(
                 **row.model_dump(),
+                **config,
                 stale=row.container_status != "absent" and row.hyperhive_rev != rev,
                 is_manager=row.name == MANAGER_NAME,
                 page_url=self.page_url(row.agent_port),
                 dashboard_path=f"/agents/{row.name}/",
                 history_url=self.history_url(row.name),
             )
-            for row in rows
+            for row, config in zip(rows, configs, strict=True)
         ]
+
+    def _claude_config(self, name: str) -> dict[str, str]:
+        """The model and permission mode in force for the agent's next turn."""
+        try:
+            files = config_repo.applied_claude_files(self._settings.state_path, name)
+            settings = parse_claude_settings(files.settings)
+        except (config_repo.RepoError, ClaudeSettingsError) as e:
+            return {"config_problem": e.what}
+        config = effective_config(settings, self._rt.claude_defaults)
+        return config.model_dump(
+            include={"model", "model_from", "permission_mode", "permission_mode_from"}
+        )
 
     async def agent(self, name: str) -> AgentView:
         for view in await self.agents():
@@ -230,8 +252,10 @@ class OperatorService:
             approval_id, Decision(approved=approved, by=by[:64], note=note)
         )
 
-    async def spawn(self, name: str, purpose: str) -> str:
-        return await self._rt.lifecycle.request_spawn(name, purpose, requester=OPERATOR_NAME)
+    async def spawn(self, name: str, purpose: str, *, fresh: bool = False) -> str:
+        return await self._rt.lifecycle.request_spawn(
+            name, purpose, requester=OPERATOR_NAME, fresh=fresh
+        )
 
     async def control(self, action: ControlAction, name: str, *, by: str) -> LifecycleOutcome:
         lifecycle = self._rt.lifecycle

@@ -32,6 +32,10 @@ HIVE_AGENT = SearchAttributeKey.for_keyword("HiveAgent")
 RATE_LIMIT_BACKOFF_S = 30.0
 RATE_LIMIT_BACKOFF_MAX_S = 900.0
 
+# A new run (not a continue-as-new) resumes the agent's last claude session, looked up in the
+# store, instead of starting a new one. Runs of older code started a new session: they replay.
+RESUME_SESSION_PATCH = "agent-resume-last-session"
+
 STORE_ACTIVITY_TIMEOUT = timedelta(seconds=30)
 STORE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
@@ -229,6 +233,17 @@ class AgentWorkflow:
     @workflow.run
     async def run(self, inp: AgentWorkflowInput) -> AgentStatus:
         workflow.upsert_search_attributes([HIVE_AGENT.value_set(self.name)])
+        if not self.s.session_id and workflow.patched(RESUME_SESSION_PATCH):
+            # After a kill/start, a destroy and re-spawn or any other new run: the same
+            # conversation ("" when there is none to resume, e.g. after a fresh re-spawn).
+            self.s.session_id = await workflow.execute_activity(
+                "last_session_id",
+                self.name,
+                task_queue=self.host_queue,
+                result_type=str,
+                start_to_close_timeout=STORE_ACTIVITY_TIMEOUT,
+                retry_policy=STORE_RETRY,
+            )
         if not self.s.session_id:
             self.s.session_id = str(workflow.uuid4())
         turns_this_run = 0

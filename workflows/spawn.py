@@ -1,4 +1,7 @@
-"""SpawnWorkflow (`hive-spawn-<name>`): approval → repos + flake → container → turn loop."""
+"""SpawnWorkflow (`hive-spawn-<name>`): approval → repos + flake → container → turn loop.
+
+A re-spawn (`respawn`: the agent's container is gone) keeps its repos, inbox and history unless
+`fresh`, which discards them (`discard_agent_history`) after the approval."""
 
 from __future__ import annotations
 
@@ -6,8 +9,14 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from hyperhive.domain import OPERATOR_NAME, ApprovalKind, ApprovalStatus
-    from hyperhive.models import DeployedRecord, LifecycleOutcome, NewApproval, SpawnRequest
+    from hyperhive.domain import OPERATOR_NAME, AgentState, ApprovalKind, ApprovalStatus
+    from hyperhive.models import (
+        AgentStateChange,
+        DeployedRecord,
+        LifecycleOutcome,
+        NewApproval,
+        SpawnRequest,
+    )
     from hyperhive.repo_models import InitReposInput
 
 from workflows.approval_gate import ApprovalGate
@@ -16,6 +25,27 @@ from workflows.approval_gate import ApprovalGate
 def failure_text(err: ActivityError) -> str:
     cause = err.cause
     return str(cause.message if isinstance(cause, ApplicationError) else cause or err)
+
+
+def spawn_description(request: SpawnRequest) -> str:
+    """What the approval says is asked for: a new agent, or the re-creation of one (what it
+    keeps or loses comes first: lists clip long descriptions)."""
+    name, purpose = request.name, request.purpose
+    if not request.respawn:
+        return f"spawn {name}: {purpose}"
+    why = "a new container for it (it was destroyed, or its spawn failed)"
+    if request.fresh:
+        return (
+            f"re-spawn {name} afresh, discarding its config, inbox and conversation: {purpose} — "
+            f"{why}; discarded: its config repos (written anew from this purpose), its "
+            "undelivered messages and its claude conversation; kept: its credentials, its work "
+            "dir and the record of its past messages and turns"
+        )
+    return (
+        f"re-spawn {name}, keeping its config, inbox and history: {purpose} — {why}; kept: "
+        "its config repos (proposed and applied: the config it had, not this purpose), its "
+        "undelivered messages and its history (claude conversation, messages, turn events)"
+    )
 
 
 @workflow.defn(name="SpawnWorkflow")
@@ -35,12 +65,12 @@ class SpawnWorkflow(ApprovalGate):
                     kind=ApprovalKind.SPAWN.value,
                     agent=name,
                     requester=request.requester,
-                    description=f"spawn {name}: {request.purpose}",
+                    description=spawn_description(request),
                     workflow_id=workflow.info().workflow_id,
                 ),
                 request.timing,
                 announce=lambda approval_id: (
-                    f"{request.requester} asks to spawn {name}: {request.purpose}\n"
+                    f"{request.requester} asks to {spawn_description(request)}\n"
                     f"Approve with `hive approve {approval_id}` (or on the dashboard)."
                 ),
                 announce_about=request.requester if request.requester != OPERATOR_NAME else name,
@@ -53,12 +83,23 @@ class SpawnWorkflow(ApprovalGate):
 
         made_container = False
         try:
+            if request.fresh:
+                # After the approval, before anything is made: the repos are then written anew.
+                await self.host("discard_agent_history", name)
             await self.host("init_agent_repos", InitReposInput(agent=name, purpose=request.purpose))
             await self.host("prepare_agent", name)
             made_container = True
             await self.host("container_create", name)
             await self.host("container_start", name)
-            await self.host("record_deployed", DeployedRecord(name=name))
+            await self.host(
+                "record_deployed",
+                DeployedRecord(name=name, keep_sha=request.respawn and not request.fresh),
+            )
+            if request.respawn:
+                # It was stopped when destroyed: a stopped agent gets no wake-ups from sends.
+                await self.host(
+                    "set_agent_state", AgentStateChange(agent=name, state=AgentState.IDLE.value)
+                )
             await self.host("wake_agent", name)
         except ActivityError as err:
             detail = failure_text(err)

@@ -27,7 +27,9 @@ __all__ = [
     "add_spend",
     "append_turn_events",
     "get_agent",
+    "last_session_id",
     "list_agents",
+    "record_session_reset",
     "record_turn",
     "register_agent",
     "set_agent_state",
@@ -316,6 +318,46 @@ def record_turn(
         key = result.inserted_primary_key
         assert key is not None
         return int(key[0])
+
+
+# The turn id of the note a fresh re-spawn leaves in the agent's turn events: turns recorded
+# before it belong to a discarded claude session.
+SESSION_RESET_PREFIX = "session-reset-"
+
+
+def record_session_reset(
+    engine: Engine, agent: str, reset_id: str, text: str, **extra: Any
+) -> None:
+    """Note (a `hive` turn event, idempotent per `reset_id`) that the agent's claude session was
+    discarded: `last_session_id` looks only at turns after it."""
+    payload = {"text": text, "session_reset": True, **extra}
+    append_turn_events(engine, agent, f"{SESSION_RESET_PREFIX}{reset_id}", [(0, "hive", payload)])
+
+
+def last_session_id(engine: Engine, agent: str) -> str:
+    """The claude session of the agent's latest recorded turn since its last session reset,
+    or "" when there is none (a new agent, or one re-spawned with --fresh)."""
+    reset = (
+        sa.select(sa.func.max(TURN_EVENTS.c.created_at))
+        .where(
+            TURN_EVENTS.c.agent == agent,
+            TURN_EVENTS.c.turn_id.startswith(SESSION_RESET_PREFIX, autoescape=True),
+        )
+        .scalar_subquery()
+    )
+    query = (
+        sa.select(TURN_RECORDS.c.session_id)
+        .where(
+            TURN_RECORDS.c.agent == agent,
+            TURN_RECORDS.c.session_id != "",
+            sa.or_(reset.is_(None), TURN_RECORDS.c.ended_at > reset),
+        )
+        .order_by(TURN_RECORDS.c.id.desc())
+        .limit(1)
+    )
+    with begin(engine) as conn:
+        found = conn.execute(query).scalar()
+    return str(found or "")
 
 
 # ---------------------------------------------------------------------------------------------

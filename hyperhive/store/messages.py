@@ -41,6 +41,7 @@ __all__ = [
     "agents_with_pending",
     "claim_for_turn",
     "clear_wake",
+    "discard_undelivered",
     "insert_message",
     "insert_message_counted",
     "pending_count",
@@ -366,6 +367,30 @@ def undeliver_message(engine: Engine, message_id: int) -> bool:
             .values(delivered_at=None, turn_id=None)
         )
         return bool(result.rowcount)
+
+
+def discard_undelivered(engine: Engine, recipient: str) -> list[int]:
+    """Drop the recipient's inbox (a fresh re-spawn): every message waiting for it is marked
+    delivered without being handed to anyone (no turn), and its wake-up flag is cleared. The rows
+    stay, as the record of what was sent; returns their ids, oldest first."""
+    with begin(engine, write=True) as conn:
+        conn.execute(_LOCK_AGENT, {"agent": recipient})
+        ids = [
+            int(row.id)
+            for row in conn.execute(
+                sa.select(MESSAGES.c.id)
+                .where(MESSAGES.c.recipient == recipient, MESSAGES.c.delivered_at.is_(None))
+                .order_by(MESSAGES.c.id)
+            )
+        ]
+        if ids:
+            conn.execute(
+                sa.update(MESSAGES)
+                .where(MESSAGES.c.recipient == recipient, MESSAGES.c.delivered_at.is_(None))
+                .values(delivered_at=utcnow(), turn_id=None)
+            )
+        conn.execute(sa.update(AGENTS).where(AGENTS.c.name == recipient).values(wake_pending=False))
+    return ids
 
 
 def clear_wake(engine: Engine, agent: str) -> None:

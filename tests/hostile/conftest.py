@@ -46,7 +46,7 @@ from hyperhive.metrics import HiveMetrics
 from hyperhive.operator import OperatorService
 from hyperhive.runtime import CoreRuntime
 from hyperhive.settings import HiveSettings
-from hyperhive.store.agents import register_agent
+from hyperhive.store.agents import register_agent, set_container_status
 from hyperhive.store.db import begin, make_engine, migrate
 from tests.hostile.corpus import CORPUS, MAX_BODY_BYTES, RECV_MAX_WAIT_S
 from tests.rig.broker import RecordingWaker
@@ -264,6 +264,8 @@ async def hostile_world(dev_server: Any) -> AsyncIterator[World]:
     migrate(engine)
     for name in WORLD_AGENTS:
         register_agent(engine, name, settings.host_id)
+        # Each has a container, as a spawned agent has (one without could be spawned again).
+        set_container_status(engine, name, "up")
     state = settings.state_path
     config_repo.init_agent_repos(
         state, "alice", purpose="Be hostile-tested.", hyperhive_rev=REV, hyperhive_flake_url="/x"

@@ -6,6 +6,7 @@ Approvals are decided the ways an operator does: `temporal workflow signal`, `hi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -235,8 +236,6 @@ async def test_auto_update_at_start_up_updates_only_stale_agents(tmp_path, start
     hive = await start_c0re(agents=[])
     # Start-up triggers the hive-auto-update schedule once; the schedule starts its workflow
     # asynchronously and has no push form: look at its description until the run shows up.
-    import asyncio
-
     schedule = hive.client.get_schedule_handle("hive-auto-update")
     run = None
     for _ in range(300):
@@ -301,5 +300,154 @@ async def test_kill_keeps_messages_and_start_delivers_them(start_c0re, fake_mode
     # Starting a destroyed agent is refused at once, saying why (no retries for minutes).
     again = run_hive(hive.env, "start", "bob")
     assert again.returncode == 1, again.stdout + again.stderr
-    assert "has no container" in again.stderr and "spawn" in again.stderr
+    assert "bob has no container" in again.stderr
+    assert '`hive spawn bob --purpose "…"`' in again.stderr and "--fresh" in again.stderr
     assert _agent(hive, "bob").state == "stopped"
+
+
+async def _notices(hive, *containing: str, timeout: float = 120) -> dict[str, object]:
+    """The operator's notices containing each of `containing`, in whatever order they come
+    (a reply can overtake "… is up"); others are skipped."""
+    found: dict[str, object] = {}
+    while len(found) < len(containing):
+        message = await hive.operator_recv(wait_seconds=timeout)
+        missing = [c for c in containing if c not in found]
+        assert message is not None, f"no operator notice containing {missing}"
+        for text in missing:
+            if text in message.body:
+                found[text] = message
+    return found
+
+
+def _wake_request(fake: FakeAnthropic, agent: str, body: str):
+    return fake.wait_for(
+        lambda r: (w := wake_of(r)) is not None and w.agent == agent and w.body == body, 120
+    )
+
+
+def _pending_approval(hive) -> approval_store.Approval:
+    [approval] = [a for a in _approvals(hive) if a.status == "pending"]
+    return approval
+
+
+def _last_session(hive, agent: str) -> str:
+    engine = hive.engine()
+    try:
+        return agent_store.last_session_id(engine, agent)
+    finally:
+        engine.dispose()
+
+
+async def test_a_destroyed_agent_comes_back_with_its_history_or_afresh(start_c0re, fake_model):
+    fake_model.responder = hive_responder(lambda wake: send("operator", f"got {wake.body}"))
+    hive = await start_c0re(agents=[])
+    state = hive.env.state_dir
+    proposed, applied = state / "proposed" / "bob", state / "applied" / "bob"
+    assert run_hive(hive.env, "spawn", "bob", "--purpose", "first purpose").returncode == 0
+    await _notice(hive, "asks to spawn bob")
+    assert run_hive(hive.env, "approve", str(_pending_approval(hive).id)).returncode == 0
+    await _notices(hive, "bob is up")
+    await hive.send("bob", "the word is PINEAPPLE")
+    await _notices(hive, "got the word is PINEAPPLE")
+    status = await hive.wait_status("bob", lambda s: s.turns_total == 1 and s.state == "idle")
+    session, deployed = status.session_id, _agent(hive, "bob").deployed_sha
+    assert _last_session(hive, "bob") == session and deployed
+    # hm1nd commits a config change that is never approved.
+    (proposed / "CLAUDE.md").write_text((proposed / "CLAUDE.md").read_text() + "\nunapproved\n")
+    _git(proposed, "commit", "-qam", "not approved")
+    unapproved = _git(proposed, "rev-parse", "HEAD")
+    (state / "agents" / "bob" / "work" / "notes.txt").write_text("mine")
+
+    destroyed = run_hive(hive.env, "destroy", "bob", "--yes")
+    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    await hive.send("bob", "while you were away")
+    refused = run_hive(hive.env, "start", "bob")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert '`hive spawn bob --purpose "…"`' in refused.stderr, refused.stderr
+    assert "config, inbox and history are kept (add --fresh" in refused.stderr
+    assert _agent(hive, "bob").pending == 1
+
+    # Spawned again: approved like a new agent, it keeps everything.
+    respawn = run_hive(hive.env, "spawn", "bob", "--purpose", "second purpose")
+    assert respawn.returncode == 0, respawn.stdout + respawn.stderr
+    await _notice(hive, "asks to re-spawn bob")
+    approval = _pending_approval(hive)
+    assert approval.description.startswith("re-spawn bob, keeping its config, inbox and history")
+    assert run_hive(hive.env, "approve", str(approval.id)).returncode == 0
+    await _notices(hive, "bob is up", "got while you were away")
+    resumed = await asyncio.to_thread(_wake_request, fake_model, "bob", "while you were away")
+    assert "PINEAPPLE" in resumed.messages_text, "the earlier conversation is resumed"
+    assert resumed.headers.get("x-claude-code-session-id") == session
+    status = await hive.wait_status("bob", lambda s: s.turns_total == 1 and s.state == "idle")
+    assert status.session_id == session == _last_session(hive, "bob")
+    bob = _agent(hive, "bob")
+    assert bob.container_status == "up" and bob.pending == 0
+    assert bob.deployed_sha == deployed, "the unapproved proposed HEAD is not 'deployed'"
+    assert _git(proposed, "rev-parse", "HEAD") == unapproved, "the proposed repo is kept"
+
+    # Its container vanishes behind hive's back (the store says "down"): the failed start
+    # records that it is gone, so the spawn is accepted.
+    assert run_hive(hive.env, "kill", "bob").returncode == 0
+    (state / "containers" / "h-bob.process").unlink()
+    dropped = await hive.send("bob", "you will never see this")
+    vanished = run_hive(hive.env, "start", "bob")
+    assert vanished.returncode == 1 and "bob has no container" in vanished.stderr
+    assert '`hive spawn bob --purpose "…"`' in vanished.stderr, vanished.stderr
+    assert _agent(hive, "bob").container_status == "absent"
+
+    # --fresh: config, inbox and conversation are discarded; credentials and work dir stay.
+    fresh = run_hive(hive.env, "spawn", "bob", "--purpose", "third purpose", "--fresh")
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    await _notice(hive, "asks to re-spawn bob afresh")
+    approval = _pending_approval(hive)
+    assert approval.description.startswith("re-spawn bob afresh, discarding its config")
+    assert run_hive(hive.env, "approve", str(approval.id)).returncode == 0
+    await _notices(hive, "bob is up")
+    await hive.send("bob", "who are you")
+    await _notices(hive, "got who are you")
+    anew = await asyncio.to_thread(_wake_request, fake_model, "bob", "who are you")
+    assert "PINEAPPLE" not in anew.messages_text and "while you were away" not in anew.messages_text
+    new_session = anew.headers.get("x-claude-code-session-id")
+    status = await hive.wait_status("bob", lambda s: s.turns_total == 1 and s.state == "idle")
+    assert status.session_id == new_session != session
+    assert _last_session(hive, "bob") == new_session
+    assert not any(
+        (w := wake_of(r)) is not None and w.body == "you will never see this"
+        for r in fake_model.requests
+    ), "the dropped message never reached the agent"
+    kept = {m.id: m for m in hive.messages("bob")}
+    assert kept[dropped["id"]].delivered_at is not None, "dropped, but kept as a record"
+    assert _git(proposed, "rev-list", "--count", "HEAD") == "1", "a new proposed repo"
+    assert "third purpose" in (proposed / "CLAUDE.md").read_text()
+    assert "third purpose" in (applied / "CLAUDE.md").read_text()
+    assert _agent(hive, "bob").deployed_sha == _git(proposed, "rev-parse", "HEAD")
+    assert (state / "agents" / "bob" / "work" / "notes.txt").read_text() == "mine"
+
+
+async def test_hm1nd_comes_back_at_start_up_when_its_container_is_gone(start_c0re, fake_model):
+    def behaviour(wake: Wake):
+        if wake.agent == "hm1nd" and wake.sender == "operator":
+            return send("operator", f"hm1nd got {wake.body}")
+        return Text("noted")
+
+    fake_model.responder = hive_responder(behaviour)
+    hive = await start_c0re(agents=[], create_manager="true")
+    await _notices(hive, "hm1nd is up")
+    await hive.send("hm1nd", "the word is MANGO")
+    await _notices(hive, "hm1nd got the word is MANGO")
+    deployed = _agent(hive, "hm1nd").deployed_sha
+
+    assert hive.process.interrupt() == 0
+    container = hive.env.state_dir / "containers" / "h-hm1nd.process"
+    container.unlink()  # gone, while the store still says "up"
+    assert _agent(hive, "hm1nd").container_status == "up"
+    hive.restart()
+
+    await _notices(hive, "hm1nd is up")
+    assert container.exists()
+    hm1nd = _agent(hive, "hm1nd")
+    assert hm1nd.container_status == "up" and hm1nd.deployed_sha == deployed
+    await hive.send("hm1nd", "are you back")
+    await _notices(hive, "hm1nd got are you back")
+    back = await asyncio.to_thread(_wake_request, fake_model, "hm1nd", "are you back")
+    assert "MANGO" in back.messages_text, "its conversation goes on"

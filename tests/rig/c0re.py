@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,10 +28,11 @@ from temporalio.testing import WorkflowEnvironment
 from hyperhive import config_repo
 from hyperhive.models import AgentStatus, Message
 from hyperhive.store import agents as agent_store
+from hyperhive.store import approvals as approval_store
 from hyperhive.store import messages as message_store
 from hyperhive.store.db import make_engine, migrate
 from tests.fakes.anthropic_api import FakeAnthropic
-from tests.rig.hive_process import HiveEnv, HiveProcess
+from tests.rig.hive_process import HiveEnv, HiveProcess, run_hive
 
 
 @dataclass
@@ -108,6 +110,40 @@ class RunningC0re:
             return message_store.recent_messages(engine, agent=agent, limit=10_000)
         finally:
             engine.dispose()
+
+    async def notice(self, containing: str, timeout: float = 120) -> Message:
+        """The operator's next message containing `containing` (earlier ones are skipped)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (left := deadline - loop.time()) > 0:
+            message = await self.operator_recv(wait_seconds=min(left, 60))
+            if message is not None and containing in message.body:
+                return message
+        raise AssertionError(f"no operator message containing {containing!r} in {timeout}s")
+
+    def hive(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """The `hive` CLI as the operator runs it against this hive-c0re."""
+        return run_hive(self.env, *args, timeout=timeout)
+
+    def approvals(self) -> list[approval_store.Approval]:
+        engine = self.engine()
+        try:
+            return approval_store.list_approvals(engine)
+        finally:
+            engine.dispose()
+
+    def pending_approval(self, kind: str) -> approval_store.Approval:
+        [approval] = [a for a in self.approvals() if a.status == "pending" and a.kind == kind]
+        return approval
+
+    async def spawn_approved(self, name: str, purpose: str, *, timeout: float = 300) -> None:
+        """`hive spawn`, then `hive approve` once the approval is there; until it is up."""
+        requested = self.hive("spawn", name, "--purpose", purpose)
+        assert requested.returncode == 0, requested.stdout + requested.stderr
+        await self.notice(f"asks to spawn {name}", timeout)
+        approved = self.hive("approve", str(self.pending_approval("spawn").id))
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        await self.notice(f"{name} is up", timeout)
 
     def restart(self) -> None:
         self.process = HiveProcess(self.env, "c0re")

@@ -21,6 +21,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.backends import ProcessBackend
 from activities.turns import TurnActivities
+from hyperhive import config_repo
 from hyperhive.broker import Broker, UnknownAgentError
 from hyperhive.bus import EventBus
 from hyperhive.domain import MANAGER_NAME, OPERATOR_NAME, AgentState, ApprovalStatus
@@ -251,6 +252,10 @@ async def test_a_finished_turn_is_counted_by_outcome_and_timed(
     )
     metrics = HiveMetrics(engine)
     turns = TurnActivities(settings, engine, EventBus(), ProcessBackend(settings), metrics=metrics)
+    # The config repos a spawn makes: turns run with the applied CLAUDE.md and settings.json.
+    config_repo.init_agent_repos(
+        tmp_path, "alice", purpose="does things", hyperhive_rev="0.1.0", hyperhive_flake_url="/x"
+    )
     insert_message(engine, OPERATOR_NAME, "alice", "please do the thing")
 
     env = ActivityEnvironment()

@@ -1,7 +1,8 @@
 """Record workflow histories for the replay tests from real runs on a dev server.
 
-    .venv/bin/python -m tests.workflows.record
+    .venv/bin/python -m tests.workflows.record [NAME …]
 
+NAMEs (e.g. `agent_resumes_session`, `health_check`) record only those; none records them all.
 Each scenario runs the real workflow code (activities replaced by name, as in the workflow tests)
 and writes tests/workflows/histories/<name>.json. Re-record only for a deliberate, compatible
 change; keep old histories so live runs of older code keep replaying.
@@ -63,6 +64,7 @@ class Scenario:
     outcomes: list[object] = field(default_factory=list)  # run_turn's answers, in order
     limits: dict[str, Any] = field(default_factory=dict)
     hang: bool = False  # run_turn heartbeats forever once it has claimed a message
+    last_session: str = ""  # what last_session_id answers (a new run resumes that session)
 
 
 LOGGED_OUT = {"error_class": "needs_login", "error_message": "Not logged in"}
@@ -86,6 +88,10 @@ SCENARIOS = {
     "continue_as_new": Scenario([1, 2, 3], [idle_after(3)], limits={"turns_per_run": 2}),
     "cancel_turn": Scenario(
         [11, 12], [turn_started, send(AgentWorkflow.cancel_turn), state("paused")], hang=True
+    ),
+    # Recorded with the `agent-resume-last-session` patch: a new run looks its session up.
+    "resumes_session": Scenario(
+        [1, 2], [idle_after(2)], last_session="6f1c2a4e-8d3b-4f5a-9c7e-2b1d0e9f8a76"
     ),
 }
 
@@ -121,6 +127,7 @@ async def record_agent(env: WorkflowEnvironment, name: str, scenario: Scenario) 
         inbox=deque(scenario.inbox),
         outcomes=deque(scenario.outcomes),
         hang=asyncio.Event() if scenario.hang else None,
+        last_session=scenario.last_session,
     )
     async with agent_loop(env, f"record-{name}", host, **scenario.limits) as handle:
         for step in scenario.steps:
@@ -138,7 +145,10 @@ async def record_agent(env: WorkflowEnvironment, name: str, scenario: Scenario) 
         write(f"agent_{name}_final", final)
 
 
-async def record() -> None:
+async def record(only: set[str]) -> None:
+    def wanted(name: str) -> bool:
+        return not only or name in only or f"agent_{name}" in only
+
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
@@ -146,12 +156,14 @@ async def record() -> None:
     )
     try:
         OUT.mkdir(exist_ok=True)
-        await record_health_check(env)
+        if wanted("health_check"):
+            await record_health_check(env)
         for name, scenario in SCENARIOS.items():
-            await record_agent(env, name, scenario)
+            if wanted(name):
+                await record_agent(env, name, scenario)
     finally:
         await env.shutdown()
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    asyncio.run(record(set(sys.argv[1:])))

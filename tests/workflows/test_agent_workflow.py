@@ -48,6 +48,9 @@ class ScriptedHost:
     released: list[str] = field(default_factory=list)
     hang: asyncio.Event | None = None
     turn_started: asyncio.Event = field(default_factory=asyncio.Event)
+    # What the store says the agent's last claude session was ("" = none), and who asked.
+    last_session: str = ""
+    session_lookups: list[str] = field(default_factory=list)
 
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="run_turn")
@@ -88,7 +91,12 @@ class ScriptedHost:
                 self.inbox.appendleft(message)
             return message is not None
 
-        return [run_turn, set_agent_state, notify_operator, release_turn_message]
+        @activity.defn(name="last_session_id")
+        async def last_session_id(agent: str) -> str:
+            self.session_lookups.append(agent)
+            return self.last_session
+
+        return [run_turn, set_agent_state, notify_operator, release_turn_message, last_session_id]
 
 
 @asynccontextmanager
@@ -231,7 +239,9 @@ async def test_cancel_kills_the_turn_and_keeps_the_message(time_skipping_server,
 async def test_stop_ends_the_workflow_and_records_it(time_skipping_server, task_queue):
     host = ScriptedHost()
     async with agent_loop(time_skipping_server, task_queue, host) as handle:
-        await wait_status(handle, lambda s: s.state == "idle")
+        # Idle after its first look at the (empty) inbox: a new run looks up its session first,
+        # and is not running a turn meanwhile either.
+        await wait_status(handle, lambda s: s.state == "idle" and bool(host.turns))
         await handle.signal(AgentWorkflow.stop)
         final = await handle.result()
         assert final.state == "stopped"
@@ -246,6 +256,7 @@ async def test_continue_as_new_carries_everything(time_skipping_server, task_que
         assert host.handled == list(range(1, 8))
         assert status.spend_total_usd == pytest.approx(0.7)
         assert len({t.session_id for t in host.turns}) == 1
+        assert host.session_lookups == ["alice"], "only the first run looks its session up"
         runs = {t.turn_id for t in host.turns}
         assert len(runs) >= 7
         description = await handle.describe()
@@ -269,3 +280,24 @@ async def test_a_turn_that_keeps_failing_pauses_and_keeps_its_message(
         await handle.signal(AgentWorkflow.resume)
         await wait_status(handle, lambda s: s.turns_total == 2 and s.state == "idle")
         assert host.handled == [21, 22]
+
+
+async def test_a_new_run_resumes_the_agents_last_session(time_skipping_server, task_queue):
+    """After a kill/start or a destroy and re-spawn the loop is a new run without state: it
+    carries on with the agent's last claude session, as the store recorded it."""
+    last = str(uuid.uuid4())
+    host = ScriptedHost(inbox=deque([1, 2]), last_session=last)
+    async with agent_loop(time_skipping_server, task_queue, host) as handle:
+        status = await wait_status(handle, lambda s: s.turns_total == 2 and s.state == "idle")
+        assert status.session_id == last
+        assert [t.session_id for t in host.turns] == [last] * len(host.turns)
+        assert host.session_lookups == ["alice"]
+
+
+async def test_a_new_run_without_a_last_session_starts_a_new_one(time_skipping_server, task_queue):
+    """No recorded turn (a new agent), or a fresh re-spawn: the lookup says "", a new session."""
+    host = ScriptedHost(inbox=deque([1]))
+    async with agent_loop(time_skipping_server, task_queue, host) as handle:
+        status = await wait_status(handle, lambda s: s.turns_total == 1 and s.state == "idle")
+        assert host.session_lookups == ["alice"]
+        assert uuid.UUID(status.session_id) and host.turns[0].session_id == status.session_id

@@ -112,6 +112,7 @@ class LifecycleHost:
             "container_destroy",
             "record_deployed",
             "wake_agent",
+            "discard_agent_history",
             "revert_applied",
             "set_recorded_rev",
             "set_agent_state",
@@ -198,6 +199,9 @@ async def test_spawn_approved_builds_everything_in_order(time_skipping_server, t
     assert InitReposInput.model_validate(host.calls[1][1]) == InitReposInput(
         agent="bob", purpose="tests things"
     )
+    assert DeployedRecord.model_validate(dict(host.calls)["record_deployed"]) == DeployedRecord(
+        name="bob"
+    )
     told = [n for n in host.notices if n.to == "hm1nd"]
     assert told and "bob is up" in told[-1].body
     assert any(n.to == "operator" and "hive approve 1" in n.body for n in host.notices)
@@ -273,6 +277,97 @@ async def test_preapproved_spawn_of_the_manager_needs_no_approval(time_skipping_
     )
     assert outcome.status == "done" and outcome.approval_id is None
     assert "create_approval" not in host.names()
+
+
+async def test_respawn_approved_recreates_the_container_and_keeps_everything(
+    time_skipping_server, task_queue
+):
+    host = LifecycleHost()
+    outcome = await run_workflow(
+        time_skipping_server,
+        task_queue,
+        host,
+        "SpawnWorkflow",
+        SpawnRequest(name="bob", purpose="tests things", requester="hm1nd", respawn=True),
+        decide=Decision(approved=True, by="ops"),
+    )
+    assert outcome.status == "done"
+    assert host.names() == [
+        "create_approval",
+        "init_agent_repos",  # a no-op on the kept repos
+        "prepare_agent",
+        "container_create",
+        "container_start",
+        "record_deployed",
+        "set_agent_state",
+        "wake_agent",
+    ]
+    calls = dict(host.calls)
+    new = NewApproval.model_validate(calls["create_approval"])
+    assert new.description.startswith("re-spawn bob, keeping its config, inbox and history")
+    assert "kept: its config repos" in new.description and "tests things" in new.description
+    # The recorded deployed sha stays: the kept proposed HEAD may never have been approved.
+    assert DeployedRecord.model_validate(calls["record_deployed"]) == DeployedRecord(
+        name="bob", keep_sha=True
+    )
+    assert AgentStateChange.model_validate(calls["set_agent_state"]) == AgentStateChange(
+        agent="bob", state="idle"
+    )
+    assert any(n.to == "operator" and "asks to re-spawn bob" in n.body for n in host.notices)
+
+
+async def test_fresh_respawn_discards_history_after_the_approval(time_skipping_server, task_queue):
+    host = LifecycleHost()
+    outcome = await run_workflow(
+        time_skipping_server,
+        task_queue,
+        host,
+        "SpawnWorkflow",
+        SpawnRequest(name="bob", purpose="new job", respawn=True, fresh=True),
+        decide=Decision(approved=True, by="ops"),
+    )
+    assert outcome.status == "done"
+    assert host.names()[:3] == ["create_approval", "discard_agent_history", "init_agent_repos"]
+    calls = dict(host.calls)
+    assert calls["discard_agent_history"] == "bob"
+    assert (
+        "discarded: its config repos"
+        in NewApproval.model_validate(calls["create_approval"]).description
+    )
+    # New repos: their proposed HEAD is what is deployed.
+    assert DeployedRecord.model_validate(calls["record_deployed"]) == DeployedRecord(name="bob")
+
+
+async def test_denied_fresh_respawn_discards_nothing(time_skipping_server, task_queue):
+    host = LifecycleHost()
+    outcome = await run_workflow(
+        time_skipping_server,
+        task_queue,
+        host,
+        "SpawnWorkflow",
+        SpawnRequest(name="bob", purpose="x", respawn=True, fresh=True),
+        decide=Decision(approved=False, by="ops"),
+    )
+    assert outcome.status == "denied"
+    assert host.names() == ["create_approval"]
+
+
+async def test_preapproved_respawn_of_the_manager_keeps_its_repos(time_skipping_server, task_queue):
+    host = LifecycleHost()
+    outcome = await run_workflow(
+        time_skipping_server,
+        task_queue,
+        host,
+        "SpawnWorkflow",
+        SpawnRequest(
+            name="hm1nd", purpose="manager", requester="hive-c0re", preapproved=True, respawn=True
+        ),
+    )
+    assert outcome.status == "done" and outcome.approval_id is None
+    assert "create_approval" not in host.names()
+    assert "discard_agent_history" not in host.names()
+    assert "init_agent_repos" in host.names() and "container_create" in host.names()
+    assert DeployedRecord.model_validate(dict(host.calls)["record_deployed"]).keep_sha
 
 
 async def test_apply_commit_approved_updates_and_records_the_sha(time_skipping_server, task_queue):

@@ -4,6 +4,7 @@ line can be wrong, the error code and a message that says what was wrong."""
 from __future__ import annotations
 
 import json
+import typing
 
 import pytest
 
@@ -14,6 +15,8 @@ from hyperhive.admin_protocol import (
     ApproveRequest,
     DestroyRequest,
     ErrorCode,
+    LoginKind,
+    LoginRequest,
     LogsRequest,
     ProtocolError,
     SendRequest,
@@ -24,6 +27,7 @@ from hyperhive.admin_protocol import (
     parse_response,
     usage,
 )
+from hyperhive.credentials import CredentialKind
 
 
 def line(**fields: object) -> bytes:
@@ -196,6 +200,39 @@ MALFORMED: list[tuple[str, bytes, ErrorCode, str]] = [
         "`request_id` is longer than 128",
     ),
     ("six problems at once", line(cmd="send", a=1, b=2, c=3, d=4), REQ, "`a`; and 3 more"),
+    ("login without secret", line(cmd="login", name="b", kind="api_key"), REQ, "missing field"),
+    ("login without kind", line(cmd="login", name="b", secret="s"), REQ, "missing field `kind`"),
+    (
+        "login unknown kind",
+        line(cmd="login", name="b", kind="password", secret="s"),
+        REQ,
+        "`kind` must be 'oauth_token', 'api_key' or 'credentials_json'",
+    ),
+    (
+        "login kind in capitals",
+        line(cmd="login", name="b", kind="API_KEY", secret="s"),
+        REQ,
+        "`kind` must be",
+    ),
+    (
+        "login empty secret",
+        line(cmd="login", name="b", kind="api_key", secret=""),
+        REQ,
+        "`secret` must not be empty",
+    ),
+    (
+        "login secret a number",
+        line(cmd="login", name="b", kind="api_key", secret=12345),
+        REQ,
+        "`secret` must be a string, not a number (hidden)",
+    ),
+    (
+        "login secret too long",
+        line(cmd="login", name="b", kind="api_key", secret="s" * 70_000),
+        REQ,
+        "`secret` is longer than 65536 characters",
+    ),
+    ("login without name", line(cmd="login", kind="api_key", secret="s"), REQ, "missing field"),
 ]
 
 
@@ -261,3 +298,44 @@ def test_responses_are_one_json_line_and_read_back():
     assert parse_response(b"HTTP/1.1 400 Bad Request\r\n") is None
     with pytest.raises(ValueError):
         encode_response(ok_response(float("nan")))
+
+
+# -- login: the one request that carries a secret ------------------------------------------------
+
+SECRET = "sk-ant-oat01-" + "q" * 60 + "LEAK"
+
+
+def test_login_parses_and_its_secret_never_shows():
+    parsed = parse_request(line(cmd="login", name="bob", kind="oauth_token", secret=SECRET))
+    assert isinstance(parsed, LoginRequest)
+    assert (parsed.name, parsed.kind) == ("bob", "oauth_token")
+    assert parsed.secret.get_secret_value() == SECRET and parsed.secrets() == (SECRET,)
+    assert SECRET not in repr(parsed) and SECRET not in str(parsed)
+    assert SECRET not in parsed.model_dump_json()
+    assert "secret" in LoginRequest.secret_fields and not ApproveRequest.secret_fields
+
+
+def test_login_kinds_are_the_credential_kinds():
+    assert set(typing.get_args(LoginKind)) == {k.value for k in CredentialKind}
+    assert "name (string), kind (" in usage("login") and "secret (string)" in usage("login")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"name": "bob", "kind": "api_key", "secret": [SECRET]},
+        {"name": "bob", "kind": "api_key", "secret": {"key": SECRET}},
+        {"name": "bob", "kind": "api_key", "secret": SECRET * 900},
+        {"name": "bob", "kind": SECRET, "secret": SECRET},
+        {"name": "bob", "kind": "api_key", "secret": SECRET, "extra": True},
+        {"name": "", "kind": "api_key", "secret": SECRET},
+        {"name": "bob", "kind": "api_key", "secret": SECRET + "\x00"},
+        {"name": "bob", "kind": "api_key", "secret": SECRET, "request_id": [1]},
+        {"name": "bob", "kind": "api_key", "secret": True},
+    ],
+)
+def test_a_refused_login_echoes_no_secret(fields):
+    error = parse_request(line(cmd="login", **fields))
+    assert isinstance(error, ProtocolError) and error.code == REQ, error
+    answer = encode_response(error.response()).decode()
+    assert "sk-ant-oat01-qq" not in answer and "qqqq" not in answer, answer

@@ -100,9 +100,11 @@ class StubSpawn:
 
     def __init__(self) -> None:
         self._decision: Decision | None = None
+        self._request: SpawnRequest | None = None
 
     @workflow.run
     async def run(self, request: SpawnRequest) -> Decision:
+        self._request = request
         await workflow.wait_condition(lambda: self._decision is not None)
         assert self._decision is not None
         return self._decision
@@ -110,6 +112,10 @@ class StubSpawn:
     @workflow.signal
     def decide(self, decision: Decision) -> None:
         self._decision = self._decision or decision
+
+    @workflow.query
+    def request(self) -> SpawnRequest | None:
+        return self._request
 
 
 # -- fixtures -----------------------------------------------------------------------------------
@@ -342,8 +348,9 @@ async def test_refused_requests_change_nothing(conn, store_engine, temporal, wak
     assert missing["message"] == "there is no approval #999" and missing["request_id"] == 5
     assert approval_store.list_approvals(store_engine) == approvals_before
 
+    agent_store.set_container_status(store_engine, ALICE, "up")
     taken = await conn.refused("spawn", name=ALICE, purpose="a second alice")
-    assert "already exists" in taken["message"]
+    assert "already exists" in taken["message"] and f"hive start {ALICE}" in taken["hint"]
     assert not await _workflow_exists(temporal, f"hive-spawn-{ALICE}")
 
     ghost = await conn.refused("kill", name="ghost")
@@ -384,7 +391,8 @@ async def test_spawn_then_approve_and_deny_reach_the_workflow(conn, temporal, st
     assert "no longer running" in again["message"]
 
 
-async def test_kill_stop_start_restart_run_their_workflows(conn):
+async def test_kill_stop_start_restart_run_their_workflows(conn, store_engine):
+    agent_store.set_container_status(store_engine, ALICE, "up")
     killed = await conn.ok("kill", name=ALICE, by="ops")
     assert killed == {
         "status": "done",
@@ -395,6 +403,25 @@ async def test_kill_stop_start_restart_run_their_workflows(conn):
     assert (await conn.ok("stop", name=ALICE))["detail"] == f"{ALICE} stopped by {ME}"
     assert (await conn.ok("start", name=ALICE))["detail"] == f"{ALICE} started by {ME}"
     assert (await conn.ok("restart", name=ALICE))["detail"] == f"{ALICE} restarted by {ME}"
+
+
+async def test_a_destroyed_agent_is_started_by_a_spawn_only(conn, temporal, store_engine):
+    gone = f"d{_TAG}"
+    agent_store.register_agent(store_engine, gone, "h")  # container_status "absent"
+    refused = await conn.refused("start", name=gone)
+    assert refused["message"] == f"{gone} has no container (it was destroyed, or its spawn failed)"
+    assert refused["hint"] == (
+        f'bring it back with `hive spawn {gone} --purpose "…"` — its config, inbox and history '
+        "are kept (add --fresh to discard them)"
+    )
+    assert not await _workflow_exists(temporal, f"hive-start-{gone}"), "refused at once"
+
+    spawned = await conn.ok("spawn", name=gone, purpose="back again", fresh=True)
+    handle = temporal.get_workflow_handle(spawned["workflow_id"])
+    request = await handle.query("request", result_type=SpawnRequest)
+    assert request is not None and request.respawn and request.fresh
+    assert request.purpose == "back again"
+    await handle.terminate("test over")
 
 
 async def test_destroy_needs_confirm(conn, temporal):
@@ -638,3 +665,124 @@ async def test_cli_logs_render_events(hive_cli, store_engine):
 
     code, out, _ = await hive_cli("logs", ALICE, "--json", "--after", "0", "--limit", "1")
     assert code == 0 and [json.loads(line)["kind"] for line in out.splitlines()] == ["assistant"]
+
+
+# -- login: the one command that carries a secret -----------------------------------------------
+
+TOKEN = "sk-ant-oat01-" + "z" * 80 + "WXYZ"
+API_KEY = "sk-ant-api03-" + "k" * 80 + "KKEY"
+LEAKS = ("zzzzzzzz", "kkkkkkkk", "hunter2hunter2")  # a piece of any secret these tests send
+
+
+def _auth_file(settings: HiveSettings, name: str) -> Path:
+    return settings.agent_state_dir(name) / "home" / ".claude" / "hive-auth.json"
+
+
+def _no_leak(*texts: str) -> None:
+    for text in texts:
+        for piece in LEAKS:
+            assert piece not in text, text
+
+
+async def test_login_stores_the_credential_and_answers_only_a_masked_hint(
+    conn, hive_settings, caplog
+):
+    with caplog.at_level(logging.DEBUG):
+        answer = await conn.call("login", name=BOB, kind="oauth_token", secret=TOKEN)
+    assert answer["ok"] is True, answer
+    assert answer["result"] == {"kind": "oauth_token", "hint": "sk-ant-oat…WXYZ"}
+    auth = _auth_file(hive_settings, BOB)
+    assert stat.S_IMODE(auth.stat().st_mode) == 0o600
+    assert stat.S_IMODE(auth.parent.stat().st_mode) == 0o700
+    assert json.loads(auth.read_text()) == {"kind": "oauth_token", "secret": TOKEN}
+    # Who asked is logged, as for every command that acts; the secret is not.
+    assert f'"cmd":"login","name":"{BOB}","kind":"oauth_token"' in caplog.text
+    _no_leak(caplog.text, json.dumps(answer))
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "says"),
+    [
+        ({"kind": "oauth_token", "secret": API_KEY}, "refused", "not an OAuth token"),
+        ({"kind": "api_key", "secret": "hunter2hunter2"}, "refused", "not an Anthropic API key"),
+        ({"kind": "credentials_json", "secret": "{" + TOKEN}, "refused", "not JSON"),
+        ({"kind": "credentials_json", "secret": json.dumps([TOKEN])}, "refused", "accessToken"),
+        ({"kind": "api_key", "secret": [API_KEY]}, "bad_request", "must be a string"),
+        ({"kind": API_KEY, "secret": API_KEY}, "bad_request", "`kind` must be"),
+        ({"kind": "api_key", "secret": API_KEY, "note": TOKEN}, "bad_request", "unknown field"),
+    ],
+)
+async def test_a_refused_login_changes_nothing_and_echoes_no_secret(
+    conn, hive_settings, caplog, fields, error, says
+):
+    await conn.ok("login", name=ALICE, kind="api_key", secret=API_KEY)
+    before = _auth_file(hive_settings, ALICE).read_text()
+    with caplog.at_level(logging.DEBUG):
+        answer = await conn.call("login", name=ALICE, request_id="r", **fields)
+    assert answer["ok"] is False and answer["error"] == error, answer
+    assert says in answer["message"] and answer["hint"] and answer["request_id"] == "r"
+    _no_leak(caplog.text, answer["message"], answer["hint"])
+    assert _auth_file(hive_settings, ALICE).read_text() == before
+
+
+async def test_a_login_for_no_such_agent_is_refused_and_writes_nothing(conn, hive_settings):
+    answer = await conn.refused("login", name="ghost", kind="oauth_token", secret=TOKEN)
+    assert "no agent named 'ghost'" in answer["message"]
+    assert not hive_settings.agent_state_dir("ghost").exists()
+
+
+async def test_a_login_that_fails_inside_hive_c0re_is_redacted_everywhere(
+    conn, operator, monkeypatch, caplog
+):
+    async def broken(name: str, kind: object, secret: str) -> None:
+        def deeper() -> None:
+            raise RuntimeError(f"cannot store {secret!r} for {name}")
+
+        try:
+            deeper()
+        except RuntimeError as e:
+            raise ValueError(f"wrapped: {secret}") from e
+
+    monkeypatch.setattr(operator, "login", broken)
+    with caplog.at_level(logging.DEBUG):
+        answer = await conn.call("login", name=BOB, kind="api_key", secret=API_KEY)
+    assert answer["ok"] is False and answer["error"] == "internal"
+    assert answer["message"] == "`login` failed inside hive-c0re: ValueError: wrapped: [secret]"
+    # The traceback is still logged, chain and all, only without the secret.
+    assert "RuntimeError: cannot store '[secret]' for" in caplog.text
+    assert "ValueError: wrapped: [secret]" in caplog.text
+    _no_leak(caplog.text, json.dumps(answer))
+    assert (await conn.ok("status"))["workers_running"] is True
+
+
+async def test_cli_login_reads_stdin_and_prints_only_the_hint(hive_cli, hive_settings):
+    code, out, err = await hive_cli("login", BOB, stdin=f"{TOKEN}\n")
+    assert code == 0, err
+    assert out == f"{BOB} logged in with OAuth token sk-ant-oat…WXYZ\n" and err == ""
+    assert json.loads(_auth_file(hive_settings, BOB).read_text())["secret"] == TOKEN
+
+    code, out, err = await hive_cli("login", BOB, "--json", stdin=API_KEY)
+    assert code == 0, err
+    assert json.loads(out) == {"kind": "api_key", "hint": "sk-ant-api…KKEY"}
+    _no_leak(out)
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin", "says"),
+    [
+        ((), "hunter2hunter2", "--kind"),
+        ((), "", "no credential given"),
+        (("--kind", "oauth-token"), API_KEY, "not an OAuth token"),
+        (("--kind", "api_key"), "hunter2hunter2", "not an Anthropic API key"),
+        (("--kind", "credentials-json"), "{hunter2hunter2", "not JSON"),
+    ],
+)
+async def test_cli_login_refuses_a_wrong_credential_with_exit_1(
+    hive_cli, hive_settings, argv, stdin, says
+):
+    assert (await hive_cli("login", BOB, stdin=TOKEN))[0] == 0
+    code, out, err = await hive_cli("login", BOB, *argv, stdin=stdin)
+    assert code == 1 and out == ""
+    assert says in err and "\n  → " in err, err
+    _no_leak(err)
+    assert json.loads(_auth_file(hive_settings, BOB).read_text())["secret"] == TOKEN
