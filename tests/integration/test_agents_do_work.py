@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 
 from hyperhive.domain import MANAGER_NAME
 from tests.fakes.anthropic_api import (
@@ -25,8 +29,10 @@ from tests.fakes.anthropic_api import (
     ToolUse,
     Write,
 )
-from tests.rig.agent_scripts import for_agent, send, wake_of
+from tests.rig.agent_scripts import for_agent, hive_responder, send, wake_of
 from tests.rig.c0re import RunningC0re
+from tests.rig.hive_process import HiveEnv, HiveProcess
+from tests.rig.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -233,3 +239,67 @@ async def _bobs_next_request(hive: RunningC0re, fake: FakeAnthropic, body: str) 
     return await fake.wait_for_async(
         lambda r: (w := wake_of(r)) is not None and w.agent == "bob" and w.body == body
     )
+
+
+async def test_with_hive_up_destroyed_agents_come_back_and_hm1nd_after_a_restart(
+    tmp_path: Path, fake_model: FakeAnthropic, claude_bin: Path
+) -> None:
+    """As a user runs it: `hive up` (embedded Temporal, bwrap), one host-wide key for every agent
+    and a model URL. bob, destroyed, is spawned again by name and answers; hm1nd, its container
+    removed, is back after `hive up` is restarted."""
+
+    def echo(wake: Any) -> Any:
+        return (
+            send("operator", f"{wake.agent} heard: {wake.body}")
+            if wake.sender == "operator"
+            else None
+        )
+
+    fake_model.responder = hive_responder(echo)
+    env = HiveEnv.fresh(tmp_path / "state")
+    [manager_port] = free_ports(1)
+    run_dir = Path(tempfile.mkdtemp(prefix="hive-run-", dir="/tmp"))
+    env.extra.update(
+        HIVE_RUN_DIR=str(run_dir),
+        HIVE_CLAUDE_BIN=str(claude_bin),
+        HIVE_CONTAINER_BACKEND="bwrap",
+        HIVE_MANAGER_PORT=str(manager_port),
+        HIVE_MODEL_BASE_URL=fake_model.base_url,
+        HIVE_API_KEY="sk-ant-api03-host-wide-test-key",
+    )
+
+    async def up() -> RunningC0re:
+        process = HiveProcess(env, "up")
+        process.wait_ready()
+        client = await Client.connect(env.temporal_target, data_converter=pydantic_data_converter)
+        return RunningC0re(env, process, client, [], run_dir)
+
+    hive = await up()
+    try:
+        await hive.notice(f"{MANAGER_NAME} is up")
+        await hive.spawn_approved("bob", PURPOSE)
+        await hive.send("bob", "one")
+        assert (await hive.notice("bob heard: one")).sender == "bob"
+        # The host-wide key reached the model (bob has no login of its own).
+        assert fake_model.turn_requests()[-1].headers["x-api-key"] == env.extra["HIVE_API_KEY"]
+
+        assert hive.hive("destroy", "bob", "--yes").returncode == 0
+        refused = hive.hive("start", "bob")
+        assert refused.returncode == 1 and 'hive spawn bob --purpose "' in refused.stderr
+        await hive.send("bob", "two")  # waits in its inbox
+        await hive.spawn_approved("bob", "back again")
+        assert (await hive.notice("bob heard: two")).sender == "bob"
+        assert PURPOSE in bobs_turns(fake_model)[-1].system_text, "its config was kept"
+
+        assert hive.hive("destroy", MANAGER_NAME, "--yes").returncode == 0
+        assert hive.process.interrupt() == 0, hive.process.output()
+        assert not list((env.state_dir / "containers").glob("h-hm1nd.*"))
+        hive = await up()
+        await hive.notice(f"{MANAGER_NAME} is up")
+        await hive.send(MANAGER_NAME, "still there?")
+        assert (await hive.notice("hm1nd heard: still there?")).sender == MANAGER_NAME
+    finally:
+        if hive.process.proc.poll() is None:
+            hive.process.interrupt()
+        print(f"--- hive up output ---\n{hive.process.output()[-8000:]}")
+        shutil.rmtree(run_dir, ignore_errors=True)

@@ -140,7 +140,7 @@ class RunningC0re:
         """`hive spawn`, then `hive approve` once the approval is there; until it is up."""
         requested = self.hive("spawn", name, "--purpose", purpose)
         assert requested.returncode == 0, requested.stdout + requested.stderr
-        await self.notice(f"asks to spawn {name}", timeout)
+        await self.notice(f"spawn {name}", timeout)  # "asks to spawn" or "asks to re-spawn"
         approved = self.hive("approve", str(self.pending_approval("spawn").id))
         assert approved.returncode == 0, approved.stdout + approved.stderr
         await self.notice(f"{name} is up", timeout)
