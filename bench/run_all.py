@@ -53,6 +53,13 @@ def _send_to_turn() -> list[Row]:
     return [*rows, before]
 
 
+@bench("agent_task")
+def _agent_task() -> list[Row]:
+    from bench import agent_task
+
+    return asyncio.run(agent_task.run(10))
+
+
 @bench("recv_wake")
 def _recv_wake() -> list[Row]:
     from bench import recv_wake

@@ -361,6 +361,8 @@ class RecordedRequest:
     # The assistant message sent back (with generated tool_use ids) or the error; set once known.
     reply: dict[str, Any] | None = None
     error: ApiError | None = None
+    # When the fake received it (time.time(): a wall clock, comparable across processes).
+    received_at: float = field(default_factory=time.time)
 
     @property
     def is_side(self) -> bool:
