@@ -64,6 +64,10 @@ class ModelForwarder:
         self._connections.add(task)
         try:
             await self._splice(reader, writer)
+        except asyncio.CancelledError:
+            # close() at exit: end quietly. A cancelled connection task would make asyncio's
+            # stream server print a CancelledError traceback on claude's stderr.
+            await _close(writer)
         finally:
             self._connections.discard(task)
 
