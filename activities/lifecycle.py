@@ -26,11 +26,12 @@ from activities.backends import (
     ContainerStatus,
 )
 from activities.backends.mounts import agent_mounts
-from hyperhive import config_repo
+from hyperhive import agent_flake, config_repo
 from hyperhive.agent_runtime import AgentRuntime
 from hyperhive.broker import Broker
 from hyperhive.domain import ApprovalStatus
 from hyperhive.models import AgentMessage, ApprovalUpdate, DeployedRecord, NewApproval
+from hyperhive.repo_git import RepoError
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
@@ -154,7 +155,7 @@ class LifecycleActivities:
         try:
             head = await asyncio.to_thread(config_repo.proposed_head, state, name)
             differs = await asyncio.to_thread(config_repo.validate_commit, state, name, head)
-        except config_repo.RepoError:
+        except RepoError:
             return None
         return None if differs else head
 
@@ -183,7 +184,7 @@ class LifecycleActivities:
 
     @activity.defn(name="hyperhive_revision")
     async def hyperhive_revision(self) -> str:
-        return self._settings.hyperhive_rev or config_repo.hyperhive_revision()
+        return self._settings.hyperhive_rev or agent_flake.hyperhive_revision()
 
     @activity.defn(name="stale_agents")
     async def stale_agents(self, rev: str) -> list[str]:

@@ -14,8 +14,8 @@ from typing import Any, ParamSpec, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from hyperhive import config_repo
-from hyperhive.config_repo import RepoError
+from hyperhive import agent_flake, config_repo
+from hyperhive.repo_git import RepoError
 from hyperhive.repo_models import (
     ApplyInput,
     CommitCheck,
@@ -63,10 +63,10 @@ class RepoActivities:
 
     def _source(self) -> tuple[str, str]:
         if self._flake_url is None:
-            checkout = config_repo.hyperhive_checkout()
+            checkout = agent_flake.hyperhive_checkout()
             self._flake_url = str(checkout) if checkout is not None else ""
         if self._rev is None:
-            self._rev = config_repo.hyperhive_revision()
+            self._rev = agent_flake.hyperhive_revision()
         return self._flake_url, self._rev
 
     def _init(self, agent: str, purpose: str) -> None:

@@ -45,6 +45,7 @@ from hyperhive.child_process import kill_process_group
 from hyperhive.credentials import turn_credentials
 from hyperhive.domain import MANAGER_NAME, AgentState, TurnErrorClass
 from hyperhive.models import Message, TurnRequest, TurnResult
+from hyperhive.repo_git import RepoError
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import messages as message_store
@@ -135,7 +136,7 @@ class TurnActivities:
         try:
             files = config_repo.applied_claude_files(state, agent)
             settings = parse_claude_settings(files.settings)
-        except (config_repo.RepoError, ClaudeSettingsError) as exc:
+        except (RepoError, ClaudeSettingsError) as exc:
             raise ApplicationError(
                 f"{agent}'s applied config cannot be used: {exc}",
                 type="BadAgentConfig",

@@ -25,7 +25,7 @@ from api.manager_tools import extra_tools_for
 from api.mcp_server import AgentMcpSockets
 from api.model_proxy import ModelProxies
 from api.unix_socket import QuietServer
-from hyperhive import config_repo
+from hyperhive import agent_flake
 from hyperhive.agent_config import ClaudeDefaults
 from hyperhive.agent_runtime import AgentRuntime
 from hyperhive.broker import Broker
@@ -78,7 +78,7 @@ def build_workers(
         settings, runtime.engine, runtime.broker, backend, agent_runtime, waker, runtime.client
     )
     # Named, so the SDK does not hash every loaded module to make one up (~0.5 s at start-up).
-    build_id = f"hyperhive-{settings.hyperhive_rev or config_repo.hyperhive_revision()}"
+    build_id = f"hyperhive-{settings.hyperhive_rev or agent_flake.hyperhive_revision()}"
     core = Worker(
         runtime.client,
         build_id=build_id,

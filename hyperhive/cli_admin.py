@@ -1,7 +1,7 @@
 """`hive status|list|approvals|approve|deny|send|spawn|kill|stop|start|restart|destroy|logs|urls`
-and `hive login`: the admin socket from a shell. Every command asks the running hive-c0re over
-`<run>/host.sock` (see hyperhive/admin_protocol.py) and prints a table, or with `--json` the raw
-result.
+and `hive login` (its own module: hyperhive.cli_login): the admin socket from a shell. Every
+command asks the running hive-c0re over `<run>/host.sock` (see hyperhive/admin_protocol.py) and
+prints a table, or with `--json` the raw result.
 
 Exit codes: 0 done, 1 hive-c0re refused (nothing changed) or `hive login` refused its input,
 2 usage or no hive-c0re to ask.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -21,12 +20,11 @@ from typing import Any
 
 from agent_harness.stream_parser import StreamEvent, render
 from hyperhive.admin_client import AdminClient, AdminRefused, AdminUnavailable
+from hyperhive.cli_common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, print_json
+from hyperhive.cli_login import LOGIN_KINDS, InputRefused, cmd_login
 from hyperhive.errors import HiveError
 from hyperhive.settings import HiveSettings
 
-EXIT_OK = 0
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
 FOLLOW_POLL_S = 1.0
 STATUS_TEXT_WIDTH = 40
 
@@ -35,10 +33,6 @@ Handler = Callable[[AdminClient, argparse.Namespace], int]
 
 class UsageError(HiveError):
     """The command line asks for something the CLI will not send."""
-
-
-class InputRefused(HiveError):
-    """What was given on stdin cannot be right (exit 1: nothing was sent, nothing changed)."""
 
 
 def _fail(e: HiveError) -> None:
@@ -59,10 +53,6 @@ def _run(load: Callable[[], HiveSettings], handler: Handler, args: argparse.Name
     except (AdminUnavailable, UsageError) as e:
         _fail(e)
         return EXIT_USAGE
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def _user() -> str:
@@ -217,7 +207,7 @@ def cmd_status(admin: AdminClient, args: argparse.Namespace) -> int:
     status = admin.call("status")
     urls = admin.call("urls")
     if args.json:
-        _print_json(status | {"urls": urls})
+        print_json(status | {"urls": urls})
         return EXIT_OK
     workers = "running" if status["workers_running"] else "NOT running"
     print(
@@ -241,7 +231,7 @@ def cmd_status(admin: AdminClient, args: argparse.Namespace) -> int:
 def cmd_list(admin: AdminClient, args: argparse.Namespace) -> int:
     agents = admin.call("list")
     if args.json:
-        _print_json(agents)
+        print_json(agents)
     else:
         print(agents_table(agents))
     return EXIT_OK
@@ -250,7 +240,7 @@ def cmd_list(admin: AdminClient, args: argparse.Namespace) -> int:
 def cmd_approvals(admin: AdminClient, args: argparse.Namespace) -> int:
     approvals = admin.call("approvals", pending_only=args.pending)
     if args.json:
-        _print_json(approvals)
+        print_json(approvals)
     else:
         print(approvals_table(approvals))
     return EXIT_OK
@@ -259,7 +249,7 @@ def cmd_approvals(admin: AdminClient, args: argparse.Namespace) -> int:
 def cmd_decide(admin: AdminClient, args: argparse.Namespace) -> int:
     result = admin.call(args.command, id=args.id, note=args.note, by=args.by or _user())
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         approval = result["approval"]
         print(f"#{approval['id']} {result['decision']} ({approval['description']})")
@@ -270,7 +260,7 @@ def cmd_send(admin: AdminClient, args: argparse.Namespace) -> int:
     body = sys.stdin.read() if args.text == "-" else args.text
     result = admin.call("send", to=args.name, body=body)
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(f"sent #{result['id']} to {result['recipient']} ({result['pending']} pending)")
     return EXIT_OK
@@ -280,7 +270,7 @@ def cmd_spawn(admin: AdminClient, args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {"fresh": True} if args.fresh else {}
     result = admin.call("spawn", name=args.name, purpose=args.purpose, **extra)
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(
             f"spawn of {args.name} requested ({result['workflow_id']}); "
@@ -300,7 +290,7 @@ def cmd_control(admin: AdminClient, args: argparse.Namespace) -> int:
         extra["confirm"] = True
     outcome = admin.call(args.command, name=args.name, by=_user(), **extra)
     if args.json:
-        _print_json(outcome)
+        print_json(outcome)
     else:
         print(outcome.get("detail") or f"{args.command} {args.name}: {outcome['status']}")
     return EXIT_OK
@@ -333,116 +323,9 @@ def cmd_logs(admin: AdminClient, args: argparse.Namespace) -> int:
 def cmd_urls(admin: AdminClient, args: argparse.Namespace) -> int:
     urls = admin.call("urls")
     if args.json:
-        _print_json(urls)
+        print_json(urls)
     else:
         print(urls_text(urls))
-    return EXIT_OK
-
-
-# `hive login --kind` → the protocol's kind (hyperhive.credentials.CredentialKind).
-LOGIN_KINDS = {
-    "oauth-token": "oauth_token",
-    "api-key": "api_key",
-    "credentials-json": "credentials_json",
-}
-KIND_NAMES = {
-    "oauth_token": "OAuth token",
-    "api_key": "API key",
-    "credentials_json": ".credentials.json",
-}
-# Far above any real token or .credentials.json; hive-c0re refuses over 16 KiB anyway.
-MAX_LOGIN_INPUT = 64 * 1024
-_TOKEN = re.compile(r"sk-ant-[A-Za-z0-9_\-]+")
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_KIND_HINT = "pass --kind oauth-token, --kind api-key or --kind credentials-json"
-
-
-def read_secret(name: str, kind: str | None) -> str:
-    """The credential from stdin when it is not a terminal (`hive login bob < token.txt`,
-    `claude setup-token | hive login bob`), else typed or pasted at a prompt without echo.
-    Never from argv: that is visible to every user in `ps`."""
-    stdin = sys.stdin
-    if stdin is not None and not stdin.isatty():
-        text = stdin.read(MAX_LOGIN_INPUT + 1)
-        if len(text) > MAX_LOGIN_INPUT:
-            raise InputRefused(
-                f"the input is over {MAX_LOGIN_INPUT // 1024} KiB: not a token, key or "
-                ".credentials.json",
-                "give only the token, the key or the file",
-            )
-    else:
-        what = KIND_NAMES[kind] if kind else "OAuth token or API key"
-        try:
-            text = getpass.getpass(
-                f"{what} for {name} (not echoed; a .credentials.json: "
-                f"`hive login {name} < ~/.claude/.credentials.json`): "
-            )
-        except EOFError:
-            text = ""
-    text = text.strip()
-    if not text:
-        raise InputRefused(
-            f"no credential given for {name}: nothing was stored",
-            f"pipe it in (`hive login {name} < token.txt`) or paste it at the prompt",
-        )
-    return text
-
-
-def pick_secret(text: str, kind: str | None) -> tuple[str, str]:
-    """(kind, secret) from what was given: the kind `--kind` says, else the one it looks like:
-    `sk-ant-oat…` an OAuth token, `sk-ant-…` an API key, a JSON object a .credentials.json.
-    A token inside other text (what `claude setup-token` prints around it) is picked out when
-    it is the only one. Errors never show the input."""
-    if kind == "credentials_json" or (kind is None and text.startswith("{")):
-        if kind is None:
-            try:
-                is_object = isinstance(json.loads(text), dict)
-            except ValueError:
-                is_object = False
-            if not is_object:
-                raise InputRefused(
-                    "the input starts like JSON but is not a JSON object",
-                    "give the whole ~/.claude/.credentials.json, or " + _KIND_HINT,
-                )
-        return "credentials_json", text
-    words = _ANSI.sub(" ", text).split()
-    if len(words) > 1:  # a whole word that is a token, amid other words: take it
-        found = {w.strip("\"'`.,;:") for w in words}
-        found = {w for w in found if _TOKEN.fullmatch(w)}
-        if len(found) == 1:
-            text = found.pop()
-        elif found:
-            raise InputRefused(
-                f"the input holds {len(found)} different sk-ant-… tokens",
-                "give only the one to store",
-            )
-    if kind is not None:
-        return kind, text  # hive-c0re checks that it fits
-    if text.startswith("sk-ant-oat"):
-        return "oauth_token", text
-    if text.startswith("sk-ant-"):
-        return "api_key", text
-    raise InputRefused(
-        "that is not a credential hive can recognise (an OAuth token starts with sk-ant-oat, "
-        "an API key with sk-ant-, a .credentials.json with {)",
-        _KIND_HINT + " if it is one, or use `claude setup-token` for a token",
-    )
-
-
-def cmd_login(admin: AdminClient, args: argparse.Namespace) -> int:
-    kind = LOGIN_KINDS[args.kind] if args.kind else None
-    prompting = sys.stdin is None or sys.stdin.isatty()
-    # Before anyone pastes a secret at the prompt: is there a hive-c0re, and such an agent?
-    if prompting and args.name not in {a["name"] for a in admin.call("list")}:
-        raise InputRefused(f"there is no agent named {args.name!r}", "see `hive status`")
-    kind, secret = pick_secret(read_secret(args.name, kind), kind)
-    summary = admin.call("login", name=args.name, kind=kind, secret=secret)
-    if args.json:
-        _print_json(summary)
-    else:
-        shown = KIND_NAMES.get(str(summary.get("kind")), str(summary.get("kind")))
-        hint = summary.get("hint") or ""
-        print(f"{args.name} logged in with {shown}" + (f" {hint}" if hint else ""))
     return EXIT_OK
 
 

@@ -1,4 +1,4 @@
-"""Per-agent config repos and flakes (DESIGN §6), with the real `git` CLI.
+"""Per-agent config repos (DESIGN §6), with the real `git` CLI (run by hyperhive.repo_git).
 
 Under the state dir, per agent:
 
@@ -12,7 +12,8 @@ Under the state dir, per agent:
 - `applied/<name>` — a git repo only hive-c0re writes. It holds the approved config files plus
   the generated `flake.nix` and `.hive-pin.json` (the hyperhive revision this agent's container is
   built from, its flake URL and the Nix system), so it is also the agent's flake:
-  `nixosConfigurations.container` = hyperhive's agent module + `./agent.nix`.
+  `nixosConfigurations.container` = hyperhive's agent module + `./agent.nix`. Their text comes
+  from hyperhive.agent_flake; this module commits them (init_agent_repos, set_recorded_rev).
 
 The config is CONFIG_FILES: agent.nix (the container's NixOS module), CLAUDE.md (the agent's
 instructions) and settings.json (Claude Code's settings; optional, as repos made before it existed
@@ -33,18 +34,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
-import platform
 import re
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import hyperhive
 from hyperhive.agent_config import (
     INSTRUCTIONS_FILE,
     SETTINGS_FILE,
@@ -52,71 +49,38 @@ from hyperhive.agent_config import (
     ClaudeSettingsError,
     parse_claude_settings,
 )
+from hyperhive.agent_flake import FLAKE_FILE, PIN_FILE, Pin, generate_flake, host_nix_system
 from hyperhive.config_templates import AGENT_NIX_FILE, initial_config
 from hyperhive.domain import MANAGER_NAME, InvalidName, check_agent_name
-from hyperhive.errors import HiveError
+from hyperhive.repo_git import FULL_SHA, RepoError, checked_agent, run_git
 
 CONFIG_FILES: tuple[str, ...] = (AGENT_NIX_FILE, INSTRUCTIONS_FILE, SETTINGS_FILE)
 # settings.json is optional: repos made before it existed do not have it.
 REQUIRED_CONFIG_FILES: tuple[str, ...] = (AGENT_NIX_FILE, INSTRUCTIONS_FILE)
-FLAKE_FILE = "flake.nix"
-PIN_FILE = ".hive-pin.json"
 # A config file larger than this is refused (code too_large): it is a NixOS module or a page of
 # instructions, and it is shown whole in the approval's diff.
 MAX_CONFIG_BYTES = 1 << 20
 
-HIVE_GIT_NAME = "hive-c0re"
-HIVE_GIT_EMAIL = "hive-c0re@localhost"
 BRANCH = "main"
 
-GIT_TIMEOUT_S = 60.0
 _SHA_INPUT = re.compile(r"\A[0-9a-fA-F]{7,40}\Z")
-_FULL_SHA = re.compile(r"\A[0-9a-f]{40}\Z")
 _REGULAR_MODES = ("100644", "100755")
 _SYMLINK_MODE = "120000"
 _SUBMODULE_MODE = "160000"
-
-# Error codes that may succeed when retried (a busy or flaky filesystem). Everything else is a
-# verdict about the input and will fail the same way every time.
-RETRYABLE_CODES = frozenset({"git_failed"})
-
-
-class RepoError(HiveError):
-    """A config-repo operation failed. `code` says why, for programs; the message, for people.
-
-    Codes: bad_agent, bad_sha, unknown_sha, ambiguous_sha, not_config_only, missing_config,
-    symlink, path_outside, too_large, not_text, bad_settings, no_repo, not_a_repo, no_pin,
-    no_flake_url, git_failed.
-    """
-
-    def __init__(self, code: str, what: str, hint: str = "") -> None:
-        super().__init__(what, hint)
-        self.code = code
-
-    @property
-    def retryable(self) -> bool:
-        return self.code in RETRYABLE_CODES
 
 
 # ---------------------------------------------------------------------------------------------
 # paths
 
 
-def _agent(agent: str) -> str:
-    try:
-        return check_agent_name(agent)
-    except InvalidName as exc:
-        raise RepoError("bad_agent", str(exc)) from exc
-
-
 def proposed_dir(state_path: Path, agent: str) -> Path:
     """hm1nd's repo for `agent` (mounted in hm1nd's container at /agents/<agent>)."""
-    return Path(state_path) / "proposed" / _agent(agent)
+    return Path(state_path) / "proposed" / checked_agent(agent)
 
 
 def applied_dir(state_path: Path, agent: str) -> Path:
     """hive-c0re's repo for `agent`: the approved config and the agent's flake."""
-    return Path(state_path) / "applied" / _agent(agent)
+    return Path(state_path) / "applied" / checked_agent(agent)
 
 
 def _proposed_objects(state_path: Path, agent: str) -> Path:
@@ -151,67 +115,7 @@ def _applied_repo(state_path: Path, agent: str) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# git
-
-
-def _git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A fixed environment: no system or user config, no prompts, hive-c0re as the identity."""
-    env = {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": "/nonexistent",
-        "LC_ALL": "C",
-        "LANG": "C",
-        "TZ": "UTC",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_ATTR_NOSYSTEM": "1",
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_NO_REPLACE_OBJECTS": "1",
-        "GIT_AUTHOR_NAME": HIVE_GIT_NAME,
-        "GIT_AUTHOR_EMAIL": HIVE_GIT_EMAIL,
-        "GIT_COMMITTER_NAME": HIVE_GIT_NAME,
-        "GIT_COMMITTER_EMAIL": HIVE_GIT_EMAIL,
-    }
-    if extra:
-        env.update(extra)
-    return env
-
-
-def _git(
-    args: Sequence[str],
-    *,
-    cwd: Path | None = None,
-    env: Mapping[str, str] | None = None,
-    stdin: bytes | None = None,
-) -> bytes:
-    """Run git; return stdout. A non-zero exit raises RepoError(git_failed) with git's stderr."""
-    cmd = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", *args]
-    try:
-        proc = subprocess.run(
-            cmd,
-            cwd=cwd,
-            env=_git_env(env),
-            input=stdin,
-            capture_output=True,
-            timeout=GIT_TIMEOUT_S,
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        raise RepoError(
-            "git_failed", "git is not installed or not on PATH", "install git (hive-c0re needs it)"
-        ) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise RepoError(
-            "git_failed", f"git {' '.join(args[:2])} took longer than {GIT_TIMEOUT_S:.0f}s"
-        ) from exc
-    if proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", "replace").strip()
-        raise RepoError(
-            "git_failed",
-            f"git {' '.join(args[:2])} failed (exit {proc.returncode}): {err}",
-            "see git's message above",
-        )
-    return proc.stdout
+# git in one agent's repos
 
 
 def _proposed_git(
@@ -221,7 +125,7 @@ def _proposed_git(
     dir: the proposed repo's config, hooks and refs are never read."""
     objects = _proposed_objects(state_path, agent)
     applied = _applied_repo(state_path, agent)
-    return _git(
+    return run_git(
         ["--git-dir", str(applied / ".git"), *args],
         cwd=applied,
         env={"GIT_OBJECT_DIRECTORY": str(objects.resolve())},
@@ -233,7 +137,7 @@ def _applied_git(
     state_path: Path, agent: str, args: Sequence[str], *, env: Mapping[str, str] | None = None
 ) -> bytes:
     applied = _applied_repo(state_path, agent)
-    return _git(["-C", str(applied), *args], cwd=applied, env=env)
+    return run_git(["-C", str(applied), *args], cwd=applied, env=env)
 
 
 @contextlib.contextmanager
@@ -246,112 +150,6 @@ def _applied_lock(state_path: Path, agent: str) -> Iterator[Path]:
             yield repo
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-# ---------------------------------------------------------------------------------------------
-# initial content and the flake
-
-
-def _nix_string(value: str) -> str:
-    """`value` as a double-quoted Nix string literal."""
-    escaped = (
-        value.replace("\\", "\\\\")
-        .replace('"', '\\"')
-        .replace("${", "\\${")
-        .replace("\n", "\\n")
-        .replace("\r", "\\r")
-        .replace("\t", "\\t")
-    )
-    return f'"{escaped}"'
-
-
-def host_nix_system() -> str:
-    """This host's Nix system double, e.g. x86_64-linux."""
-    machine = platform.machine().lower()
-    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
-    return f"{arch}-linux"
-
-
-def _is_git_rev(rev: str) -> bool:
-    return _FULL_SHA.match(rev) is not None
-
-
-def flake_input_url(hyperhive_flake_url: str, hyperhive_rev: str) -> str:
-    """The hyperhive input URL, pinned to `hyperhive_rev` when that is a git commit.
-
-    An absolute path becomes `git+file://<path>` (or `path:<path>` when the rev is not a git
-    commit, e.g. a /nix/store source, which is pinned by its content). Other URLs get `?rev=`
-    (or `&rev=`) unless they already carry one. A rev that is not a 40-hex commit (a package
-    version) leaves the URL as given.
-    """
-    url = hyperhive_flake_url.strip()
-    if not url:
-        raise RepoError(
-            "no_flake_url",
-            "no flake URL for hyperhive is known, so agent flakes cannot be generated",
-            "run hive-c0re from a hyperhive git checkout, or pass the hyperhive flake URL",
-        )
-    pinned = _is_git_rev(hyperhive_rev)
-    if url.startswith("/"):
-        url = f"git+file://{url}" if pinned else f"path:{url}"
-    if pinned and not re.search(r"[?&]rev=", url):
-        url = f"{url}{'&' if '?' in url else '?'}rev={hyperhive_rev}"
-    return url
-
-
-def generate_flake(
-    agent: str, *, hyperhive_flake_url: str, hyperhive_rev: str, system: str | None = None
-) -> str:
-    """The text of applied/<agent>/flake.nix."""
-    agent = _agent(agent)
-    system = system or host_nix_system()
-    return f"""# Generated by hive-c0re for agent {agent} (container h-{agent}); do not edit:
-# hive-c0re rewrites it when hyperhive is updated. The agent's own config is ./agent.nix.
-# hyperhive revision: {hyperhive_rev}
-{{
-  description = {_nix_string(f"hyperhive agent {agent}")};
-
-  inputs = {{
-    hyperhive.url = {_nix_string(flake_input_url(hyperhive_flake_url, hyperhive_rev))};
-    nixpkgs.follows = "hyperhive/nixpkgs";
-  }};
-
-  outputs =
-    {{
-      self,
-      hyperhive,
-      nixpkgs,
-      ...
-    }}:
-    {{
-      nixosConfigurations.container = nixpkgs.lib.nixosSystem {{
-        system = {_nix_string(system)};
-        modules = [
-          hyperhive.nixosModules.agent
-          ./agent.nix
-          {{ hyperhive.agent.name = {_nix_string(agent)}; }}
-        ];
-      }};
-    }};
-}}
-"""
-
-
-@dataclass(frozen=True)
-class Pin:
-    """What applied/<agent> is built from: recorded in .hive-pin.json."""
-
-    hyperhive_rev: str
-    hyperhive_flake_url: str
-    system: str
-
-    def dumps(self) -> str:
-        data = {
-            "hyperhive_flake_url": self.hyperhive_flake_url,
-            "hyperhive_rev": self.hyperhive_rev,
-            "system": self.system,
-        }
-        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,13 +200,13 @@ def _create_repo(
     tmp = Path(tempfile.mkdtemp(prefix=f"{final.parent.name}-{final.name}-", dir=scratch))
     try:
         tmp.chmod(0o755)
-        _git(["init", "-q", "-b", BRANCH, str(tmp)])
+        run_git(["init", "-q", "-b", BRANCH, str(tmp)])
         for key, value in (local_config or {}).items():
-            _git(["-C", str(tmp), "config", key, value])
+            run_git(["-C", str(tmp), "config", key, value])
         for name, text in files.items():
             _write_file(tmp / name, text.encode())
-        _git(["-C", str(tmp), "add", "--", *files])
-        _git(["-C", str(tmp), "commit", "-q", "--no-verify", "-m", message])
+        run_git(["-C", str(tmp), "add", "--", *files])
+        run_git(["-C", str(tmp), "commit", "-q", "--no-verify", "-m", message])
         try:
             os.rename(tmp, final)
         except OSError as exc:
@@ -426,7 +224,7 @@ def init_agent_repos(
 ) -> None:
     """Create proposed/<agent> and applied/<agent> with the initial config. Idempotent: a repo
     that already exists is left as it is (a re-spawned agent keeps its config and pin)."""
-    agent = _agent(agent)
+    agent = checked_agent(agent)
     proposed = proposed_dir(state_path, agent)
     applied = applied_dir(state_path, agent)
     config = initial_config(agent, purpose)
@@ -492,7 +290,7 @@ def resolve_sha(state_path: Path, agent: str, sha: str) -> str:
     Only hex is accepted: refs and revision expressions (HEAD, main, HEAD~1) are bad_sha, since
     the operator approves one exact commit.
     """
-    agent = _agent(agent)
+    agent = checked_agent(agent)
     if not isinstance(sha, str) or not _SHA_INPUT.match(sha):
         raise RepoError(
             "bad_sha",
@@ -527,7 +325,7 @@ def resolve_sha(state_path: Path, agent: str, sha: str) -> str:
             "give more digits of the sha (all 40 are always unambiguous)",
         )
     full = commits[0]
-    if not _FULL_SHA.match(full):
+    if not FULL_SHA.match(full):
         raise RepoError("git_failed", f"unexpected object id {full!r} (is the repo SHA-256?)")
     return full
 
@@ -544,7 +342,7 @@ def _read_ref(git_dir: Path, name: str) -> str | None:
     if name != "HEAD" and packed.is_file() and not packed.is_symlink():
         for line in packed.read_text("utf-8", "replace").splitlines():
             oid, _, ref = line.partition(" ")
-            if ref.strip() == name and _FULL_SHA.match(oid):
+            if ref.strip() == name and FULL_SHA.match(oid):
                 return oid
     return None
 
@@ -555,7 +353,7 @@ def proposed_head(state_path: Path, agent: str) -> str:
     HEAD and its branch are read as files, without running git in hm1nd's repo, and the result
     must be a commit among its objects.
     """
-    agent = _agent(agent)
+    agent = checked_agent(agent)
     git_dir = _proposed_objects(state_path, agent).parent
     target = "HEAD"
     for _ in range(5):
@@ -565,7 +363,7 @@ def proposed_head(state_path: Path, agent: str) -> str:
         if value.startswith("ref:"):
             target = value[4:].strip()
             continue
-        if _FULL_SHA.match(value):
+        if FULL_SHA.match(value):
             return resolve_sha(state_path, agent, value)
         break
     raise RepoError(
@@ -623,7 +421,7 @@ _CODE_ORDER = ("path_outside", "symlink", "not_config_only", "too_large", "missi
 
 def _checked_commit(state_path: Path, agent: str, sha: str) -> tuple[str, dict[str, _Entry]]:
     """Resolve and validate `sha`; return its full sha and its config-file entries."""
-    agent = _agent(agent)
+    agent = checked_agent(agent)
     full = resolve_sha(state_path, agent, sha)
     entries = _ls_tree(
         _proposed_git(state_path, agent, ["ls-tree", "-z", "--long", "--full-tree", full])
@@ -728,7 +526,7 @@ def applied_head(state_path: Path, agent: str) -> str:
 def applied_claude_files(state_path: Path, agent: str) -> AppliedClaudeFiles:
     """CLAUDE.md and settings.json as applied (the applied work tree, which only hive-c0re
     writes), read under the apply lock (shared) so a turn never sees half of an apply."""
-    repo = _applied_repo(state_path, _agent(agent))
+    repo = _applied_repo(state_path, checked_agent(agent))
     with (repo / ".git" / "hive-c0re.lock").open("a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
         try:
@@ -761,7 +559,7 @@ def apply_commit(state_path: Path, agent: str, sha: str, *, approver: str) -> st
     content (a repeated or retried apply is a no-op). The commit message names the proposed
     sha and the approver.
     """
-    agent = _agent(agent)
+    agent = checked_agent(agent)
     approver = _one_line(approver) or "unknown"
     with _applied_lock(state_path, agent) as repo:
         full, entries = _checked_commit(state_path, agent, sha)
@@ -800,7 +598,7 @@ def _resolve_applied(state_path: Path, agent: str, sha: str) -> str:
 
 def revert_applied(state_path: Path, agent: str, to_sha: str) -> None:
     """Reset the applied repo (branch, index and files) to its commit `to_sha`. Idempotent."""
-    agent = _agent(agent)
+    agent = checked_agent(agent)
     with _applied_lock(state_path, agent):
         full = _resolve_applied(state_path, agent, to_sha)
         _applied_git(state_path, agent, ["reset", "-q", "--hard", full])
@@ -810,12 +608,7 @@ def _read_pin(state_path: Path, agent: str) -> Pin:
     _applied_repo(state_path, agent)  # no_repo, not no_pin, when the agent has no repos
     try:
         raw = _applied_git(state_path, agent, ["cat-file", "blob", f"HEAD:{PIN_FILE}"])
-        data = json.loads(raw)
-        return Pin(
-            hyperhive_rev=str(data["hyperhive_rev"]),
-            hyperhive_flake_url=str(data["hyperhive_flake_url"]),
-            system=str(data.get("system") or host_nix_system()),
-        )
+        return Pin.loads(raw)
     except (RepoError, ValueError, KeyError, TypeError) as exc:
         raise RepoError(
             "no_pin",
@@ -834,7 +627,7 @@ def set_recorded_rev(
 ) -> str | None:
     """Re-pin the agent's flake to hyperhive `rev` (and optionally a new flake URL): regenerate
     flake.nix, record the rev, commit. Returns the new applied commit, or None if already so."""
-    agent = _agent(agent)
+    agent = checked_agent(agent)
     with _applied_lock(state_path, agent) as repo:
         _reset_to_head(state_path, agent)
         try:
@@ -864,25 +657,3 @@ def set_recorded_rev(
         message = f"Pin hyperhive {rev[:12]} (was {old.hyperhive_rev[:12] or 'unpinned'})\n"
         _applied_git(state_path, agent, ["commit", "-q", "--no-verify", "-m", message])
         return applied_head(state_path, agent)
-
-
-# ---------------------------------------------------------------------------------------------
-# this hyperhive
-
-
-def hyperhive_checkout() -> Path | None:
-    """The git checkout this hyperhive runs from, or None (installed as a package)."""
-    root = Path(hyperhive.__file__).resolve().parent.parent
-    git_dir = root / ".git"
-    return root if git_dir.exists() else None
-
-
-def hyperhive_revision() -> str:
-    """This hyperhive's revision: the checkout's HEAD commit, else the package version."""
-    root = hyperhive_checkout()
-    if root is not None:
-        with contextlib.suppress(RepoError):
-            rev = _git(["-C", str(root), "rev-parse", "--verify", "HEAD"]).decode().strip()
-            if _is_git_rev(rev):
-                return rev
-    return hyperhive.__version__

@@ -39,6 +39,7 @@ from hyperhive.models import (
     SpawnRequest,
     StartRequest,
 )
+from hyperhive.repo_git import RepoError
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
@@ -180,7 +181,7 @@ class Lifecycle:
             await asyncio.to_thread(
                 config_repo.validate_commit, self._settings.state_path, name, full
             )
-        except config_repo.RepoError as e:
+        except RepoError as e:
             raise LifecycleError(e.what, e.hint) from None
         workflow_id = f"hive-apply-{name}-{full[:12]}"
         await self._start_once(

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from hyperhive import __version__, config_repo
+from hyperhive import __version__, agent_flake, config_repo
 from hyperhive.agent_config import ClaudeSettingsError, effective_config, parse_claude_settings
 from hyperhive.broker import BrokerError
 from hyperhive.credentials import (
@@ -31,6 +31,7 @@ from hyperhive.credentials import (
 from hyperhive.domain import MANAGER_NAME, OPERATOR_NAME, ApprovalStatus
 from hyperhive.errors import HiveError
 from hyperhive.models import Decision, LifecycleOutcome, Message, SendResult
+from hyperhive.repo_git import RepoError
 from hyperhive.runtime import CoreRuntime
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
@@ -112,7 +113,7 @@ class OperatorService:
     async def hyperhive_rev(self) -> str:
         if self._rev is None:
             self._rev = self._settings.hyperhive_rev or await asyncio.to_thread(
-                config_repo.hyperhive_revision
+                agent_flake.hyperhive_revision
             )
         return self._rev
 
@@ -151,7 +152,7 @@ class OperatorService:
         try:
             files = config_repo.applied_claude_files(self._settings.state_path, name)
             settings = parse_claude_settings(files.settings)
-        except (config_repo.RepoError, ClaudeSettingsError) as e:
+        except (RepoError, ClaudeSettingsError) as e:
             return {"config_problem": e.what}
         config = effective_config(settings, self._rt.claude_defaults)
         return config.model_dump(

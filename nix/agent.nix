@@ -1,7 +1,7 @@
 # nixosModules.agent: the base of every agent container h-<name>.
 #
 # hive-c0re builds each container from the flake it generates in applied/<name>
-# (hyperhive/config_repo.py):
+# (hyperhive/agent_flake.py):
 #   nixosConfigurations.container = nixpkgs.lib.nixosSystem {
 #     modules = [ hyperhive.nixosModules.agent ./agent.nix { hyperhive.agent.name = "<name>"; } ];
 #   };

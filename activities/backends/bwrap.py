@@ -64,6 +64,9 @@ There is no image to build: create/start/stop/update/destroy are bookkeeping in 
 file per container (`<state>/containers/h-<name>.bwrap`, JSON with the ContainerSpec's mounts);
 each exec makes a fresh sandbox from it, so `update` takes effect at the next turn. `stop` and
 `destroy` also kill the sandboxes this process started for the agent.
+
+The sandbox itself, as bwrap's arguments, the command run inside and its environment, is built in
+activities.backends.bwrap_layout; this module keeps the records, prepares the mounts and runs it.
 """
 
 from __future__ import annotations
@@ -74,14 +77,11 @@ import json
 import logging
 import os
 import shutil
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-import agent_harness
-import hyperhive
 from activities.backends.base import (
     AgentView,
     BackendError,
@@ -90,11 +90,23 @@ from activities.backends.base import (
     ContainerStatus,
     Mount,
 )
-from activities.backends.mounts import CONTAINER_VIEW, agent_mounts
+from activities.backends.bwrap_layout import (
+    SETPRIV,
+    UNSHARE,
+    HiveLayout,
+    as_root,
+    bwrap_args,
+    drop_argv,
+    generated_etc,
+    hive_agent_argv,
+    hive_layout,
+    sandbox_command,
+    sandbox_env,
+)
+from activities.backends.mounts import CONTAINER_VIEW
 from activities.backends.ownership import adopt, share_read_only
-from agent_harness.sandbox_run import DEFAULT_MODEL_SOCKET
 from hyperhive.child_process import dying_with_parent, kill_process_group
-from hyperhive.domain import MANAGER_NAME, InvalidName, check_agent_name
+from hyperhive.domain import InvalidName, check_agent_name
 from hyperhive.settings import HiveSettings
 
 log = logging.getLogger(__name__)
@@ -103,52 +115,6 @@ BWRAP_HINT = (
     "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap), or set "
     "HIVE_CONTAINER_BACKEND=process for development without isolation"
 )
-# As root, the sandbox drops to HiveSettings.sandbox_uid in its own user namespace with these
-# (util-linux; inside they come from the host's /usr, which the sandbox shows read-only).
-SETPRIV = "/usr/bin/setpriv"
-UNSHARE = "/usr/bin/unshare"
-# The namespaces `--unshare-all` would give, but for the user namespace: as root bwrap would make
-# a 0 -> 0 one, in which setpriv cannot become the sandbox uid (EINVAL). `unshare --user` makes it.
-NAMESPACES_AS_ROOT = (
-    "--unshare-ipc",
-    "--unshare-pid",
-    "--unshare-net",
-    "--unshare-uts",
-    "--unshare-cgroup-try",
-)
-# Inside the sandbox: where claude finds the model API (its own loopback; see sandbox_run).
-MODEL_PORT = 8787
-MODEL_SOCKET = DEFAULT_MODEL_SOCKET
-# Where hive's own code appears inside.
-HIVE_DIR = PurePosixPath("/opt/hive")
-VENV_DIR = HIVE_DIR / "venv"
-SRC_DIR = HIVE_DIR / "src"
-CLAUDE_DIR = HIVE_DIR / "claude"
-IN_CONTAINER_PACKAGES = (agent_harness, hyperhive)
-SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Top-level links/dirs of a Debian root (merged /usr makes most of them symlinks).
-ROOT_ENTRIES = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-# Public, needed-to-run parts of the host's /etc (dynamic linker, CA certificates, time zone,
-# Debian alternatives for /usr/bin links). Not passwd/shadow, npmrc, pip.conf, ssh, gitconfig.
-ETC_ENTRIES = (
-    "alternatives",
-    "ca-certificates",
-    "ca-certificates.conf",
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "localtime",
-    "timezone",
-    "os-release",
-    "protocols",
-    "services",
-    "mime.types",
-    "ssl",
-    "terminfo",
-)
-# Proxies of the host mean nothing in a sandbox without a network; the model API goes through
-# MODEL_PORT, and hive-c0re's proxy uses the host's settings.
-DROPPED_ENV = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy"})
 STDOUT_LIMIT = 16 * 1024 * 1024  # one stream-json line can carry a large tool result
 
 
@@ -184,16 +150,6 @@ class _Record:
         )
 
 
-@dataclass(frozen=True)
-class HiveLayout:
-    """Where hive's Python, its in-container packages and claude are, inside the sandbox."""
-
-    binds: tuple[tuple[str, str], ...]  # (host path, sandbox path), read-only, in order
-    python: str
-    claude: str | None  # None: claude_bin cannot be found on this host
-    claude_host: str | None
-
-
 class BwrapBackend:
     name = "bwrap"
     # The container is the security boundary: agents' tools run without prompts inside.
@@ -214,7 +170,7 @@ class BwrapBackend:
 
     def hive_agent_command(self) -> list[str]:
         """`hive-agent` inside: the sandbox's Python with hive's packages first on sys.path."""
-        return _hive_agent_argv(self.layout().python)
+        return hive_agent_argv(self.layout().python)
 
     async def create(self, spec: ContainerSpec) -> None:
         path = self._state_file(spec.agent)
@@ -274,7 +230,7 @@ class BwrapBackend:
             if layout.claude is None:
                 raise FileNotFoundError(2, "claude not found on this host", argv[0])
             argv[0] = layout.claude
-        data = _generated_etc(agent)
+        data = generated_etc(agent)
         pipes: list[int] = []
         try:
             data_args: list[str] = []
@@ -283,18 +239,8 @@ class BwrapBackend:
                 pipes.append(fd)
                 # Readable by all (bwrap would make it 0600, host root's, nobody's inside).
                 data_args += ["--perms", "0644", "--ro-bind-data", str(fd), dest]
-            args = self.bwrap_args(agent, record.mounts, layout, data_args)
-            inner = [
-                *self.drop_argv(),
-                *_hive_agent_argv(layout.python),
-                "run",
-                "--model-socket",
-                MODEL_SOCKET,
-                "--port",
-                str(MODEL_PORT),
-                "--",
-                *argv,
-            ]
+            args = bwrap_args(agent, record.mounts, layout, data_args)
+            inner = sandbox_command(self._settings.sandbox_uid, layout.python, argv)
             # A turn must not outlive hive-c0re: after a crash it is retried, not duplicated.
             command, preexec = dying_with_parent([bwrap, *args, "--", *inner])
             process = await asyncio.create_subprocess_exec(
@@ -303,7 +249,7 @@ class BwrapBackend:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd="/",
-                env=self.sandbox_env(env),
+                env=sandbox_env(env),
                 start_new_session=True,
                 preexec_fn=preexec,
                 pass_fds=pipes,
@@ -327,139 +273,9 @@ class BwrapBackend:
 
     def layout(self) -> HiveLayout:
         """Where hive's Python, packages and claude go inside (the same for every agent)."""
-        binds: list[tuple[str, str]] = []
-        prefix = Path(sys.prefix)
-        base = Path(sys.base_prefix).resolve()
-        if not _under(base, Path("/usr")):
-            # Its own path: a venv's python links there, and the interpreter may have an
-            # absolute RUNPATH to it. Must not be hidden by (or create dirs in) an agent's mount.
-            clash = _clash(str(base), self._reserved())
-            if clash is not None:
-                raise BackendError(
-                    BackendErrorKind.UNAVAILABLE,
-                    f"Python's base prefix {base} lies under {clash}, where agents' containers "
-                    "mount their own data, so the bwrap sandbox cannot show it",
-                    "install Python (and hive's venv) elsewhere, e.g. under /opt or /usr/local",
-                )
-            binds.append((str(base), str(base)))
-        if prefix.resolve() != base:  # a venv: shown at /opt/hive/venv (its python links to base)
-            binds.append((str(prefix.resolve()), str(VENV_DIR)))
-            try:
-                relative = Path(sys.executable).relative_to(prefix)
-            except ValueError:
-                relative = Path("bin") / "python3"
-            python = str(VENV_DIR / relative.as_posix())
-        else:
-            python = os.path.realpath(sys.executable)
-        for package in IN_CONTAINER_PACKAGES:
-            host = Path(package.__file__ or "").resolve().parent
-            binds.append((str(host), str(SRC_DIR / host.name)))
-        claude_host = self._claude_host()
-        claude: str | None = None
-        if claude_host is not None:
-            real = Path(claude_host)
-            if _under(real, Path("/usr")):
-                claude = str(real)
-            else:
-                binds.append((str(real.parent), str(CLAUDE_DIR)))
-                claude = str(CLAUDE_DIR / real.name)
-        return HiveLayout(tuple(binds), python, claude, claude_host)
-
-    def bwrap_args(
-        self,
-        agent: str,
-        mounts: Iterable[Mount],
-        layout: HiveLayout,
-        data_args: Sequence[str] = (),
-    ) -> list[str]:
-        """bwrap's options for one sandbox of `agent` (without the command)."""
-        mounts = list(mounts)
-        reserved = {m.container for m in mounts}
-        as_root = _as_root()
-        if as_root:
-            # bwrap keeps root to bind what only root can reach (a Python under /root, the state
-            # dir) and hands over to drop_argv() with just the capabilities to change uid.
-            args = [*NAMESPACES_AS_ROOT, "--die-with-parent", "--cap-drop", "ALL"]
-            args += ["--cap-add", "cap_setuid", "--cap-add", "cap_setgid"]
-        else:
-            # Look like root inside (HOME=/root, IS_SANDBOX=1), owning files as the caller does.
-            args = ["--unshare-all", "--die-with-parent", "--cap-drop", "ALL"]
-            args += ["--unshare-user", "--uid", "0", "--gid", "0"]
-        args += ["--hostname", f"h-{agent}", "--ro-bind", "/usr", "/usr"]
-        for entry in ROOT_ENTRIES:
-            if os.path.islink(entry):
-                args += ["--symlink", os.readlink(entry), entry]
-            elif os.path.isdir(entry):
-                args += ["--ro-bind", entry, entry]
-        # The sandbox's own /tmp and /dev/shm: fresh tmpfs, not the host's. As root, bwrap makes
-        # them (and HOME) owned by host root, nobody inside: open to all, like /tmp. Only the
-        # sandbox's processes, all one uid, ever see them.
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]  # noqa: S108
-        args += ["--perms", "1777", "--tmpfs", "/dev/shm", "--dir", "/etc"]  # noqa: S108
-        for name in ETC_ENTRIES:
-            args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-        args += data_args
-        # HOME: a private tmpfs; only /root/.claude (a mount) persists.
-        args += ["--perms", "0777" if as_root else "0700", "--tmpfs", CONTAINER_VIEW.home]
-        # Directories made so far; the others above a mount point get an explicit --dir (0755):
-        # bwrap would make them 0700, closed to the sandbox uid (/opt, /run, /root/.pyenv).
-        made = {"/", "/usr", "/proc", "/dev", "/etc", CONTAINER_VIEW.home}
-        for host, inside in layout.binds:
-            clash = _clash(inside, reserved)
-            if clash is not None:
-                raise BackendError(
-                    BackendErrorKind.FAILED,
-                    f"container h-{agent} mounts {clash}, over {inside} where the sandbox needs "
-                    f"{host}",
-                    "mount the agent's data elsewhere",
-                )
-            args += [*_parent_dirs(inside, made), "--ro-bind", host, inside]
-        for mount in mounts:
-            bind = "--bind" if mount.writable else "--ro-bind"
-            args += [*_parent_dirs(mount.container, made), bind, str(mount.host), mount.container]
-        # As root, bwrap (without capabilities) cannot enter /work, the sandbox uid's: unshare
-        # does (drop_argv).
-        args += ["--remount-ro", "/", "--chdir", "/" if as_root else CONTAINER_VIEW.work]
-        return args
-
-    def drop_argv(self, cwd: str | None = CONTAINER_VIEW.work) -> list[str]:
-        """What runs the command inside bwrap: as root, the sandbox uid, root in its own user
-        namespace (uid_map `0 <uid> 1`) with no capabilities left, in `cwd`; else nothing."""
-        if not _as_root():
-            return []
-        uid = self._settings.sandbox_uid
-        wd = [f"--wd={cwd}"] if cwd is not None else []
-        return [
-            *(SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs"),
-            *("--", UNSHARE, "--user", "--map-root-user", *wd),
-            *("--", SETPRIV, "--bounding-set=-all", "--inh-caps=-all", "--"),
-        ]
-
-    def sandbox_env(self, env: Mapping[str, str]) -> dict[str, str]:
-        """The turn's environment as the sandbox gets it (through bwrap's own environment)."""
-        inside = {k: v for k, v in env.items() if k.lower() not in DROPPED_ENV}
-        inside.update(
-            PATH=SANDBOX_PATH,
-            HOME=CONTAINER_VIEW.home,
-            ANTHROPIC_BASE_URL=f"http://127.0.0.1:{MODEL_PORT}",
-        )
-        return inside
+        return hive_layout(self._settings)
 
     # -- helpers ---------------------------------------------------------------------------------
-
-    def _reserved(self) -> set[str]:
-        """Where agents' containers mount their own data (the manager's mounts are a superset)."""
-        return {m.container for m in agent_mounts(self._settings, MANAGER_NAME)} | {
-            CONTAINER_VIEW.work,
-            "/run/hive",
-        }
-
-    def _claude_host(self) -> str | None:
-        configured = self._settings.claude_bin
-        found = configured if "/" in configured else shutil.which(configured)
-        if found is None or not os.path.isfile(found):
-            return None
-        return os.path.realpath(found)
 
     def _require_bwrap(self) -> str:
         found = shutil.which(self._bwrap)
@@ -475,7 +291,7 @@ class BwrapBackend:
     async def _require_drop(self) -> None:
         """As root: setpriv and unshare are there, and the sandbox uid can make a user namespace
         (checked once per backend: a few ms)."""
-        if self._drop_checked or not _as_root():
+        if self._drop_checked or not as_root():
             return
         missing = [tool for tool in (SETPRIV, UNSHARE) if not os.access(tool, os.X_OK)]
         if missing:
@@ -488,7 +304,7 @@ class BwrapBackend:
                 "as an unprivileged user",
             )
         probe = await asyncio.create_subprocess_exec(
-            *self.drop_argv(cwd=None),
+            *drop_argv(self._settings.sandbox_uid, cwd=None),
             "/usr/bin/true",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
@@ -511,7 +327,7 @@ class BwrapBackend:
     def _prepare_mounts(self, agent: str, mounts: Iterable[Mount]) -> None:
         """Mount sources exist; as root, the writable ones belong to the sandbox uid
         (activities.backends.ownership) and the read-only ones are readable by it."""
-        if not _as_root():
+        if not as_root():
             _make_mount_dirs(mounts)
             return
         uid = self._settings.sandbox_uid
@@ -577,15 +393,6 @@ class BwrapBackend:
         temp.replace(path)
 
 
-def _hive_agent_argv(python: str) -> list[str]:
-    boot = (
-        f"import sys;sys.path.insert(0,{str(SRC_DIR)!r});"
-        "from agent_harness.cli import main;sys.exit(main())"
-    )
-    # -I: no PYTHON* variables, no user site, and not the cwd (/work) on sys.path.
-    return [python, "-I", "-c", boot]
-
-
 def _make_mount_dirs(mounts: Iterable[Mount]) -> None:
     """The agent's mount sources, made if missing (bwrap refuses to bind a missing source): its
     writable data dirs private to it (credentials live in one), the read-only ones readable."""
@@ -594,48 +401,8 @@ def _make_mount_dirs(mounts: Iterable[Mount]) -> None:
             mount.host.mkdir(parents=True, mode=0o700 if mount.writable else 0o755, exist_ok=True)
 
 
-def _parent_dirs(path: str, made: set[str]) -> list[str]:
-    """`--dir` for each directory above `path` not in `made` (which they are then added to)."""
-    args: list[str] = []
-    for parent in reversed(PurePosixPath(path).parents):
-        if str(parent) not in made:
-            made.add(str(parent))
-            args += ["--dir", str(parent)]
-    return args
-
-
-def _as_root() -> bool:
-    """hive-c0re runs as root: its sandboxes then run as HiveSettings.sandbox_uid."""
-    return os.geteuid() == 0
-
-
 def _replace_status(record: _Record, status: ContainerStatus) -> _Record:
     return _Record(status, record.flake_dir, record.mounts)
-
-
-def _under(path: Path | str, parent: Path | str) -> bool:
-    return Path(path) == Path(parent) or Path(parent) in Path(path).parents
-
-
-def _clash(path: str, mount_points: Iterable[str]) -> str | None:
-    """The mount point `path` is at, under, or above, if any."""
-    for point in mount_points:
-        if _under(path, point) or _under(point, path):
-            return point
-    return None
-
-
-def _generated_etc(agent: str) -> dict[str, bytes]:
-    """/etc files written for the sandbox instead of the host's."""
-    host = f"h-{agent}"
-    return {
-        "/etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n"
-        b"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-        "/etc/group": b"root:x:0:\nnogroup:x:65534:\n",
-        "/etc/hosts": f"127.0.0.1\tlocalhost {host}\n::1\tlocalhost {host}\n".encode(),
-        "/etc/hostname": f"{host}\n".encode(),
-        "/etc/nsswitch.conf": b"passwd: files\ngroup: files\nhosts: files\n",
-    }
 
 
 def _pipe_with(content: bytes) -> int:

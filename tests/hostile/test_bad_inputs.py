@@ -18,6 +18,7 @@ from hyperhive.broker import BrokerError
 from hyperhive.credentials import CredentialKind
 from hyperhive.errors import HiveError
 from hyperhive.models import Decision
+from hyperhive.repo_git import RepoError
 from tests.hostile.conftest import World
 from tests.hostile.corpus import CORPUS, GROUPS, Bad, counts
 
@@ -189,7 +190,7 @@ async def run_repo(world: World, case: Bad) -> None:
             agent = case.args.get("agent", "alice")
             config_repo.resolve_sha(world.state, agent, fill(world, case.args["sha"]))
 
-    with pytest.raises(config_repo.RepoError) as info:
+    with pytest.raises(RepoError) as info:
         await asyncio.to_thread(attempt)
     assert info.value.code == case.code, (info.value.code, info.value.what)
     says(info.value.what, case)

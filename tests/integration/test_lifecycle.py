@@ -212,13 +212,13 @@ async def _notice_agent(fake: FakeAnthropic, agent: str, containing: str, timeou
 
 async def test_auto_update_at_start_up_updates_only_stale_agents(tmp_path, start_c0re, fake_model):
     from activities.backends import ContainerSpec, ProcessBackend
-    from hyperhive import config_repo
+    from hyperhive import agent_flake, config_repo
     from hyperhive.settings import HiveSettings
     from hyperhive.store.db import make_engine, migrate
 
     state = tmp_path / "state"
-    current = config_repo.hyperhive_revision()
-    checkout = config_repo.hyperhive_checkout()
+    current = agent_flake.hyperhive_revision()
+    checkout = agent_flake.hyperhive_checkout()
     engine = make_engine(f"sqlite:///{state / 'hive.db'}")
     migrate(engine)
     backend = ProcessBackend(HiveSettings(state_dir=state))

@@ -6,7 +6,7 @@
   host ? "{}",
   # JSON of a module added next to nixosModules.agent.
   agent ? "{}",
-  # A directory holding a flake.nix (and agent.nix) made by hyperhive.config_repo.
+  # A directory holding a flake.nix (and agent.nix) made by hyperhive.agent_flake.
   agentFlakeDir ? "",
   # The version of a `mcp` given to hyperhive.override.
   mcpOverride ? "2.9.0",

@@ -6,7 +6,7 @@
   (lib, pkgs, lib.nixosSystem and a small module system; tests/nix/eval.nix drives it), and what
   they produce is compared here with hyperhive itself: HiveSettings' names and defaults, the
   embedded Temporal's command line, pyproject.toml, the agent name pattern.
-- The per-agent flake made by hyperhive.config_repo.generate_flake parses and evaluates with the
+- The per-agent flake made by hyperhive.agent_flake.generate_flake parses and evaluates with the
   agent module and the initial agent.nix.
 
 What the stub cannot show (that nixpkgs builds the package, that the VM test passes) is for
@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from hyperhive import config_repo, config_templates
+from hyperhive import agent_flake, config_templates
 from hyperhive.domain import AGENT_NAME_PATTERN, MANAGER_NAME
 from hyperhive.embedded_temporal import DYNAMIC_CONFIG, SEARCH_ATTRIBUTES, start_dev_command
 from hyperhive.settings import ContainerBackendName, HiveSettings
@@ -673,7 +673,7 @@ def test_agent_egress_filter(default_agent: Any, nix: Nix) -> None:
 
 
 def write_agent_flake(directory: Path, name: str, url: str, rev: str) -> str:
-    flake = config_repo.generate_flake(name, hyperhive_flake_url=url, hyperhive_rev=rev)
+    flake = agent_flake.generate_flake(name, hyperhive_flake_url=url, hyperhive_rev=rev)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "flake.nix").write_text(flake)
     (directory / "agent.nix").write_text(config_templates.initial_agent_nix(name))
@@ -695,7 +695,7 @@ def test_generated_agent_flake(nix: Nix, tmp_path: Path, name: str, url: str, re
 
     generated = nix.eval("agentFlake", agentFlakeDir=str(tmp_path))
     assert generated["inputs"] == {
-        "hyperhive": config_repo.flake_input_url(url, rev),
+        "hyperhive": agent_flake.flake_input_url(url, rev),
         "nixpkgs": "hyperhive/nixpkgs",
     }
     config = generated["container"]["config"]

@@ -25,7 +25,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from hyperhive import config_repo
+from hyperhive import agent_flake, config_repo
 from hyperhive.models import AgentStatus, Message
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
@@ -160,8 +160,8 @@ def register_spawned(state: Path, engine: Any, name: str, host_id: str, purpose:
         state,
         name,
         purpose=purpose or f"test agent {name}",
-        hyperhive_rev=config_repo.hyperhive_revision(),
-        hyperhive_flake_url=str(config_repo.hyperhive_checkout() or "/nonexistent"),
+        hyperhive_rev=agent_flake.hyperhive_revision(),
+        hyperhive_flake_url=str(agent_flake.hyperhive_checkout() or "/nonexistent"),
     )
     agent_store.register_agent(engine, name, host_id)
 

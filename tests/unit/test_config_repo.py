@@ -1,4 +1,5 @@
-"""Config repos and per-agent flakes (hyperhive.config_repo, activities/repos.py) with real git.
+"""Config repos and per-agent flakes (hyperhive.config_repo, agent_flake, activities/repos.py)
+with real git.
 
 Sha input policy: only 7-40 hex digits are accepted (bad_sha otherwise); refs and revision
 expressions such as HEAD, main or HEAD~1 are refused, because the operator approves one exact
@@ -19,8 +20,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.repos import RepoActivities
+from hyperhive import agent_flake as af
 from hyperhive import config_repo as cr
-from hyperhive.config_repo import CONFIG_FILES, RepoError
+from hyperhive.config_repo import CONFIG_FILES
+from hyperhive.repo_git import RepoError
 from hyperhive.repo_models import (
     ApplyInput,
     CommitRef,
@@ -242,7 +245,7 @@ in
             "hyperhive": {"url": f"git+file://{URL}?rev={REV}"},
             "nixpkgs": {"follows": "hyperhive/nixpkgs"},
         },
-        "system": cr.host_nix_system(),
+        "system": af.host_nix_system(),
         "modules": [
             "HYPERHIVE-AGENT-MODULE",
             "path:agent.nix",
@@ -294,7 +297,7 @@ def test_the_applied_repo_evaluates_as_a_flake(state: Path, tmp_path: Path) -> N
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {
-        "system": cr.host_nix_system(),
+        "system": af.host_nix_system(),
         "modules": ["AGENT-MODULE", "agent.nix", {"hyperhive": {"agent": {"name": AGENT}}}],
     }
     assert git(applied(state), "status", "--porcelain") == ""
@@ -308,23 +311,23 @@ def test_initial_agent_nix_is_an_empty_module(state: Path, tmp_path: Path) -> No
 
 
 def test_flake_input_url_pins_the_revision() -> None:
-    assert cr.flake_input_url("/src/hh", REV) == f"git+file:///src/hh?rev={REV}"
-    assert cr.flake_input_url("github:o/hh", REV) == f"github:o/hh?rev={REV}"
-    assert cr.flake_input_url("git+https://x/hh?ref=main", REV) == (
+    assert af.flake_input_url("/src/hh", REV) == f"git+file:///src/hh?rev={REV}"
+    assert af.flake_input_url("github:o/hh", REV) == f"github:o/hh?rev={REV}"
+    assert af.flake_input_url("git+https://x/hh?ref=main", REV) == (
         f"git+https://x/hh?ref=main&rev={REV}"
     )
     # not a git commit (a package version): the URL is used as given; a store path by content
-    assert cr.flake_input_url("github:o/hh", "0.1.0") == "github:o/hh"
-    assert cr.flake_input_url("/nix/store/abc-source", "0.1.0") == "path:/nix/store/abc-source"
+    assert af.flake_input_url("github:o/hh", "0.1.0") == "github:o/hh"
+    assert af.flake_input_url("/nix/store/abc-source", "0.1.0") == "path:/nix/store/abc-source"
     with pytest.raises(RepoError) as info:
-        cr.flake_input_url("", REV)
+        af.flake_input_url("", REV)
     assert info.value.code == "no_flake_url"
 
 
 @needs_nix
 def test_flake_strings_are_escaped(tmp_path: Path) -> None:
     assert NIX_INSTANTIATE is not None
-    text = cr.generate_flake(
+    text = af.generate_flake(
         AGENT, hyperhive_flake_url='github:o/"${evil}"\\x', hyperhive_rev="v1", system="x"
     )
     (tmp_path / "flake.nix").write_text(text)
@@ -596,13 +599,13 @@ def test_proposed_head_reads_hm1nds_checked_out_commit(state: Path) -> None:
 
 
 def test_hyperhive_revision_is_this_checkouts_head() -> None:
-    checkout = cr.hyperhive_checkout()
+    checkout = af.hyperhive_checkout()
     if checkout is None:
         import hyperhive
 
-        assert cr.hyperhive_revision() == hyperhive.__version__
+        assert af.hyperhive_revision() == hyperhive.__version__
     else:
-        assert cr.hyperhive_revision() == git(checkout, "rev-parse", "HEAD")
+        assert af.hyperhive_revision() == git(checkout, "rev-parse", "HEAD")
 
 
 # --- activities -------------------------------------------------------------------------------
@@ -661,7 +664,7 @@ async def test_activity_errors_are_typed_and_non_retryable(tmp_path: Path) -> No
     with pytest.raises(ApplicationError) as info:
         await env.run(acts.apply_commit, ApplyInput(agent=AGENT, sha=sha, approver="ops"))
     assert info.value.type == "RepoError:not_config_only" and info.value.non_retryable
-    assert cr.RepoError("git_failed", "x").retryable
+    assert RepoError("git_failed", "x").retryable
 
 
 # --- settings.json: Claude Code's settings beside agent.nix and CLAUDE.md -------------------------

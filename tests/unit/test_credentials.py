@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hyperhive import cli
-from hyperhive.cli_admin import InputRefused, pick_secret
+from hyperhive.cli_login import InputRefused, pick_secret
 from hyperhive.credentials import (
     AUTH_FILE,
     CREDENTIALS_FILE,

@@ -1,6 +1,7 @@
-"""The per-agent model proxy (api.model_proxy) over its real unix socket, against real upstreams:
-a scripted ASGI app (to hold a stream open, fail, record headers) and the fake Anthropic API.
-Also `hive-agent run`'s forwarder in front of it, as in a sandbox but on the host's loopback."""
+"""The per-agent model proxy (api.model_proxy, its checks in api.model_target) over its real unix
+socket, against real upstreams: a scripted ASGI app (to hold a stream open, fail, record headers)
+and the fake Anthropic API. Also `hive-agent run`'s forwarder in front of it, as in a sandbox but
+on the host's loopback."""
 
 from __future__ import annotations
 
@@ -21,14 +22,8 @@ import httpx2
 import pytest
 import uvicorn
 
-from api.model_proxy import (
-    ModelProxies,
-    ModelProxyError,
-    UpstreamURL,
-    is_model_path,
-    model_socket_path,
-    upstream_url,
-)
+from api.model_proxy import ModelProxies, model_socket_path
+from api.model_target import ModelProxyError, UpstreamURL, is_model_path, upstream_url
 from hyperhive.settings import HiveSettings
 from tests.fakes.anthropic_api import FakeAnthropic, Text
 from tests.rig.ports import free_port
