@@ -10,6 +10,7 @@ import os
 import platform
 import stat
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,16 @@ def load_average() -> str:
     return f"load {one:.2f}/{five:.2f} (1/5 min)"
 
 
+def python_speed_s() -> float:
+    """Seconds for a fixed pure-Python loop: the same host's vCPU can be several times slower
+    from one day to the next, and the CPU-bound rows move with it, so each run records it."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return time.perf_counter() - started
+
+
 def machine_line() -> str:
     cores = os.cpu_count() or 0
     mem_kib = 0
@@ -101,7 +112,8 @@ def machine_line() -> str:
         pass
     return (
         f"{cores} cores{f' ({cpu})' if cpu else ''}, {mem_kib / 1024 / 1024:.0f} GiB, {os_name}, "
-        f"kernel {platform.release()}, Python {platform.python_version()}"
+        f"kernel {platform.release()}, Python {platform.python_version()}; "
+        f"CPU speed: a 10M-step Python loop takes {python_speed_s():.2f} s"
     )
 
 
@@ -112,7 +124,13 @@ def machine_line() -> str:
 # EPOCHREALTIME (bash >= 5) is CLOCK_REALTIME, the clock time.time() reads. The prompt (on stdin)
 # carries the message's token, so each start is matched to the send that caused it. The output is
 # what claude prints for a trivial successful turn in stream-json.
-_INIT = {"type": "system", "subtype": "init", "session_id": "@SID@", "model": "bench"}
+_INIT = {
+    "type": "system",
+    "subtype": "init",
+    "session_id": "@SID@",
+    "model": "bench",
+    "mcp_servers": [{"name": "hive", "status": "connected"}],
+}
 _RESULT = {
     "type": "result",
     "subtype": "success",

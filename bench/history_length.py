@@ -85,7 +85,11 @@ class InstantHost:
         async def release_turn_message(turn_id: str) -> bool:
             return False
 
-        return [run_turn, set_agent_state, notify_operator, release_turn_message]
+        @activity.defn(name="last_session_id")
+        async def last_session_id(agent: str) -> str:
+            return ""
+
+        return [run_turn, set_agent_state, notify_operator, release_turn_message, last_session_id]
 
 
 @dataclass
