@@ -1,0 +1,54 @@
+"""`make bench` keeps working: each benchmark runs end to end at a tiny size and yields its rows.
+
+The figures themselves are not asserted (they move with the machine's load); what is asserted is
+that every bench finishes and measures something. A bench that stopped matching the code (a fake
+claude the turn activity now refuses, an activity missing from a bench's worker) fails here
+instead of in the next `make bench`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bench import agent_task, cold_start, history_length, idle_agents, recv_wake, send_to_turn
+from bench.common import Row
+
+pytestmark = pytest.mark.integration
+
+NUMBER = re.compile(r"\d")
+
+
+def assert_measured(rows: list[Row], expected: int) -> None:
+    assert len(rows) == expected
+    for row in rows:
+        assert row.command.startswith(".venv/bin/python -m bench."), row.command
+        assert NUMBER.search(row.result), row.result
+
+
+async def test_send_to_turn_measures_hive_and_its_baseline() -> None:
+    assert_measured(await send_to_turn.run(sends=3), 2)
+
+
+async def test_agent_task_runs_the_real_claude_through_hive_and_bare() -> None:
+    assert_measured(await agent_task.run(1), 2)
+
+
+async def test_recv_wake_measures() -> None:
+    assert_measured(await recv_wake.run(20), 2)
+
+
+async def test_idle_agents_measures_a_few_agents() -> None:
+    assert_measured(await idle_agents.run(3, window_s=1.0), 2)
+
+
+async def test_history_length_continues_as_new() -> None:
+    rows = await history_length.run(20, turns_per_run=5)
+    assert_measured(rows, 2)
+    # 20 turns at 5 per run: four full runs and the one waiting for the next message.
+    assert rows[0].result.startswith("5 runs"), rows[0].result
+
+
+def test_cold_start_reaches_health() -> None:
+    assert cold_start.one_run() > 0
