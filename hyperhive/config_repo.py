@@ -3,27 +3,22 @@
 Under the state dir, per agent:
 
 - `proposed/<name>` — a git repo the manager (hm1nd) edits at /agents/<name>. hm1nd also controls
-  everything inside it, `.git/config`, hooks and refs included, so hive-c0re treats it as
-  untrusted input: after creating it, hive-c0re never runs a git command *in* it. Commits are
-  read by object id only, through a git dir hive-c0re owns (the applied repo's) with
-  `GIT_OBJECT_DIRECTORY` pointing at the proposed repo's objects: no config, hooks, refs,
-  replace refs or promisor remotes of the proposed repo are consulted, and a short sha can never
-  be shadowed by a branch of the same name.
+  everything inside it, objects included, so hive-c0re treats it as untrusted input: after
+  creating it, hive-c0re never runs a git command *in* it, and a proposed commit is read once,
+  from a private copy of its object store, every object re-hashed, then kept in hive-c0re's own
+  storage (hyperhive.proposed_commit); the diff the operator sees and the content applied both
+  come from that copy. A short sha is resolved among objects only, never refs.
 - `applied/<name>` — a git repo only hive-c0re writes. It holds the approved config files plus
   the generated `flake.nix` and `.hive-pin.json` (the hyperhive revision this agent's container is
   built from, its flake URL and the Nix system), so it is also the agent's flake:
   `nixosConfigurations.container` = hyperhive's agent module + `./agent.nix`. Their text comes
-  from hyperhive.agent_flake; this module commits them (init_agent_repos, set_recorded_rev).
+  from hyperhive.agent_flake; this module commits them (init_agent_repos, set_recorded_rev). It
+  also holds the proposed commits taken so far, as `refs/hive/proposed/<sha>` → their trees.
 
-The config is CONFIG_FILES: agent.nix (the container's NixOS module), CLAUDE.md (the agent's
-instructions) and settings.json (Claude Code's settings; optional, as repos made before it existed
-lack it; hyperhive.agent_config reads it). A proposed commit is applicable only if its top-level
-tree holds the required ones and possibly settings.json, as regular blobs, and nothing else: no
-other file (another agent's name, a README, a `.gitattributes`), no subdirectory, no submodule,
-no symlink (even one named agent.nix), no `..`/`.git` entry; and its settings.json must parse.
-Apply copies the blobs of that commit into the applied repo (removing a settings.json the commit
-dropped) and commits them, naming the proposed sha and the approver; applying content the applied
-repo already has is a no-op.
+What an applicable commit holds: hyperhive.config_tree. Apply copies the config files of that
+commit into the applied repo (removing a settings.json the commit dropped) and commits them,
+naming the proposed sha and the approver; applying content the applied repo already has is a
+no-op.
 
 Everything here is synchronous and blocking (run it in a thread from async code); nothing runs at
 import.
@@ -39,34 +34,36 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from hyperhive.agent_config import (
-    INSTRUCTIONS_FILE,
-    SETTINGS_FILE,
-    AppliedClaudeFiles,
-    ClaudeSettingsError,
-    parse_claude_settings,
-)
+from hyperhive.agent_config import INSTRUCTIONS_FILE, SETTINGS_FILE, AppliedClaudeFiles
 from hyperhive.agent_flake import FLAKE_FILE, PIN_FILE, Pin, generate_flake, host_nix_system
-from hyperhive.config_templates import AGENT_NIX_FILE, initial_config
-from hyperhive.domain import MANAGER_NAME, InvalidName, check_agent_name
+from hyperhive.config_templates import initial_config
+from hyperhive.config_tree import (
+    CONFIG_FILES,
+    MAX_CONFIG_BYTES,
+    REQUIRED_CONFIG_FILES,
+    check_config,
+    config_blob_entries,
+)
+from hyperhive.domain import MANAGER_NAME
+from hyperhive.proposed_commit import (
+    Snapshot,
+    commit_tree,
+    parse_tree,
+    private_copy,
+    read_verified,
+    store,
+    stored_entries,
+    stored_tree,
+)
 from hyperhive.repo_git import FULL_SHA, RepoError, checked_agent, run_git
 
-CONFIG_FILES: tuple[str, ...] = (AGENT_NIX_FILE, INSTRUCTIONS_FILE, SETTINGS_FILE)
-# settings.json is optional: repos made before it existed do not have it.
-REQUIRED_CONFIG_FILES: tuple[str, ...] = (AGENT_NIX_FILE, INSTRUCTIONS_FILE)
-# A config file larger than this is refused (code too_large): it is a NixOS module or a page of
-# instructions, and it is shown whole in the approval's diff.
-MAX_CONFIG_BYTES = 1 << 20
+__all__ = ["CONFIG_FILES", "MAX_CONFIG_BYTES", "REQUIRED_CONFIG_FILES"]
 
 BRANCH = "main"
 
 _SHA_INPUT = re.compile(r"\A[0-9a-fA-F]{7,40}\Z")
-_REGULAR_MODES = ("100644", "100755")
-_SYMLINK_MODE = "120000"
-_SUBMODULE_MODE = "160000"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,21 +113,6 @@ def _applied_repo(state_path: Path, agent: str) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # git in one agent's repos
-
-
-def _proposed_git(
-    state_path: Path, agent: str, args: Sequence[str], *, stdin: bytes | None = None
-) -> bytes:
-    """git over the proposed repo's objects only, driven from the applied repo's (trusted) git
-    dir: the proposed repo's config, hooks and refs are never read."""
-    objects = _proposed_objects(state_path, agent)
-    applied = _applied_repo(state_path, agent)
-    return run_git(
-        ["--git-dir", str(applied / ".git"), *args],
-        cwd=applied,
-        env={"GIT_OBJECT_DIRECTORY": str(objects.resolve())},
-        stdin=stdin,
-    )
 
 
 def _applied_git(
@@ -256,56 +238,32 @@ def init_agent_repos(
 # reading and validating proposed commits
 
 
-@dataclass(frozen=True)
-class _Entry:
-    mode: str
-    kind: str
-    oid: str
-    size: int | None
-    name: str
-
-
-def _ls_tree(output: bytes) -> list[_Entry]:
-    entries = []
-    for record in output.split(b"\0"):
-        if not record:
-            continue
-        meta, _, raw_name = record.partition(b"\t")
-        mode, kind, oid, size = meta.decode().split()
-        entries.append(
-            _Entry(
-                mode=mode,
-                kind=kind,
-                oid=oid,
-                size=None if size == "-" else int(size),
-                name=raw_name.decode("utf-8", "replace"),
-            )
-        )
-    return entries
-
-
-def resolve_sha(state_path: Path, agent: str, sha: str) -> str:
-    """The full sha of the commit `sha` (7 to 40 hex digits) in the agent's proposed repo.
-
-    Only hex is accepted: refs and revision expressions (HEAD, main, HEAD~1) are bad_sha, since
-    the operator approves one exact commit.
-    """
-    agent = checked_agent(agent)
+def _check_sha_input(agent: str, sha: str) -> str:
     if not isinstance(sha, str) or not _SHA_INPUT.match(sha):
         raise RepoError(
             "bad_sha",
             f"{sha!r} is not a commit sha: give 7 to 40 hex digits",
             f"in /agents/{agent}, `git rev-parse HEAD` prints the sha of the last commit",
         )
-    prefix = sha.lower()
-    candidates = _proposed_git(state_path, agent, ["rev-parse", f"--disambiguate={prefix}"])
+    return sha.lower()
+
+
+def _disambiguate(applied: Path, objects: Path, agent: str, prefix: str) -> str:
+    """The one commit among `objects` (a private copy of hm1nd's) whose id starts with `prefix`.
+
+    Only hex is accepted: refs and revision expressions (HEAD, main, HEAD~1) are bad_sha, since
+    the operator approves one exact commit; and only objects are searched, so a branch of the
+    same name can never shadow a short sha."""
+    env = {"GIT_OBJECT_DIRECTORY": str(objects)}
+    git_dir = ["--git-dir", str(applied / ".git")]
+    candidates = run_git([*git_dir, "rev-parse", f"--disambiguate={prefix}"], cwd=applied, env=env)
     oids = candidates.decode().split()
     commits: list[str] = []
     if oids:
-        types = _proposed_git(
-            state_path,
-            agent,
-            ["cat-file", "--batch-check=%(objectname) %(objecttype)"],
+        types = run_git(
+            [*git_dir, "cat-file", "--batch-check=%(objectname) %(objecttype)"],
+            cwd=applied,
+            env=env,
             stdin="".join(f"{oid}\n" for oid in oids).encode(),
         )
         for line in types.decode().splitlines():
@@ -315,19 +273,75 @@ def resolve_sha(state_path: Path, agent: str, sha: str) -> str:
     if not commits:
         raise RepoError(
             "unknown_sha",
-            f"no commit {sha} in the proposed repo of {agent}",
+            f"no commit {prefix} in the proposed repo of {agent}",
             f"commit the change in /agents/{agent} first, and check the sha",
         )
     if len(commits) > 1:
         raise RepoError(
             "ambiguous_sha",
-            f"{sha} matches {len(commits)} commits in the proposed repo of {agent}",
+            f"{prefix} matches {len(commits)} commits in the proposed repo of {agent}",
             "give more digits of the sha (all 40 are always unambiguous)",
         )
     full = commits[0]
     if not FULL_SHA.match(full):
         raise RepoError("git_failed", f"unexpected object id {full!r} (is the repo SHA-256?)")
     return full
+
+
+def _take(applied: Path, objects: Path, agent: str, commit: str) -> Snapshot:
+    """Read `commit`, its tree and its config blobs from `objects`, each re-hashed; check them;
+    store them in the applied repo under the commit's snapshot ref."""
+    git_dir = applied / ".git"
+    kind, content = read_verified(git_dir, objects, [commit], agent)[commit]
+    if kind != "commit":
+        raise RepoError("unknown_sha", f"{commit[:12]} of {agent} is a {kind}, not a commit")
+    tree = commit_tree(content, commit, agent)
+    tree_kind, tree_content = read_verified(git_dir, objects, [tree], agent)[tree]
+    if tree_kind != "tree":
+        raise RepoError("corrupt_object", f"the tree of commit {commit[:12]} is a {tree_kind}")
+    entries = parse_tree(tree_content, tree, agent)
+    wanted = sorted({e.oid for e in config_blob_entries(entries)})
+    blobs = read_verified(git_dir, objects, wanted, agent)
+    for oid, (blob_kind, _) in blobs.items():
+        if blob_kind != "blob":
+            raise RepoError(
+                "not_config_only",
+                f"commit {commit[:12]} of {agent} names a {blob_kind} {oid[:12]} as a file",
+            )
+    check_config(agent, commit, entries, {oid: data for oid, (_, data) in blobs.items()})
+    store(applied, commit, tree, {tree: ("tree", tree_content), **blobs})
+    return Snapshot(commit=commit, tree=tree, entries=entries)
+
+
+def _snapshot(state_path: Path, agent: str, sha: str) -> Snapshot:
+    """Proposed commit `sha` as hive-c0re holds it: taken (verified, checked, stored) on first
+    use, and from then on read only from hive-c0re's copy (hyperhive.proposed_commit)."""
+    agent = checked_agent(agent)
+    prefix = _check_sha_input(agent, sha)
+    objects = _proposed_objects(state_path, agent)
+    applied = _applied_repo(state_path, agent)
+    if FULL_SHA.match(prefix) and (tree := stored_tree(applied, prefix)) is not None:
+        return Snapshot(commit=prefix, tree=tree, entries=stored_entries(applied, tree))
+    with private_copy(objects, applied / ".git") as copy:
+        full = _disambiguate(applied, copy, agent, prefix)
+        if (tree := stored_tree(applied, full)) is not None:
+            return Snapshot(commit=full, tree=tree, entries=stored_entries(applied, tree))
+        return _take(applied, copy, agent, full)
+
+
+def _snapshot_files(state_path: Path, agent: str, snap: Snapshot) -> dict[str, bytes]:
+    """name → content of a snapshot's config files, from hive-c0re's objects, checked again
+    (a snapshot taken by an older hyperhive meets today's rules too)."""
+    applied = _applied_repo(state_path, agent)
+    wanted = sorted({e.oid for e in config_blob_entries(snap.entries)})
+    blobs = read_verified(applied / ".git", applied / ".git" / "objects", wanted, agent)
+    return check_config(agent, snap.commit, snap.entries, {o: d for o, (_, d) in blobs.items()})
+
+
+def resolve_sha(state_path: Path, agent: str, sha: str) -> str:
+    """The full sha of the commit `sha` (7 to 40 hex digits) in the agent's proposed repo, once
+    it is known to be an applicable config commit (taken into hive-c0re's storage)."""
+    return _snapshot(state_path, agent, sha).commit
 
 
 def _read_ref(git_dir: Path, name: str) -> str | None:
@@ -351,8 +365,7 @@ def proposed_head(state_path: Path, agent: str) -> str:
     """The commit checked out in the agent's proposed repo (HEAD), full sha.
 
     HEAD and its branch are read as files, without running git in hm1nd's repo, and the result
-    must be a commit among its objects.
-    """
+    must be an applicable config commit among its objects."""
     agent = checked_agent(agent)
     git_dir = _proposed_objects(state_path, agent).parent
     target = "HEAD"
@@ -373,124 +386,34 @@ def proposed_head(state_path: Path, agent: str) -> str:
     )
 
 
-def _tree_problems(agent: str, entries: Sequence[_Entry]) -> list[tuple[str, str]]:
-    """(code, problem) for every entry that is not a config file, then for missing ones."""
-    problems: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for entry in entries:
-        name = entry.name
-        if (
-            name in ("", ".", "..")
-            or "/" in name
-            or "\\" in name
-            or name.lower() == ".git"
-            or any(ord(c) < 32 for c in name)
-        ):
-            problems.append(("path_outside", f"{name!r} is a path outside the agent's config"))
-        elif entry.mode == _SYMLINK_MODE:
-            problems.append(("symlink", f"{name} is a symlink; config files must be regular files"))
-        elif entry.mode == _SUBMODULE_MODE or entry.kind == "commit":
-            problems.append(("not_config_only", f"{name} is a submodule"))
-        elif entry.kind == "tree":
-            problems.append(("not_config_only", f"{name}/ is a directory"))
-        elif name not in CONFIG_FILES:
-            other = ""
-            with contextlib.suppress(InvalidName):
-                if check_agent_name(name) != agent:
-                    other = " (named like another agent: each agent has its own repo)"
-            problems.append(("not_config_only", f"{name} is not a config file{other}"))
-        elif entry.mode not in _REGULAR_MODES or entry.kind != "blob":
-            problems.append(("not_config_only", f"{name} has unexpected mode {entry.mode}"))
-        elif entry.size is not None and entry.size > MAX_CONFIG_BYTES:
-            problems.append(
-                ("too_large", f"{name} is {entry.size} bytes (at most {MAX_CONFIG_BYTES})")
-            )
-        else:
-            seen.add(name)
-    for name in REQUIRED_CONFIG_FILES:
-        if name not in seen and not any(e.name == name for e in entries):
-            problems.append(("missing_config", f"{name} is missing"))
-    names = [e.name for e in entries]
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        problems.append(("not_config_only", f"{name} appears more than once"))
-    return problems
-
-
-_CODE_ORDER = ("path_outside", "symlink", "not_config_only", "too_large", "missing_config")
-
-
-def _checked_commit(state_path: Path, agent: str, sha: str) -> tuple[str, dict[str, _Entry]]:
-    """Resolve and validate `sha`; return its full sha and its config-file entries."""
-    agent = checked_agent(agent)
-    full = resolve_sha(state_path, agent, sha)
-    entries = _ls_tree(
-        _proposed_git(state_path, agent, ["ls-tree", "-z", "--long", "--full-tree", full])
-    )
-    problems = _tree_problems(agent, entries)
-    if problems:
-        code = min((c for c, _ in problems), key=_CODE_ORDER.index)
-        listing = "; ".join(p for _, p in problems)
-        raise RepoError(
-            code,
-            f"commit {full[:12]} of {agent} is not a config-only commit: {listing}",
-            f"a commit in /agents/{agent} must hold {' and '.join(REQUIRED_CONFIG_FILES)}, "
-            f"optionally {SETTINGS_FILE} (regular files at the top level), and nothing else",
-        )
-    return full, {e.name: e for e in entries}
-
-
-def _read_blobs(state_path: Path, agent: str, entries: Mapping[str, _Entry]) -> dict[str, bytes]:
-    """The commit's config files (those it has), checked: UTF-8 text, a settings.json that
-    parses."""
-    blobs: dict[str, bytes] = {}
-    for name in CONFIG_FILES:
-        if name not in entries:
-            continue
-        data = _proposed_git(state_path, agent, ["cat-file", "blob", entries[name].oid])
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RepoError(
-                "not_text", f"{name} in the proposed commit is not UTF-8 text", "save it as UTF-8"
-            ) from exc
-        blobs[name] = data
-    try:
-        parse_claude_settings(blobs.get(SETTINGS_FILE))
-    except ClaudeSettingsError as exc:
-        raise RepoError("bad_settings", exc.what, exc.hint) from None
-    return blobs
-
-
 def _applied_oids(state_path: Path, agent: str, rev: str = "HEAD") -> dict[str, str]:
-    out = _applied_git(state_path, agent, ["ls-tree", "-z", "--long", rev, "--", *CONFIG_FILES])
-    return {e.name: e.oid for e in _ls_tree(out)}
+    out = _applied_git(state_path, agent, ["ls-tree", "-z", "--full-tree", rev])
+    oids: dict[str, str] = {}
+    for record in out.split(b"\0"):
+        meta, _, name = record.partition(b"\t")
+        if meta and name.decode() in CONFIG_FILES:
+            oids[name.decode()] = meta.decode().split()[2]
+    return oids
 
 
 def validate_commit(state_path: Path, agent: str, sha: str) -> list[str]:
     """Check that proposed commit `sha` is applicable; return the config files whose content
     differs from the applied repo's HEAD (in CONFIG_FILES order; [] = nothing to apply).
 
-    Applicable: the commit's top-level tree holds REQUIRED_CONFIG_FILES and maybe settings.json,
-    each a regular file (mode 100644/100755) of at most MAX_CONFIG_BYTES of UTF-8, and its
-    settings.json parses; anything else (another file, a directory, a submodule, a symlink, a
-    `..` or `.git` entry, a missing config file) raises RepoError. A file the commit drops
-    (settings.json) counts as changed.
-    """
-    _, entries = _checked_commit(state_path, agent, sha)
-    _read_blobs(state_path, agent, entries)
+    Applicable: hyperhive.config_tree. A file the commit drops (settings.json) counts as
+    changed. The commit is taken into hive-c0re's storage here, so what is later shown and
+    applied is what was checked."""
+    snap = _snapshot(state_path, agent, sha)
+    _snapshot_files(state_path, agent, snap)
     applied = _applied_oids(state_path, agent)
-    return [name for name in CONFIG_FILES if applied.get(name) != _oid(entries, name)]
-
-
-def _oid(entries: Mapping[str, _Entry], name: str) -> str | None:
-    entry = entries.get(name)
-    return entry.oid if entry is not None else None
+    mine = {e.name: e.oid for e in snap.entries}
+    return [name for name in CONFIG_FILES if applied.get(name) != mine.get(name)]
 
 
 def diff_against_applied(state_path: Path, agent: str, sha: str) -> str:
-    """Unified diff (git format) of the config files: applied HEAD → proposed commit `sha`."""
-    full, _ = _checked_commit(state_path, agent, sha)
-    objects = _proposed_objects(state_path, agent).resolve()
+    """Unified diff (git format) of the config files: applied HEAD → proposed commit `sha`, as
+    hive-c0re holds it."""
+    snap = _snapshot(state_path, agent, sha)
     out = _applied_git(
         state_path,
         agent,
@@ -501,11 +424,10 @@ def diff_against_applied(state_path: Path, agent: str, sha: str) -> str:
             "--no-textconv",
             "--no-renames",
             "HEAD",
-            full,
+            snap.tree,
             "--",
             *CONFIG_FILES,
         ],
-        env={"GIT_ALTERNATE_OBJECT_DIRECTORIES": str(objects)},
     )
     return out.decode("utf-8", "replace")
 
@@ -562,11 +484,13 @@ def apply_commit(state_path: Path, agent: str, sha: str, *, approver: str) -> st
     agent = checked_agent(agent)
     approver = _one_line(approver) or "unknown"
     with _applied_lock(state_path, agent) as repo:
-        full, entries = _checked_commit(state_path, agent, sha)
-        blobs = _read_blobs(state_path, agent, entries)
+        snap = _snapshot(state_path, agent, sha)
+        full = snap.commit
+        blobs = _snapshot_files(state_path, agent, snap)
+        mine = {e.name: e.oid for e in snap.entries}
         _reset_to_head(state_path, agent)
         current = _applied_oids(state_path, agent)
-        if all(current.get(name) == _oid(entries, name) for name in CONFIG_FILES):
+        if all(current.get(name) == mine.get(name) for name in CONFIG_FILES):
             return None
         for name in CONFIG_FILES:
             if name in blobs:

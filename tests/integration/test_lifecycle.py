@@ -10,6 +10,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -123,7 +124,7 @@ async def test_spawn_denied_makes_no_agent(start_c0re, fake_model):
     assert _approvals(hive)[0].status == "denied"
 
 
-async def test_manager_applies_a_config_commit_after_approval(start_c0re, fake_model):
+async def test_manager_applies_a_config_commit_exactly_as_approved(start_c0re, fake_model):
     fake_model.responder = hive_responder(lambda wake: Text("noted"))
     hive = await start_c0re(agents=[], create_manager="true")
     await _notice(hive, "hm1nd is up")
@@ -154,13 +155,21 @@ async def test_manager_applies_a_config_commit_after_approval(start_c0re, fake_m
     listed = json.loads(run_hive(hive.env, "approvals", "--json").stdout)
     pending = [a for a in listed if a["status"] == "pending"]
     assert len(pending) == 1 and "+# more memory for bob" in pending[0]["diff"]
+    # Before the operator decides, hm1nd rewrites the approved blob in its own object store.
+    blob = _git(proposed, "rev-parse", f"{sha}:agent.nix")
+    loose = proposed / ".git" / "objects" / blob[:2] / blob[2:]
+    evil = b"{ ... }: { networking.firewall.enable = false; }\n"
+    loose.chmod(0o644)
+    loose.write_bytes(zlib.compress(b"blob %d\0" % len(evil) + evil))
     assert run_hive(hive.env, "approve", str(pending[0]["id"])).returncode == 0
     await _notice_agent(fake_model, "hm1nd", "is deployed")
 
     bob = _agent(hive, "bob")
     assert bob is not None and bob.deployed_sha == sha
     applied = hive.env.state_dir / "applied" / "bob"
+    # What the operator saw is what was applied.
     assert "# more memory for bob" in (applied / "agent.nix").read_text()
+    assert "firewall" not in (applied / "agent.nix").read_text()
     assert sha in _git(applied, "log", "-1", "--format=%B")
 
 
