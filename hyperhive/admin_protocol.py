@@ -72,7 +72,8 @@ class ProtocolError:
 # -- requests ---------------------------------------------------------------------------------
 
 Name = Annotated[str, Field(min_length=1, max_length=64)]
-By = Annotated[str, Field(max_length=64)]
+# Recorded as who decided and shown everywhere: one line, no control characters.
+By = Annotated[str, Field(max_length=64, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]
 ApprovalId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
@@ -465,6 +466,8 @@ def _describe_one(err: ErrorDetails, hide: frozenset[str] = frozenset()) -> str:
         return f"`{field}` must not be empty"
     if kind in ("string_too_long", "too_long"):
         return f"`{field}` is longer than {ctx.get('max_length')} characters"
+    if kind == "string_pattern_mismatch":
+        return f"`{field}` must be printable text on one line (no control characters)"
     if kind == "literal_error":
         return f"`{field}` must be {ctx.get('expected')}" + (
             "" if field in hide else f", not {shown}"

@@ -18,12 +18,12 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
-    WorkflowExecutionStatus,
     WorkflowFailureError,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from hyperhive import config_repo
 from hyperhive.domain import MANAGER_NAME, ApprovalStatus, InvalidName, check_agent_name
@@ -47,6 +47,9 @@ from hyperhive.store import approvals as approval_store
 log = logging.getLogger(__name__)
 
 AUTO_UPDATE_SCHEDULE = "hive-auto-update"
+# The approval workflows' update that decides (workflows.approval_gate.ApprovalGate.settle).
+SETTLE_UPDATE = "settle"
+DECIDE_TIMEOUT_S = 30.0
 MAX_PURPOSE_CHARS = 4000
 # The store's (and the backends') container status of an agent without a container: destroyed,
 # or its spawn failed.
@@ -70,6 +73,13 @@ def destroyed_hint(name: str) -> str:
 
 class LifecycleError(HiveError):
     """A refused lifecycle request; nothing was started."""
+
+
+def _already(approval_id: int, status: str, by: str | None) -> LifecycleError:
+    return LifecycleError(
+        f"approval #{approval_id} is already {status}{f' by {by}' if by else ''}",
+        "nothing to do: the first decision stands",
+    )
 
 
 class Lifecycle:
@@ -272,29 +282,56 @@ class Lifecycle:
         return await self._control(name, "StartWorkflow", request, "hive-start")
 
     async def decide(self, approval_id: int, decision: Decision) -> approval_store.Approval:
-        """Send `decide` to the approval's workflow. A decided approval is not changed."""
+        """Decide approval `approval_id` through its workflow's `settle` update.
+
+        The first decision stands: a caller whose decision lost (another approve or deny got
+        there first, even at the same instant) is told, with a LifecycleError, what was decided
+        and by whom; nothing is changed."""
         approval = await asyncio.to_thread(approval_store.get_approval, self._engine, approval_id)
         if approval is None:
             raise LifecycleError(f"there is no approval #{approval_id}", "see `hive approvals`")
         if approval.status != ApprovalStatus.PENDING.value:
-            by = f" by {approval.decided_by}" if approval.decided_by else ""
-            raise LifecycleError(
-                f"approval #{approval_id} is already {approval.status}{by}", "nothing to do"
-            )
+            raise _already(approval_id, approval.status, approval.decided_by)
         handle = self._client.get_workflow_handle(approval.workflow_id)
         try:
-            description = await handle.describe()
-            if description.status != WorkflowExecutionStatus.RUNNING:
+            async with asyncio.timeout(DECIDE_TIMEOUT_S):
+                in_force = await handle.execute_update(
+                    SETTLE_UPDATE, decision, result_type=Decision
+                )
+        except TimeoutError:
+            raise LifecycleError(
+                f"the workflow of approval #{approval_id} did not answer within "
+                f"{DECIDE_TIMEOUT_S:.0f} s",
+                "check that hive-c0re is running (its worker runs approval workflows), then "
+                "decide again",
+            ) from None
+        except WorkflowUpdateFailedError:
+            raise LifecycleError(
+                f"approval #{approval_id} expired before it was decided", "request it again"
+            ) from None
+        except RPCError as e:
+            if e.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                # Its workflow ended since the check above: most often another decision won
+                # and the workflow went on to its end. Say what was decided if it was.
+                now = await asyncio.to_thread(
+                    approval_store.get_approval, self._engine, approval_id
+                )
+                if now is not None and now.status != ApprovalStatus.PENDING.value:
+                    raise _already(approval_id, now.status, now.decided_by) from None
                 raise LifecycleError(
                     f"the workflow of approval #{approval_id} is no longer running",
                     "request it again",
-                )
-            await handle.signal("decide", decision)
-        except RPCError as e:
+                ) from None
             raise LifecycleError(
                 f"cannot reach the workflow of approval #{approval_id}: {e}",
                 "check that hive-c0re and Temporal are running",
             ) from None
+        if in_force != decision:
+            raise _already(
+                approval_id,
+                (ApprovalStatus.APPROVED if in_force.approved else ApprovalStatus.DENIED).value,
+                in_force.by,
+            )
         return approval
 
     async def ensure_auto_update(self) -> None:

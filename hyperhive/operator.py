@@ -98,6 +98,9 @@ def _start_of_day(now: datetime) -> datetime:
     return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+MAX_DECIDER_CHARS = 64
+
+
 class OperatorService:
     def __init__(self, runtime: CoreRuntime) -> None:
         self._rt = runtime
@@ -247,10 +250,20 @@ class OperatorService:
         self, approval_id: int, *, approved: bool, by: str, note: str = ""
     ) -> Approval:
         by = by.strip() or OPERATOR_NAME
+        if len(by) > MAX_DECIDER_CHARS or not by.isprintable():
+            # It is recorded as who decided and shown to every operator and agent: one line of
+            # plain text, never something that forges a second field or rewrites a terminal.
+            raise OperatorError(
+                f"who decided must be one line of at most {MAX_DECIDER_CHARS} printable "
+                f"characters, got {by[:80]!r}",
+                "give a plain name (e.g. your login)",
+            )
         if len(note) > 2000:
             raise OperatorError("the note is over 2000 characters", "shorten it")
+        if "\0" in note:
+            raise OperatorError("the note contains a NUL character", "send plain text")
         return await self._rt.lifecycle.decide(
-            approval_id, Decision(approved=approved, by=by[:64], note=note)
+            approval_id, Decision(approved=approved, by=by, note=note)
         )
 
     async def spawn(self, name: str, purpose: str, *, fresh: bool = False) -> str:

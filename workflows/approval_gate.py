@@ -1,4 +1,8 @@
-"""The approval part of lifecycle workflows: wait for `decide`, remind, expire."""
+"""The approval part of lifecycle workflows: wait for a decision, remind, expire.
+
+A decision arrives as the `settle` update (what hive-c0re's surfaces send: the caller learns the
+decision in force, which is the first one, whoever sent it) or as the `decide` signal (for
+`temporal workflow signal`; a signal cannot answer). Either way the first decision stands."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from hyperhive.domain import OPERATOR_NAME, ApprovalStatus
@@ -34,11 +39,25 @@ class ApprovalGate:
 
     decision: Decision | None = None
     host_queue: str = "hive-host-local"
+    # Set once the wait is over (decided or expired): a decision after that changes nothing.
+    closed: bool = False
 
     @workflow.signal
     def decide(self, decision: Decision) -> None:
         if self.decision is None:
             self.decision = decision
+
+    @workflow.update
+    def settle(self, decision: Decision) -> Decision:
+        """Decide, unless decided already; return the decision in force."""
+        if self.decision is None:
+            self.decision = decision
+        return self.decision
+
+    @settle.validator
+    def _settle_while_open(self, decision: Decision) -> None:
+        if self.decision is None and self.closed:
+            raise ApplicationError("the approval expired before it was decided", type="Expired")
 
     async def host(self, activity: str, *args: object, result_type: type | None = None) -> Any:
         """Run a host activity (on this host's queue) with the lifecycle timeouts and retries."""
@@ -69,6 +88,7 @@ class ApprovalGate:
         while self.decision is None:
             remaining = (deadline - workflow.now()).total_seconds()
             if remaining <= 0:
+                self.closed = True
                 return None
             try:
                 await workflow.wait_condition(
@@ -84,6 +104,7 @@ class ApprovalGate:
                         f"`hive deny {approval_id}`.",
                         about=about,
                     )
+        self.closed = True
         return self.decision
 
     async def seek_approval(

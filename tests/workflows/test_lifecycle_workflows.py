@@ -468,3 +468,36 @@ async def test_auto_update_updates_only_stale_agents(time_skipping_server, task_
         RevInput(agent="bob", rev="rev-2"),
         RevInput(agent="eve", rev="rev-2"),
     ]
+
+
+async def test_racing_decisions_all_learn_the_one_in_force(time_skipping_server, task_queue):
+    """Approve and deny sent at the same instant as `settle` updates (what hive-c0re's surfaces
+    send): the first stands, and every caller is answered with it, not with what it asked."""
+    host = LifecycleHost()
+    host_queue = f"{task_queue}-host"
+    env = time_skipping_server
+    async with (
+        Worker(env.client, task_queue=task_queue, workflows=ALL_WORKFLOWS),
+        Worker(env.client, task_queue=host_queue, activities=host.activities()),
+    ):
+        handle = await env.client.start_workflow(
+            "SpawnWorkflow",
+            SpawnRequest(name="bob", purpose="x", requester="hm1nd", host_task_queue=host_queue),
+            id=f"test-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+            result_type=LifecycleOutcome,
+        )
+        try:
+            asked = [Decision(approved=i % 2 == 0, by=f"op{i}") for i in range(6)]
+            answers = await asyncio.gather(
+                *(handle.execute_update("settle", d, result_type=Decision) for d in asked)
+            )
+            assert len(set(map(repr, answers))) == 1, answers
+            in_force = answers[0]
+            assert in_force in asked
+            outcome = await handle.result()
+        finally:
+            with contextlib.suppress(RPCError):
+                await handle.terminate("test over")
+    assert outcome.status == ("done" if in_force.approved else "denied")
+    assert host.approvals == {1: "approved" if in_force.approved else "denied"}

@@ -35,6 +35,7 @@ from api.admin_socket import AdminSocket, AdminSocketError
 from hyperhive import cli
 from hyperhive.admin_protocol import MAX_LINE_BYTES
 from hyperhive.broker import Broker
+from hyperhive.domain import ApprovalStatus
 from hyperhive.lifecycle import Lifecycle
 from hyperhive.metrics import HiveMetrics
 from hyperhive.models import (
@@ -51,6 +52,7 @@ from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
 from hyperhive.store.db import begin
+from workflows.approval_gate import ApprovalGate
 
 # The dev server lives for the whole session: fresh names keep workflow ids from meeting.
 _TAG = uuid.uuid4().hex[:5]
@@ -63,8 +65,10 @@ ME = pwd.getpwuid(os.getuid()).pw_name
 
 @dataclass
 class Gate:
-    """Holds the kill of SLOW inside an activity until the test lets it go."""
+    """Holds the kill of SLOW inside an activity until the test lets it go; records decisions
+    in the store as the real approval gate does before its workflow ends."""
 
+    engine: sa.Engine
     entered: asyncio.Event = field(default_factory=asyncio.Event)
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -72,6 +76,16 @@ class Gate:
     async def hold(self, name: str) -> None:
         self.entered.set()
         await self.release.wait()
+
+    @activity.defn(name="record_decision")
+    async def record_decision(self, decision: Decision) -> None:
+        workflow_id = activity.info().workflow_id
+        for approval in approval_store.list_approvals(self.engine):
+            if approval.workflow_id == workflow_id:
+                status = ApprovalStatus.APPROVED if decision.approved else ApprovalStatus.DENIED
+                approval_store.set_approval_status(
+                    self.engine, approval.id, status, by=decision.by, note=decision.note
+                )
 
 
 @workflow.defn(name="KillWorkflow")
@@ -95,23 +109,21 @@ class StubStart:
 
 
 @workflow.defn(name="SpawnWorkflow")
-class StubSpawn:
-    """Waits for `decide` like the real one, and ends with the decision it got."""
+class StubSpawn(ApprovalGate):
+    """Waits for a decision with the real approval gate, and ends with the decision in force."""
 
     def __init__(self) -> None:
-        self._decision: Decision | None = None
         self._request: SpawnRequest | None = None
 
     @workflow.run
     async def run(self, request: SpawnRequest) -> Decision:
         self._request = request
-        await workflow.wait_condition(lambda: self._decision is not None)
-        assert self._decision is not None
-        return self._decision
-
-    @workflow.signal
-    def decide(self, decision: Decision) -> None:
-        self._decision = self._decision or decision
+        await workflow.wait_condition(lambda: self.decision is not None)
+        assert self.decision is not None
+        await workflow.execute_activity(
+            "record_decision", self.decision, start_to_close_timeout=timedelta(seconds=30)
+        )
+        return self.decision
 
     @workflow.query
     def request(self) -> SpawnRequest | None:
@@ -143,8 +155,8 @@ def hive_settings(tmp_path: Path, hive_run_dir: Path, task_queue: str) -> HiveSe
 
 
 @pytest.fixture
-def gate() -> Gate:
-    return Gate()
+def gate(store_engine: sa.Engine) -> Gate:
+    return Gate(store_engine)
 
 
 @pytest.fixture
@@ -155,7 +167,7 @@ async def temporal(
         dev_server.client,
         task_queue=task_queue,
         workflows=[StubKill, StubStart, StubSpawn],
-        activities=[gate.hold],
+        activities=[gate.hold, gate.record_decision],
         workflow_runner=UnsandboxedWorkflowRunner(),
     )
     async with worker:
@@ -386,9 +398,47 @@ async def test_spawn_then_approve_and_deny_reach_the_workflow(conn, temporal, st
     decision = await temporal.get_workflow_handle(second_wf, result_type=Decision).result()
     assert decision == Decision(approved=False, by="ops", note="not today")
 
-    # Its workflow has ended: deciding again is refused, not re-sent.
+    # It is decided: deciding again is refused, saying what stands.
     again = await conn.refused("approve", id=second)
-    assert "no longer running" in again["message"]
+    assert again["message"] == f"approval #{second} is already denied by ops"
+
+
+async def test_racing_approve_and_deny_each_caller_learns_the_decision_in_force(
+    connect, temporal, store_engine
+):
+    name = f"r{_TAG}"
+    conn = await connect()
+    workflow_id = (await conn.ok("spawn", name=name, purpose="p"))["workflow_id"]
+    approval = _approval(store_engine, workflow_id, name)
+    callers = [await connect() for _ in range(10)]
+    answers = await asyncio.gather(
+        *(
+            c.call("approve" if i % 2 else "deny", id=approval, by=f"op{i}")
+            for i, c in enumerate(callers)
+        )
+    )
+    final = await temporal.get_workflow_handle(workflow_id, result_type=Decision).result()
+    winners = [a for a in answers if a["ok"]]
+    # Exactly one caller decided, and it was told so; every other was told what stands.
+    assert len(winners) == 1, answers
+    assert winners[0]["result"]["decision"] == ("approved" if final.approved else "denied")
+    verdict = "approved" if final.approved else "denied"
+    for lost in (a for a in answers if not a["ok"]):
+        assert lost["message"] == f"approval #{approval} is already {verdict} by {final.by}", lost
+        assert lost["hint"] == "nothing to do: the first decision stands"
+
+
+async def test_a_forged_decider_is_refused_and_nothing_is_decided(conn, temporal, store_engine):
+    name = f"f{_TAG}"
+    workflow_id = (await conn.ok("spawn", name=name, purpose="p"))["workflow_id"]
+    approval = _approval(store_engine, workflow_id, name)
+    for by in ("root\r\nApproved-By: ceo", "ops\x1b[2J", "x" * 65):
+        answer = await conn.call("approve", id=approval, by=by)
+        assert answer["ok"] is False and answer["error"] == "bad_request", answer
+        assert "printable" in answer["message"] or "longer than 64" in answer["message"], answer
+    stored = approval_store.get_approval(store_engine, approval)
+    assert stored is not None and stored.status == "pending"
+    assert (await conn.ok("deny", id=approval, by="ops"))["decision"] == "denied"
 
 
 async def test_kill_stop_start_restart_run_their_workflows(conn, store_engine):
