@@ -30,8 +30,9 @@ CONFIG_FILES: tuple[str, ...] = (AGENT_NIX_FILE, INSTRUCTIONS_FILE, SETTINGS_FIL
 # settings.json is optional: repos made before it existed do not have it.
 REQUIRED_CONFIG_FILES: tuple[str, ...] = (AGENT_NIX_FILE, INSTRUCTIONS_FILE)
 # A config file larger than this is refused (code too_large): it is a NixOS module or a page of
-# instructions, and it is shown whole in the approval's diff.
-MAX_CONFIG_BYTES = 1 << 20
+# instructions, and it is shown whole in the approval's diff, which travels in Temporal payloads
+# (2 MiB at most each): three files, old and new, stay well under that.
+MAX_CONFIG_BYTES = 128 << 10
 
 REGULAR_MODES = ("100644", "100755")
 _SYMLINK_MODE = "120000"

@@ -4,8 +4,9 @@ the dashboard call. Every operator path ends in the same `decide` signal."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -26,7 +27,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from hyperhive import config_repo
-from hyperhive.domain import MANAGER_NAME, ApprovalStatus, InvalidName, check_agent_name
+from hyperhive.domain import (
+    MANAGER_NAME,
+    OPERATOR_NAME,
+    ApprovalStatus,
+    InvalidName,
+    check_agent_name,
+)
 from hyperhive.errors import HiveError
 from hyperhive.models import (
     AgentInfo,
@@ -51,6 +58,11 @@ AUTO_UPDATE_SCHEDULE = "hive-auto-update"
 SETTLE_UPDATE = "settle"
 DECIDE_TIMEOUT_S = 30.0
 MAX_PURPOSE_CHARS = 4000
+# A workflow's approval is stored within moments of its start; after this long, only the store
+# counts.
+UNSTORED_HORIZON_S = 120.0
+# A commit's description is shown in the approval and carried in its workflow's input.
+MAX_DESCRIPTION_CHARS = 2000
 # The store's (and the backends') container status of an agent without a container: destroyed,
 # or its spawn failed.
 ABSENT = "absent"
@@ -75,6 +87,17 @@ class LifecycleError(HiveError):
     """A refused lifecycle request; nothing was started."""
 
 
+def _check_text(what: str, text: str, limit: int) -> None:
+    if len(text) > limit:
+        raise LifecycleError(f"{what} is over {limit} characters ({len(text)})", "shorten it")
+    bad = next((c for c in text if (ord(c) < 32 and c not in "\n\t") or c == "\x7f"), None)
+    if bad is not None:
+        raise LifecycleError(
+            f"{what} contains the control character {bad!r}",
+            "send plain text (newlines and tabs are fine)",
+        )
+
+
 def _already(approval_id: int, status: str, by: str | None) -> LifecycleError:
     return LifecycleError(
         f"approval #{approval_id} is already {status}{f' by {by}' if by else ''}",
@@ -87,12 +110,43 @@ class Lifecycle:
         self._client = client
         self._settings = settings
         self._engine = engine
+        self._request_lock = asyncio.Lock()
+        # requester → workflow id → when this process started it (loop time), until its
+        # approval is stored.
+        self._started: dict[str, dict[str, float]] = {}
 
     def _timing(self) -> ApprovalTiming:
         return ApprovalTiming(
             expire_after_s=self._settings.approval_expire_s,
             remind_every_s=self._settings.approval_remind_s,
         )
+
+    @contextlib.asynccontextmanager
+    async def _within_pending_limit(self, requester: str, workflow_id: str) -> AsyncIterator[None]:
+        """An agent may not bury the operator in approvals (the operator's own are unbounded).
+
+        Counted: its approvals stored as pending, plus the workflows this process started for
+        it whose approval is not stored yet (a burst of requests outruns the workers)."""
+        if requester == OPERATOR_NAME:
+            yield
+            return
+        async with self._request_lock:
+            limit = self._settings.max_pending_approvals_per_agent
+            stored = await asyncio.to_thread(
+                approval_store.pending_workflow_ids, self._engine, requester=requester
+            )
+            started = self._started.setdefault(requester, {})
+            horizon = asyncio.get_running_loop().time() - UNSTORED_HORIZON_S
+            for old in [w for w, at in started.items() if w in stored or at < horizon]:
+                del started[old]
+            waiting = len(stored | set(started))
+            if waiting >= limit:
+                raise LifecycleError(
+                    f"{requester} already has {waiting} approvals waiting (at most {limit})",
+                    "wait until the operator decides some (HIVE_MAX_PENDING_APPROVALS_PER_AGENT)",
+                )
+            yield
+            started[workflow_id] = asyncio.get_running_loop().time()
 
     async def _known(self, name: str) -> bool:
         return await self._agent(name) is not None
@@ -123,28 +177,26 @@ class Lifecycle:
         respawn = agent is not None
         if not purpose.strip():
             raise LifecycleError("the purpose is empty", "say what the new agent is for")
-        if len(purpose) > MAX_PURPOSE_CHARS:
-            raise LifecycleError(
-                f"the purpose is over {MAX_PURPOSE_CHARS} characters", "shorten it"
-            )
+        _check_text("the purpose", purpose, MAX_PURPOSE_CHARS)
         workflow_id = f"hive-spawn-{name}"
-        await self._start_once(
-            "SpawnWorkflow",
-            SpawnRequest(
-                name=name,
-                purpose=purpose.strip(),
-                requester=requester,
-                host_task_queue=self._settings.host_task_queue,
-                timing=self._timing(),
-                respawn=respawn,
-                fresh=fresh and respawn,
-            ),
-            workflow_id,
-            WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            LifecycleError(
-                f"a spawn of {name} is already waiting for approval", "wait for the operator"
-            ),
-        )
+        async with self._within_pending_limit(requester, workflow_id):
+            await self._start_once(
+                "SpawnWorkflow",
+                SpawnRequest(
+                    name=name,
+                    purpose=purpose.strip(),
+                    requester=requester,
+                    host_task_queue=self._settings.host_task_queue,
+                    timing=self._timing(),
+                    respawn=respawn,
+                    fresh=fresh and respawn,
+                ),
+                workflow_id,
+                WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                LifecycleError(
+                    f"a spawn of {name} is already waiting for approval", "wait for the operator"
+                ),
+            )
         return workflow_id
 
     async def ensure_manager(self, container_status: Callable[[str], Awaitable[str]]) -> None:
@@ -182,6 +234,7 @@ class Lifecycle:
     ) -> str:
         if not await self._known(name):
             raise LifecycleError(f"there is no agent named {name!r}", "check list_agents")
+        _check_text("the description", description, MAX_DESCRIPTION_CHARS)
         try:
             full = await asyncio.to_thread(
                 config_repo.resolve_sha, self._settings.state_path, name, sha
@@ -194,22 +247,23 @@ class Lifecycle:
         except RepoError as e:
             raise LifecycleError(e.what, e.hint) from None
         workflow_id = f"hive-apply-{name}-{full[:12]}"
-        await self._start_once(
-            "ApplyCommitWorkflow",
-            ApplyRequest(
-                name=name,
-                sha=full,
-                description=description,
-                requester=requester,
-                host_task_queue=self._settings.host_task_queue,
-                timing=self._timing(),
-            ),
-            workflow_id,
-            WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            LifecycleError(
-                f"commit {full[:12]} of {name} was already requested", "see the approvals"
-            ),
-        )
+        async with self._within_pending_limit(requester, workflow_id):
+            await self._start_once(
+                "ApplyCommitWorkflow",
+                ApplyRequest(
+                    name=name,
+                    sha=full,
+                    description=description,
+                    requester=requester,
+                    host_task_queue=self._settings.host_task_queue,
+                    timing=self._timing(),
+                ),
+                workflow_id,
+                WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                LifecycleError(
+                    f"commit {full[:12]} of {name} was already requested", "see the approvals"
+                ),
+            )
         return workflow_id
 
     async def _start_once(

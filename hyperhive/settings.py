@@ -162,6 +162,12 @@ class HiveSettings(BaseSettings):
         gt=0,
         description="Remind the operator of a pending approval this often.",
     )
+    max_pending_approvals_per_agent: int = Field(
+        default=20,
+        ge=1,
+        description="An agent (hm1nd) may have at most this many approvals waiting at once; "
+        "more requests are refused until the operator decides some.",
+    )
     auto_update_interval_s: float = Field(
         default=3600.0, gt=0, description="How often the hive-auto-update schedule runs."
     )

@@ -101,3 +101,15 @@ def list_approvals(engine: Engine, *, limit: int = 200) -> list[Approval]:
             .limit(limit)
         ).all()
     return [_approval(row) for row in rows]
+
+
+def pending_workflow_ids(engine: Engine, *, requester: str) -> set[str]:
+    """The workflows of the approvals `requester` has waiting."""
+    with begin(engine) as conn:
+        rows = conn.execute(
+            sa.select(APPROVALS.c.workflow_id).where(
+                APPROVALS.c.status == ApprovalStatus.PENDING,
+                APPROVALS.c.requester == requester,
+            )
+        ).all()
+    return {str(row.workflow_id) for row in rows}

@@ -431,11 +431,18 @@ def _size_cases() -> Iterator[Bad]:
     yield Bad(
         "sizes",
         "commit",
-        "config-over-1mib",
-        {"tree": {"agent.nix": "x" * ((1 << 20) + 1)}},
+        "config-over-128kib",
+        {"tree": {"agent.nix": "x" * ((128 << 10) + 1)}},
         "too_large",
         ("agent.nix", "bytes"),
     )
+    # A description is carried in the apply workflow's input and shown in the approval: 1.5 MiB
+    # used to fail ApplyCommitWorkflow forever on Temporal's payload limit.
+    for surface, args in (
+        ("apply", {"name": "alice", "sha": "{head}", "description": "d" * 2001}),
+        ("mcp", {"agent": "hm1nd", "tool": "request_apply_commit", "description": "d" * 2001}),
+    ):
+        yield Bad("sizes", surface, f"{surface}-description-too-long", args, says=("2000",))
     yield Bad(
         "sizes",
         "admin",
@@ -485,6 +492,22 @@ def _unicode_cases() -> Iterator[Bad]:
     for label, text in (("nul", "work\x00ing"),):
         yield Bad(
             "unicode", "status", f"status-{label}", {"text": text}, "invalid_status", ("nul",)
+        )
+    # Shown to the operator's terminal and stored: no NUL, no escape sequences.
+    for label, text in (("nul", "be\x00good"), ("escape", "be \x1b[2Jgood")):
+        yield Bad(
+            "unicode",
+            "mcp",
+            f"request-spawn-purpose-{label}",
+            {"agent": "hm1nd", "tool": "request_spawn", "purpose": text},
+            says=("control character",),
+        )
+        yield Bad(
+            "unicode",
+            "mcp",
+            f"request-apply-description-{label}",
+            {"agent": "hm1nd", "tool": "request_apply_commit", "description": text},
+            says=("control character",),
         )
     # Escaped in JSON: valid JSON text, so the broker refuses the body it decodes to.
     for label, raw, said in (

@@ -160,7 +160,9 @@ async def run_lifecycle(world: World, case: Bad) -> None:
             await world.lifecycle.request_spawn(a["name"], a["purpose"], requester="hm1nd")
         elif case.surface == "apply":
             sha = apply_sha(world, case)
-            await world.lifecycle.request_apply_commit(a["name"], sha, "d", requester="hm1nd")
+            await world.lifecycle.request_apply_commit(
+                a["name"], sha, a.get("description", "d"), requester="hm1nd"
+            )
         elif case.surface == "kill":
             await world.lifecycle.kill(a["name"], by=a.get("by", "operator"))
         else:
