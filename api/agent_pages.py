@@ -41,7 +41,7 @@ from api.dashboard import page_context
 from hyperhive.broker import agent_events_topic
 from hyperhive.bus import Subscription
 from hyperhive.credentials import CredentialError, CredentialKind
-from hyperhive.domain import InvalidName, check_agent_name
+from hyperhive.domain import InvalidName, check_agent_name, parse_resume_id
 from hyperhive.errors import HiveError
 from hyperhive.operator import AgentSignal, AgentView, OperatorError, OperatorService
 from hyperhive.runtime import CoreRuntime
@@ -153,9 +153,7 @@ def replay_start(engine: Engine, agent: str, keep: int) -> int:
 
 def parse_last_event_id(value: str | None) -> int | None:
     """The stored id the browser saw last; anything unusable means "start afresh"."""
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value.strip())
+    return parse_resume_id(value)
 
 
 async def _wait_for_change(sub: Subscription, closing: asyncio.Event | None) -> None:

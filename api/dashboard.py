@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -44,7 +45,7 @@ from api.body_fields import BodyError, BodyProblem, body_fields
 from api.broker import error_responses
 from hyperhive import __version__
 from hyperhive.broker import MESSAGES_TOPIC, Broker
-from hyperhive.domain import OPERATOR_NAME, ApprovalStatus
+from hyperhive.domain import MAX_STORE_ID, OPERATOR_NAME, ApprovalStatus, parse_resume_id
 from hyperhive.errors import HiveError
 from hyperhive.models import Message
 from hyperhive.operator import AgentView, ControlAction, HiveStatus, OperatorService
@@ -63,6 +64,7 @@ router = APIRouter(tags=["dashboard"])
 DASHBOARD_BY = "operator (dashboard)"
 # How often an open stream looks for changed agent/approval rows without a message to wake it.
 REFRESH_S = 2.0
+ApprovalIdPath = Annotated[int, PathParam(ge=1, le=MAX_STORE_ID)]
 # A first connect (no Last-Event-ID, no ?after=) starts with this many recent messages.
 REPLAY_RECENT = 100
 BATCH = 200
@@ -246,13 +248,13 @@ async def _decide(request: Request, approval_id: int, *, approved: bool) -> JSON
 
 
 @router.post("/api/approvals/{approval_id}/approve", responses=REFUSALS)
-async def approve(request: Request, approval_id: int) -> JSONResponse:
+async def approve(request: Request, approval_id: ApprovalIdPath) -> JSONResponse:
     """◆ APPR0VE: send the approval's workflow `decide` {approved: true}."""
     return await _decide(request, approval_id, approved=True)
 
 
 @router.post("/api/approvals/{approval_id}/deny", responses=REFUSALS)
-async def deny(request: Request, approval_id: int) -> JSONResponse:
+async def deny(request: Request, approval_id: ApprovalIdPath) -> JSONResponse:
     """DENY: send the approval's workflow `decide` {approved: false}."""
     return await _decide(request, approval_id, approved=False)
 
@@ -302,9 +304,8 @@ def _message_event(message: Message) -> ServerSentEvent:
 def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
     """Where the stream starts: after the browser's Last-Event-ID (a reconnect), else after
     `?after=`; None = with the most recent messages."""
-    if last_event_id is not None and last_event_id.strip().isdigit():
-        return int(last_event_id.strip())
-    return after
+    resume = parse_resume_id(last_event_id)
+    return resume if resume is not None else after
 
 
 class _RowWatch:
@@ -367,7 +368,7 @@ async def _stream(
 @router.get("/api/stream/messages")
 async def stream_messages(
     request: Request,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_STORE_ID)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     """The live message flow (SSE), resumable with Last-Event-ID; also pushes the agent and

@@ -97,3 +97,16 @@ class TurnErrorClass(StrEnum):
     CANCELLED = "cancelled"
     MAX_TURNS = "max_turns"
     CRASHED = "crashed"
+
+
+# The largest row id SQLite stores (a signed 64-bit integer): a larger id names nothing, and
+# must be refused (or ignored, for a resume point) before it reaches the store.
+MAX_STORE_ID = 2**63 - 1
+
+
+def parse_resume_id(value: str | None) -> int | None:
+    """A stream's resume point (Last-Event-ID): a stored id, or None when unusable."""
+    if value is None or not value.strip().isdigit():
+        return None
+    found = int(value.strip())
+    return found if found <= MAX_STORE_ID else None

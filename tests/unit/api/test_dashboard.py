@@ -327,6 +327,18 @@ async def test_the_stream_resumes_after_last_event_id_then_goes_live(
         )
 
 
+async def test_an_impossible_last_event_id_starts_afresh_instead_of_killing_the_stream(
+    stream_client, broker
+):
+    sent = [await broker.send("alice", "hm1nd", f"m{i}") for i in range(2)]
+    headers = {"Last-Event-ID": "99999999999999999999"}  # past SQLite's 64-bit ids
+    async with stream_client.stream("GET", "/api/stream/messages", headers=headers) as r:
+        assert r.status_code == 200
+        events = SseStream(r)
+        assert (await events.next())["event"] == "ready"
+        assert [(await events.until("message"))["id"] for _ in sent] == [str(s.id) for s in sent]
+
+
 async def test_a_first_connect_starts_with_recent_messages_or_after(stream_client, broker):
     sent = [await broker.send("alice", "hm1nd", f"m{i}") for i in range(3)]
     async with stream_client.stream("GET", "/api/stream/messages") as r:
