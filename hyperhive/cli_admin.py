@@ -20,7 +20,7 @@ from typing import Any
 
 from agent_harness.stream_parser import StreamEvent, render
 from hyperhive.admin_client import AdminClient, AdminRefused, AdminUnavailable
-from hyperhive.cli_common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, print_json
+from hyperhive.cli_common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, print_json, say
 from hyperhive.cli_login import LOGIN_KINDS, InputRefused, cmd_login
 from hyperhive.errors import HiveError
 from hyperhive.settings import HiveSettings
@@ -36,7 +36,7 @@ class UsageError(HiveError):
 
 
 def _fail(e: HiveError) -> None:
-    print(f"hive: {e.what}" + (f"\n  → {e.hint}" if e.hint else ""), file=sys.stderr)
+    say(f"hive: {e.what}" + (f"\n  → {e.hint}" if e.hint else ""), file=sys.stderr)
 
 
 def _run(load: Callable[[], HiveSettings], handler: Handler, args: argparse.Namespace) -> int:
@@ -210,21 +210,21 @@ def cmd_status(admin: AdminClient, args: argparse.Namespace) -> int:
         print_json(status | {"urls": urls})
         return EXIT_OK
     workers = "running" if status["workers_running"] else "NOT running"
-    print(
+    say(
         f"hive-c0re {status['version']} on {status['host_id']} · up since "
         f"{_when(status['started_at'])} · workers {workers}\n"
         f"temporal {status['temporal']} (namespace {status['namespace']}) · "
         f"hyperhive {status['hyperhive_rev'][:12]}"
     )
-    print()
-    print(agents_table(status["agents"]))
-    print()
+    say()
+    say(agents_table(status["agents"]))
+    say()
     pending = status["approvals_pending"]
-    print(
+    say(
         f"{pending} approval{'s' if pending != 1 else ''} pending"
         + (" (see `hive approvals`)" if pending else "")
     )
-    print(urls_text({**urls, "agents": {}}))
+    say(urls_text({**urls, "agents": {}}))
     return EXIT_OK
 
 
@@ -233,7 +233,7 @@ def cmd_list(admin: AdminClient, args: argparse.Namespace) -> int:
     if args.json:
         print_json(agents)
     else:
-        print(agents_table(agents))
+        say(agents_table(agents))
     return EXIT_OK
 
 
@@ -242,7 +242,7 @@ def cmd_approvals(admin: AdminClient, args: argparse.Namespace) -> int:
     if args.json:
         print_json(approvals)
     else:
-        print(approvals_table(approvals))
+        say(approvals_table(approvals))
     return EXIT_OK
 
 
@@ -252,7 +252,7 @@ def cmd_decide(admin: AdminClient, args: argparse.Namespace) -> int:
         print_json(result)
     else:
         approval = result["approval"]
-        print(f"#{approval['id']} {result['decision']} ({approval['description']})")
+        say(f"#{approval['id']} {result['decision']} ({approval['description']})")
     return EXIT_OK
 
 
@@ -262,7 +262,7 @@ def cmd_send(admin: AdminClient, args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        print(f"sent #{result['id']} to {result['recipient']} ({result['pending']} pending)")
+        say(f"sent #{result['id']} to {result['recipient']} ({result['pending']} pending)")
     return EXIT_OK
 
 
@@ -272,7 +272,7 @@ def cmd_spawn(admin: AdminClient, args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        print(
+        say(
             f"spawn of {args.name} requested ({result['workflow_id']}); "
             "approve it with `hive approve`"
         )
@@ -292,7 +292,7 @@ def cmd_control(admin: AdminClient, args: argparse.Namespace) -> int:
     if args.json:
         print_json(outcome)
     else:
-        print(outcome.get("detail") or f"{args.command} {args.name}: {outcome['status']}")
+        say(outcome.get("detail") or f"{args.command} {args.name}: {outcome['status']}")
     return EXIT_OK
 
 
@@ -303,13 +303,13 @@ def cmd_logs(admin: AdminClient, args: argparse.Namespace) -> int:
             events = admin.call("logs", name=args.name, after_id=after, limit=args.limit)
             for event in events:
                 if args.json:
-                    print(json.dumps(event, ensure_ascii=False))
+                    say(json.dumps(event, ensure_ascii=False))
                 else:
-                    print("\n".join(render_event(event)))
+                    say("\n".join(render_event(event)))
             if events:
                 after = events[-1]["id"]
             if not args.json and not events and not args.follow and after == args.after:
-                print(f"no events for {args.name}" + (f" after #{after}" if after else ""))
+                say(f"no events for {args.name}" + (f" after #{after}" if after else ""))
             sys.stdout.flush()
             if not args.follow:
                 return EXIT_OK
@@ -325,7 +325,7 @@ def cmd_urls(admin: AdminClient, args: argparse.Namespace) -> int:
     if args.json:
         print_json(urls)
     else:
-        print(urls_text(urls))
+        say(urls_text(urls))
     return EXIT_OK
 
 

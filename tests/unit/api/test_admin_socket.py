@@ -836,3 +836,39 @@ async def test_cli_login_refuses_a_wrong_credential_with_exit_1(
     assert says in err and "\n  → " in err, err
     _no_leak(err)
     assert json.loads(_auth_file(hive_settings, BOB).read_text())["secret"] == TOKEN
+
+
+async def test_cli_shows_agent_written_text_without_obeying_its_escapes(
+    hive_cli, broker, store_engine
+):
+    # A hostile status: retitle the terminal, clear the screen, a one-byte CSI, a bidi override.
+    hostile = "ok\x1b]0;pwned\x07\x1b[2J\x9b31m\u202edone"
+    await broker.set_status(ALICE, hostile)
+    agent_store.append_turn_events(
+        store_engine,
+        ALICE,
+        "turn-esc",
+        [
+            (
+                1,
+                "assistant",
+                {
+                    "type": "assistant",
+                    "message": {"content": [{"type": "text", "text": "hi\x1b[31m red"}]},
+                },
+            )
+        ],
+    )
+    for argv in (("list",), ("status",), ("logs", ALICE)):
+        code, out, err = await hive_cli(*argv)
+        assert code == 0, err
+        assert not any(c in out for c in "\x1b\x07\x9b\u202e"), (argv, out)
+    code, out, _ = await hive_cli("list")
+    assert "ok\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m\\u202edone" in out
+    code, out, _ = await hive_cli("logs", ALICE)
+    assert "hi\\x1b[31m red" in out
+
+    # --json carries the exact text, still without a raw control character on the terminal.
+    code, out, _ = await hive_cli("list", "--json")
+    assert not any(c in out for c in "\x1b\x07\x9b\u202e"), out
+    assert next(a for a in json.loads(out) if a["name"] == ALICE)["status_text"] == hostile
