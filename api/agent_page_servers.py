@@ -31,6 +31,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.agent_pages import agent_router
 from api.csrf import CsrfGuard, CsrfMiddleware
+from api.host_guard import HostGuardMiddleware, allowed_hosts
 from api.unix_socket import GRACEFUL_SHUTDOWN_S, START_TIMEOUT_S, STOP_TIMEOUT_S, QuietServer
 from hyperhive import __version__
 from hyperhive.agent_ports import NoFreePort, assign_port
@@ -132,6 +133,12 @@ def page_app(
     app.state.operator = operator
     app.state.csrf = guard
     app.add_middleware(CsrfMiddleware, guard=guard)
+    # Added last, so it runs first: a foreign Host or Origin never reaches the CSRF check.
+    settings = runtime.settings
+    app.add_middleware(
+        HostGuardMiddleware,
+        hosts=allowed_hosts(settings.bind_host, settings.allowed_host_names),
+    )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.router.routes.append(ByPort(pages))
     return app

@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from api import agent_pages, broker, dashboard, health
 from api import metrics as metrics_api
 from api.csrf import CsrfGuard, CsrfMiddleware, load_or_create_secret
+from api.host_guard import HostGuardMiddleware, allowed_hosts
 from hyperhive import __version__
 from hyperhive.operator import OperatorService
 from hyperhive.runtime import CoreRuntime
@@ -42,6 +43,12 @@ def create_app(
     app.state.csrf = guard
     app.state.metrics = runtime.metrics
     app.add_middleware(CsrfMiddleware, guard=guard)
+    # Added last, so it runs first: a foreign Host or Origin never reaches the CSRF check.
+    settings = runtime.settings
+    app.add_middleware(
+        HostGuardMiddleware,
+        hosts=allowed_hosts(settings.bind_host, settings.allowed_host_names),
+    )
     app.include_router(health.router)
     app.include_router(broker.router)
     app.include_router(dashboard.router)

@@ -11,8 +11,12 @@ from enum import StrEnum
 from typing import Any
 
 from starlette.requests import Request
+from starlette.types import Message
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# The pages send a message or a note: short text. Starlette's own form parser would answer a
+# larger part with a bare 400.
+MAX_BODY_BYTES = 1 << 20
 
 
 class BodyProblem(StrEnum):
@@ -27,16 +31,33 @@ class BodyError(ValueError):
         self.problem = problem
 
 
-async def body_fields(request: Request, *, max_bytes: int | None = None) -> dict[str, Any]:
+async def _capped_body(request: Request, limit: int) -> bytes:
+    """The body, read only up to `limit` bytes: a larger one is refused as soon as it shows."""
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise BodyError(BodyProblem.TOO_LARGE)
+    return bytes(raw)
+
+
+async def body_fields(request: Request, *, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
     """The body's fields (an empty body has none). Form fields are strings (files are left
-    out); JSON values are as sent."""
+    out); JSON values are as sent. A body over `max_bytes` is BodyError(TOO_LARGE)."""
+    raw = await _capped_body(request, max_bytes)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(_FORM_TYPES):
-        async with request.form() as form:
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return {"type": "http.disconnect"}
+            replayed = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        async with Request(request.scope, replay).form() as form:
             return {k: v for k, v in form.items() if isinstance(v, str)}
-    raw = await request.body()
-    if max_bytes is not None and len(raw) > max_bytes:
-        raise BodyError(BodyProblem.TOO_LARGE)
     if not raw.strip():
         return {}
     try:

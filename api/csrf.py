@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 HEADER = "X-Hive-CSRF"
 FORM_FIELD = "csrf_token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_FORM_BYTES = 1 << 20
 
 
 def load_or_create_secret(path: Path) -> bytes:
@@ -63,8 +64,19 @@ def refused() -> JSONResponse:
     )
 
 
+def too_large() -> JSONResponse:
+    return JSONResponse(
+        {
+            "ok": False,
+            "error": "body_too_large",
+            "message": f"the form is over {MAX_FORM_BYTES} bytes",
+            "hint": "send less: a note or a message is short text",
+        },
+        status_code=413,
+    )
+
+
 _FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
-MAX_FORM_BYTES = 1 << 20
 
 
 class CsrfMiddleware:
@@ -98,7 +110,7 @@ class CsrfMiddleware:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > MAX_FORM_BYTES:
-                await refused()(scope, receive, send)
+                await too_large()(scope, receive, send)
                 return
         replayed = False
 

@@ -41,7 +41,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.body_fields import BodyError, BodyProblem, body_fields
+from api.body_fields import MAX_BODY_BYTES, BodyError, BodyProblem, body_fields
 from api.broker import error_responses
 from hyperhive import __version__
 from hyperhive.broker import MESSAGES_TOPIC, Broker
@@ -148,11 +148,17 @@ class _BadBody(Exception):
     pass
 
 
+class _TooLarge(_BadBody):
+    pass
+
+
 async def _fields(request: Request) -> dict[str, str]:
     """The string fields of a JSON object or form body (empty body: none)."""
     try:
         data = await body_fields(request)
     except BodyError as e:
+        if e.problem is BodyProblem.TOO_LARGE:
+            raise _TooLarge(f"the request body is over {MAX_BODY_BYTES} bytes") from None
         if e.problem is BodyProblem.NOT_OBJECT:
             raise _BadBody("the request body must be a JSON object") from None
         raise _BadBody("the request body is not JSON") from None
@@ -215,6 +221,8 @@ async def _decide(request: Request, approval_id: int, *, approved: bool) -> JSON
     operator = _operator(request)
     try:
         fields = await _fields(request)
+    except _TooLarge as e:
+        return refusal(413, "body_too_large", str(e), "a note is short text: send less")
     except _BadBody as e:
         return refusal(400, "bad_request", str(e), 'send {"note": "…"} (or nothing)')
     note = fields.get("note", "").strip()
@@ -270,6 +278,8 @@ async def control(request: Request, name: str, action: str) -> JSONResponse:
         return refusal(404, "unknown_action", f"there is no action {action!r}", f"use {known}")
     try:
         fields = await _fields(request)
+    except _TooLarge as e:
+        return refusal(413, "body_too_large", str(e), "send less")
     except _BadBody as e:
         return refusal(400, "bad_request", str(e), f'send {{"confirm": "{name}"}} or nothing')
     try:

@@ -63,6 +63,11 @@ class HiveSettings(BaseSettings):
         default="127.0.0.1",
         description="Address the dashboard, agent pages and embedded Temporal bind to.",
     )
+    allowed_hosts: str = Field(
+        default="",
+        description="More host names the dashboard and agent pages answer to, comma-separated "
+        "(besides localhost, 127.0.0.1, ::1 and bind_host); any other Host header is refused.",
+    )
     admin_group: str = Field(
         default="",
         description="Group given the admin socket <run_dir>/host.sock (mode 0660), so its members "
@@ -239,6 +244,10 @@ class HiveSettings(BaseSettings):
     @property
     def host_task_queue(self) -> str:
         return f"hive-host-{self.host_id}"
+
+    @property
+    def allowed_host_names(self) -> tuple[str, ...]:
+        return tuple(h.strip() for h in self.allowed_hosts.split(",") if h.strip())
 
     @property
     def host_socket_path(self) -> Path:

@@ -259,6 +259,8 @@ async def hostile_world(dev_server: Any) -> AsyncIterator[World]:
         host_id="hostile",
         max_body_bytes=MAX_BODY_BYTES,
         recv_max_wait_s=RECV_MAX_WAIT_S,
+        # schemathesis drives the app in process with Host: testserver.
+        allowed_hosts="testserver",
     )
     engine = make_engine(settings.database_url)
     migrate(engine)

@@ -438,6 +438,16 @@ def _size_cases() -> Iterator[Bad]:
         "too_large",
         ("agent.nix", "bytes"),
     )
+    # Was 403 "no valid CSRF token": the body is refused for its size, whatever it holds.
+    yield Bad(
+        "sizes",
+        "http",
+        "form-over-1mib",
+        {"method": "POST", "path": "/api/approvals/1/approve", "form": b"note=" + b"x" * (2 << 20)},
+        "body_too_large",
+        ("bytes",),
+        status=413,
+    )
     # A description is carried in the apply workflow's input and shown in the approval: 1.5 MiB
     # used to fail ApplyCommitWorkflow forever on Temporal's payload limit.
     for surface, args in (

@@ -78,6 +78,9 @@ async def run_http(world: World, case: Bad) -> None:
     elif "content" in a:
         kwargs["content"] = a["content"]
         kwargs["headers"] = {"content-type": "application/json"}
+    elif "form" in a:
+        kwargs["content"] = a["form"]
+        kwargs["headers"] = {"content-type": "application/x-www-form-urlencoded"}
     response = await world.http.request(a["method"], a["path"], **kwargs)
     if case.status == -4:
         assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])

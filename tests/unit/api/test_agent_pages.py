@@ -137,7 +137,9 @@ def app(settings, engine, broker, temporal) -> FastAPI:
 async def client(app) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     headers = {"X-Hive-CSRF": CsrfGuard(CSRF_SECRET).token}
-    async with httpx.AsyncClient(transport=transport, base_url="http://hive", headers=headers) as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://127.0.0.1", headers=headers
+    ) as c:
         yield c
 
 
@@ -466,7 +468,7 @@ async def test_turn_control_without_a_turn_loop_is_refused_with_a_hint(client, t
 
 async def test_every_post_needs_the_csrf_token(app, engine, settings):
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://hive") as bare:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as bare:
         for path, payload in [
             ("/agents/alice/api/send", {"body": "hi"}),
             ("/own/api/login", {"kind": "oauth_token", "secret": OAUTH_TOKEN}),

@@ -55,7 +55,7 @@ async def client(broker) -> AsyncIterator[httpx.AsyncClient]:
     app.include_router(router)
     app.state.broker = broker
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://hive") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
         yield c
 
 
