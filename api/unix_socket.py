@@ -12,8 +12,10 @@ import errno
 import functools
 import logging
 import os
+import shutil
 import socket
 import stat
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator
@@ -126,8 +128,7 @@ def bind_unix_socket(path: Path, what: str, error: type[HiveError]) -> socket.so
     clear_stale_socket(path, what, error)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(os.fspath(path))
-        os.chmod(path, SOCKET_MODE)
+        _bind_private_then_move(sock, path)
         sock.listen(128)
         sock.setblocking(False)
     except OSError as e:
@@ -139,6 +140,40 @@ def bind_unix_socket(path: Path, what: str, error: type[HiveError]) -> socket.so
             else "check the permissions of HIVE_RUN_DIR",
         ) from e
     return sock
+
+
+def _private_ancestor(directory: Path) -> Path | None:
+    """The nearest directory at or above `directory`, on its filesystem, that only this process's
+    user can write to."""
+    device = os.stat(directory).st_dev
+    for candidate in (directory, *directory.parents):
+        st = os.lstat(candidate)
+        if st.st_dev != device:
+            return None
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022:
+            return candidate
+    return None
+
+
+def _bind_private_then_move(sock: socket.socket, path: Path) -> None:
+    """Bind `sock` at `path` with mode SOCKET_MODE, never touching anything through a name an
+    agent controls: an agent's socket dir is the agent's own (writable in its sandbox), so a
+    chmod there after bind could be swapped onto a symlink to any host file. The socket is made
+    and chmod-ed in a private directory and renamed into place (rename replaces, never follows).
+    """
+    private = _private_ancestor(path.parent)
+    if private == path.parent or private is None:
+        sock.bind(os.fspath(path))
+        os.chmod(path, SOCKET_MODE)
+        return
+    scratch = Path(tempfile.mkdtemp(prefix=".sock-", dir=private))
+    try:
+        staged = scratch / "s"
+        sock.bind(os.fspath(staged))
+        os.chmod(staged, SOCKET_MODE)
+        os.rename(staged, path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def clear_stale_socket(path: Path, what: str, error: type[HiveError]) -> None:

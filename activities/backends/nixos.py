@@ -19,10 +19,11 @@ about it:
   create whose build fails destroys what it made, so the next attempt starts clean.
 - `run` is `nsenter … su root -l -c "exec …"`: su resets the environment, changes to /root and
   starts the command in a new session. So the command is
-  `setpriv --pdeathsig=KILL -- env -i --chdir=/work K=V… PATH=<container PATH> argv…`: `env -i`
-  gives exactly the caller's environment (PATH is the container's, not the host's), `--chdir`
-  the agent's working dir, and `setpriv` makes the command die with su, which the caller's
-  process-group kill reaches although the command itself is in another session.
+  `setpriv --pdeathsig=KILL -- env -i --chdir=/work /bin/sh -c '<source $0, rm it, exec "$@">'
+  /work/.hive-env-<random> argv…`: the environment (PATH the container's, not the host's) is in
+  that 0600 file, never in argv where `ps` on the host shows it; `env -i` makes it exactly that
+  environment, `--chdir` the agent's working dir, and `setpriv` makes the command die with su,
+  which the caller's process-group kill reaches although the command is in another session.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import shlex
 import signal
 from collections.abc import Mapping, Sequence
@@ -331,9 +333,14 @@ class NixosBackend:
         host_cwd: Path,
     ) -> asyncio.subprocess.Process:
         """`nixos-container run h-<name> -- …` in the container's working dir (view().work;
-        `host_cwd`, the same dir seen from the host, is not needed)."""
+        `host_cwd` is the same dir seen from the host). The environment travels in a 0600 file
+        there, which the command reads and removes before it starts: in argv it would show in
+        `ps` on the host (API keys, OAuth tokens)."""
         name = self._container(agent)
-        inner = self._inner_command(name, self.view(agent).work, argv, env)
+        workdir = self.view(agent).work
+        if not argv:
+            raise BackendError(Kind.FAILED, f"nothing to run in container {name}: argv is empty")
+        env_text = env_file_text({**env, "PATH": self._container_path}, name)
         state = await self.status(agent)
         if state is not ContainerStatus.UP:
             kind = Kind.NOT_FOUND if state is ContainerStatus.ABSENT else Kind.NOT_RUNNING
@@ -342,6 +349,8 @@ class NixosBackend:
                 f"cannot run {argv[0]} in container {name}: it is {state.value}",
                 "spawn the agent first" if kind is Kind.NOT_FOUND else "start the container first",
             )
+        env_file = write_env_file(host_cwd, env_text, name)
+        inner = self._inner_command(workdir, argv, f"{workdir}/{env_file.name}")
         command = [self._cli, "run", name, "--", *inner]
         cwd = self._cwd(name)
         log.debug("in %s: %s", cwd, shlex.join(command))
@@ -358,6 +367,7 @@ class NixosBackend:
                 limit=16 * 1024 * 1024,  # one stream-json line can carry a large tool result
             )
         except OSError as exc:
+            env_file.unlink(missing_ok=True)
             raise self._cannot_run(exc) from exc
         assert process.stdin is not None
         try:
@@ -511,26 +521,7 @@ class NixosBackend:
                 for source in _bind_sources(value):
                     source.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def _inner_command(
-        self, name: str, workdir: str, argv: Sequence[str], env: Mapping[str, str]
-    ) -> list[str]:
-        if not argv:
-            raise BackendError(Kind.FAILED, f"nothing to run in container {name}: argv is empty")
-        if "=" in argv[0]:
-            raise BackendError(
-                Kind.FAILED,
-                f"cannot run {argv[0]!r} in container {name}: `env` would take it for a variable",
-                "give the program by a path without '='",
-            )
-        assignments = []
-        for key, value in {**env, "PATH": self._container_path}.items():
-            if not _ENV_NAME.fullmatch(key):
-                raise BackendError(
-                    Kind.FAILED,
-                    f"cannot pass the environment variable {key!r} into container {name}",
-                    "variable names may contain only letters, digits and '_'",
-                )
-            assignments.append(f"{key}={value}")
+    def _inner_command(self, workdir: str, argv: Sequence[str], env_file: str) -> list[str]:
         return [
             "setpriv",
             "--pdeathsig=KILL",
@@ -538,6 +529,48 @@ class NixosBackend:
             "env",
             "-i",
             f"--chdir={workdir}",
-            *assignments,
+            "/bin/sh",
+            "-c",
+            _SOURCE_ENV_THEN_EXEC,
+            env_file,
             *argv,
         ]
+
+
+# `env -i` leaves only what the file sets; `set -a` exports it; the file is gone before argv runs.
+_SOURCE_ENV_THEN_EXEC = 'set -a; . "$0"; rm -f -- "$0"; set +a; exec "$@"'
+
+
+def env_file_text(env: Mapping[str, str], container: str) -> str:
+    """`env` as lines a shell sources (values quoted), or BackendError for a name or value that
+    cannot be passed."""
+    lines = []
+    for key, value in env.items():
+        if not _ENV_NAME.fullmatch(key):
+            raise BackendError(
+                Kind.FAILED,
+                f"cannot pass the environment variable {key!r} into container {container}",
+                "variable names may contain only letters, digits and '_'",
+            )
+        if "\0" in value:
+            raise BackendError(Kind.FAILED, f"the environment variable {key} holds a NUL character")
+        lines.append(f"{key}={shlex.quote(value)}\n")
+    return "".join(lines)
+
+
+def write_env_file(directory: Path, text: str, container: str) -> Path:
+    """Write `text` to a new 0600 file of a random name in `directory`, never through a symlink
+    the agent planted (O_EXCL, O_NOFOLLOW)."""
+    path = directory / f".hive-env-{secrets.token_hex(8)}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise BackendError(
+            Kind.FAILED,
+            f"cannot write the environment of a command in container {container} to "
+            f"{directory}: {exc.strerror}",
+            "check that the agent's work dir exists and hive-c0re can write it",
+        ) from exc
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return path

@@ -5,11 +5,16 @@ housekeeping and stops when told."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import stat
 import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
@@ -67,3 +72,33 @@ async def test_should_exit_before_the_loop_runs_stops_it() -> None:
     server = QuietServer(uvicorn.Config(hello, lifespan="off"))
     server.should_exit = True
     await asyncio.wait_for(server.main_loop(), 10)
+
+
+def test_a_socket_in_a_dir_others_can_write_is_never_chmod_ed_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent's socket dir is writable from its sandbox: between bind and chmod it could swap
+    the socket's name for a symlink to a host file (hive-c0re runs as root). The chmod happens
+    in a private dir before the socket is renamed into place."""
+    tmp_path.chmod(0o700)
+    agent_dir = tmp_path / "agents" / "alice"
+    agent_dir.mkdir(parents=True)
+    agent_dir.chmod(0o777)
+    chmodded: list[str] = []
+    real_chmod = os.chmod
+
+    def recording_chmod(path: Any, mode: int, **kwargs: Any) -> None:
+        chmodded.append(os.fspath(path))
+        real_chmod(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "chmod", recording_chmod)
+    sock = bind_unix_socket(agent_dir / "mcp.sock", "alice's MCP", HiveError)
+    try:
+        assert chmodded and not any(p.startswith(os.fspath(agent_dir)) for p in chmodded)
+        assert stat.S_IMODE((agent_dir / "mcp.sock").stat().st_mode) == 0o660
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["agents"], "no scratch left"
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(os.fspath(agent_dir / "mcp.sock"))
+        client.close()
+    finally:
+        sock.close()

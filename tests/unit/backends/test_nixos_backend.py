@@ -644,16 +644,25 @@ async def test_exec_command_line(
     await backend.start("alpha")
     fake.clear_log()
 
+    work = settings.agent_state_dir("alpha") / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    secret = "sk-ant-api03-secret"
     process = await backend.exec(
         "alpha",
         ["claude", "-p", 'it\'s a "test"'],
-        env={"HOME": "/root", "PATH": "/host/bin", "X": "a b"},
+        env={"HOME": "/root", "PATH": "/host/bin", "ANTHROPIC_API_KEY": secret},
         stdin=b"",
-        host_cwd=settings.agent_state_dir("alpha") / "work",
+        host_cwd=work,
     )
     await process.communicate()
 
-    assert fake.calls() == [
+    calls = fake.calls()
+    # The environment is in a 0600 file in the work dir, never on a command line.
+    assert secret not in json.dumps(calls)
+    run = calls[1]["argv"]
+    env_file = run[12]
+    assert env_file.startswith("/work/.hive-env-")
+    assert calls == [
         {"argv": ["status", "h-alpha"], "cwd": workdir(settings, "h-alpha")},
         {
             "argv": [
@@ -666,9 +675,10 @@ async def test_exec_command_line(
                 "env",
                 "-i",
                 "--chdir=/work",
-                "HOME=/root",
-                f"PATH={os.environ['PATH']}",  # the container's PATH, not the caller's
-                "X=a b",
+                "/bin/sh",
+                "-c",
+                'set -a; . "$0"; rm -f -- "$0"; set +a; exec "$@"',
+                env_file,
                 "claude",
                 "-p",
                 'it\'s a "test"',
@@ -682,12 +692,14 @@ async def test_exec_runs_inside_with_exactly_the_given_env_stdin_and_cwd(
     running: HostViewBackend, settings: HiveSettings
 ) -> None:
     script = 'env | sort; printf "cwd=%s\\n" "$(pwd)"; printf "in=%s\\n" "$(cat)"; exit 7'
+    work = settings.agent_state_dir("alpha") / "work"
+    work.mkdir(parents=True, exist_ok=True)
     process = await running.exec(
         "alpha",
         ["sh", "-c", script],
-        env={"HOME": "/root", "FOO": "bar baz", "QUOTE": "it's"},
+        env={"HOME": "/root", "FOO": "bar baz", "QUOTE": "it's $HOME `id`"},
         stdin=b"the prompt",
-        host_cwd=Path("/nonexistent"),
+        host_cwd=work,
     )
     stdout, stderr = await process.communicate()
 
@@ -699,14 +711,15 @@ async def test_exec_runs_inside_with_exactly_the_given_env_stdin_and_cwd(
         "FOO=bar baz",
         "HOME=/root",
         f"PATH={os.environ['PATH']}",
-        "QUOTE=it's",
+        "QUOTE=it's $HOME `id`",
     ]
     assert f"cwd={settings.agent_state_dir('alpha') / 'work'}" in lines
     assert "in=the prompt" in lines
+    assert not list(work.glob(".hive-env-*")), "the environment file is removed before the run"
 
 
 async def test_exec_is_its_own_process_group_and_the_group_kill_reaches_inside(
-    running: HostViewBackend,
+    running: HostViewBackend, settings: HiveSettings
 ) -> None:
     # `su -c` starts the command in a new session, out of reach of the caller's group kill;
     # setpriv --pdeathsig makes it die with su.
@@ -715,7 +728,7 @@ async def test_exec_is_its_own_process_group_and_the_group_kill_reaches_inside(
         ["sh", "-c", "echo $$; exec sleep 60"],
         env={},
         stdin=b"",
-        host_cwd=Path("/"),
+        host_cwd=settings.agent_state_dir("alpha") / "work",
     )
     assert process.stdout is not None
     inner = int((await asyncio.wait_for(process.stdout.readline(), 10)).decode())
@@ -778,10 +791,10 @@ async def test_cli_not_running_message_is_classified(
     assert classify(stderr.decode()) is Kind.NOT_RUNNING
 
 
-async def test_exec_refuses_what_env_would_misread(
+async def test_exec_refuses_an_environment_it_cannot_pass(
     running: HostViewBackend, fake: FakeInstall
 ) -> None:
-    for argv, env in ((["A=b"], {}), (["true"], {"BAD-NAME": "x"}), ([], {})):
+    for argv, env in ((["true"], {"BAD-NAME": "x"}), (["true"], {"NUL": "a\0b"}), ([], {})):
         with pytest.raises(BackendError) as caught:
             await running.exec("alpha", argv, env=env, stdin=b"", host_cwd=Path("/"))
         assert caught.value.kind is Kind.FAILED
