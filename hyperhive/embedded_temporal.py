@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import stat
 from pathlib import Path
 from typing import IO
 
@@ -77,6 +79,7 @@ class EmbeddedTemporal:
                 "existing cluster",
             )
         command = start_dev_command(self._settings, cli)
+        tighten_file(self._settings.temporal_db_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = self.log_path.open("ab")
         log.info("starting embedded Temporal: %s", " ".join(command))
@@ -86,8 +89,8 @@ class EmbeddedTemporal:
             stdout=self._log_file,
             stderr=self._log_file,
             cwd=self._settings.state_path,
-            # If hive-c0re is SIGKILLed, the server goes with it.
-            preexec_fn=die_with_parent(signal.SIGTERM),
+            # If hive-c0re is SIGKILLed, the server goes with it; its database is private.
+            preexec_fn=_private_and_dying_with_parent,
             # Its own process group: a terminal's Ctrl-C reaches only hive, which stops the
             # workers first and the server last, instead of racing them.
             process_group=0,
@@ -155,3 +158,19 @@ class EmbeddedTemporal:
     async def wait_exit(self) -> int:
         assert self._process is not None
         return await self._process.wait()
+
+
+def _private_and_dying_with_parent() -> None:
+    os.umask(0o077)
+    die_with_parent(signal.SIGTERM)()
+
+
+def tighten_file(path: Path) -> None:
+    """A workflow history holds messages too: an older, looser temporal.db becomes 0600."""
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            os.chmod(candidate, stat.S_IMODE(st.st_mode) & 0o700)

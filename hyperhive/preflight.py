@@ -6,6 +6,7 @@ import errno
 import fcntl
 import os
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -121,8 +122,26 @@ class StateLock:
             self._file = None
 
 
+def private_dir_mode() -> int:
+    """0700; 0711 when hive-c0re runs as root, since bwrap sandboxes then run as an unprivileged
+    uid (HIVE_SANDBOX_UID) that must pass through to its own agent's dirs (never list them)."""
+    return 0o711 if os.geteuid() == 0 else 0o700
+
+
+def tighten_dir(path: Path) -> None:
+    """Take away what private_dir_mode() does not allow (never widens a stricter choice)."""
+    st = os.lstat(path)
+    if st.st_uid == os.geteuid():
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & ~private_dir_mode():
+            os.chmod(path, mode & private_dir_mode())
+
+
 def prepare_dirs(settings: HiveSettings) -> None:
     ensure_writable_dir(settings.state_path, "HIVE_STATE_DIR")
     check_socket_room(settings.run_path)
     ensure_writable_dir(settings.run_path, "HIVE_RUN_DIR")
-    (settings.state_path / "logs").mkdir(exist_ok=True)
+    # Messages, approvals, credentials and sockets: nobody else on the host lists or reads them.
+    tighten_dir(settings.state_path)
+    tighten_dir(settings.run_path)
+    (settings.state_path / "logs").mkdir(mode=0o700, exist_ok=True)

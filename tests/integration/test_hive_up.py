@@ -29,6 +29,12 @@ async def test_up_serves_then_ctrl_c_leaves_nothing_and_history_survives(tmp_pat
         hive.wait_ready()
         out = hive.output()
         assert env.dashboard in out and env.temporal_ui in out
+        # Private by default: nobody else on the host lists the state or reads the stores.
+        for directory in (env.state_dir, env.state_dir / "run"):
+            assert directory.stat().st_mode & 0o066 == 0, oct(directory.stat().st_mode)
+        for store in ("hive.db", "hive.db-wal", "temporal.db"):
+            mode = (env.state_dir / store).stat().st_mode
+            assert mode & 0o077 == 0, (store, oct(mode))
 
         async with httpx.AsyncClient(timeout=30) as http:
             health = await http.get(f"{env.dashboard}/health", params={"deep": "true"})
