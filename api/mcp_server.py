@@ -38,6 +38,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 from starlette.applications import Starlette
 
+from api.mcp_body_guard import StrictJsonBody
 from api.unix_socket import AgentApp, PerAgentServers
 from hyperhive import __version__
 from hyperhive.broker import Broker
@@ -269,15 +270,19 @@ async def recv(
     ctx: Context,
     wait_seconds: Annotated[
         float,
+        # Strict, as the HTTP API and the admin socket are: `true` is not a number of seconds,
+        # and a wait past HIVE_RECV_MAX_WAIT_S is refused (the broker says the limit), not cut.
         Field(
             ge=0,
-            description="How long to wait for a message if none is waiting (0 = do not wait).",
+            strict=True,
+            allow_inf_nan=False,
+            description="How long to wait for a message if none is waiting (0 = do not wait; "
+            "at most HIVE_RECV_MAX_WAIT_S, 120 s by default; more is refused).",
         ),
     ] = 0,
 ) -> str:
     me = caller(ctx)
     broker, agent = me.broker, me.agent
-    wait_seconds = min(wait_seconds, broker.settings.recv_max_wait_s)
     if me.closing is None or wait_seconds == 0:
         message = await broker.recv(agent, wait_seconds)
     else:
@@ -406,6 +411,7 @@ class AgentMcpSockets(PerAgentServers):
         app = mcp.streamable_http_app(
             streamable_http_path=MCP_PATH, transport_security=TRANSPORT_SECURITY
         )
+        app.add_middleware(StrictJsonBody)
         ready = asyncio.Event()
         _signal_when_started(app, ready)
         # Waiting recv calls answer at once, so their connections can close.

@@ -168,6 +168,35 @@ async def test_other_host_headers_are_refused(sockets: AgentMcpSockets) -> None:
     assert response.status_code == 421
 
 
+async def test_json_the_api_would_refuse_is_refused_here_too(
+    sockets: AgentMcpSockets, broker: Broker
+) -> None:
+    """Duplicate keys (the SDK would take the last: `to` could be read two ways), NaN: a
+    JSON-RPC parse error, and nothing sent."""
+    path = await sockets.start("alice")
+    bodies = (
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"send",'
+        b'"arguments":{"to":"bob","to":"operator","body":"hi"}}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"recv",'
+        b'"arguments":{"wait_seconds":NaN}}}',
+    )
+    async with httpx2.AsyncClient(transport=httpx2.AsyncHTTPTransport(uds=str(path))) as http:
+        for body in bodies:
+            response = await http.post(
+                "http://localhost/mcp",
+                content=body,
+                headers={
+                    "accept": "application/json, text/event-stream",
+                    "content-type": "application/json",
+                },
+            )
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert error["code"] == -32700 and "Parse error" in error["message"], error
+    assert (await broker.whoami("bob")).pending == 0
+    assert (await broker.whoami("operator")).pending == 0
+
+
 async def test_start_is_idempotent_and_stop_frees_the_socket_and_its_tasks(
     hive_settings: HiveSettings, broker: Broker
 ) -> None:

@@ -143,16 +143,19 @@ async def test_recv_waits_for_a_message(broker: Broker) -> None:
     assert text.endswith("\nwake up") and " from alice " in text
 
 
-async def test_recv_caps_the_wait_at_the_configured_limit(
+async def test_recv_refuses_a_wait_past_the_limit_as_the_http_api_does(
     store_engine: Engine, waker: RecordingWaker, hive_settings: HiveSettings, broker: Broker
 ) -> None:
     quick = Broker(
         store_engine, EventBus(), waker, hive_settings.model_copy(update={"recv_max_wait_s": 0.2})
     )
-    started = time.monotonic()
-    text = await ok(build_agent_mcp("bob", quick), "recv", wait_seconds=3600)
-    assert text == "no messages (waited 0.2s)"
-    assert time.monotonic() - started < 2
+    bob = build_agent_mcp("bob", quick)
+    refused = await call(bob, "recv", wait_seconds=3600)
+    assert refused.is_error
+    assert "wait_seconds must be a number from 0 to 0.2" in text_of(refused)
+    for bad in (True, "5", float("inf"), 1e9):
+        assert (await call(bob, "recv", wait_seconds=bad)).is_error, bad
+    assert await ok(bob, "recv", wait_seconds=0.2) == "no messages (waited 0.2s)"
 
 
 async def test_whoami_and_set_status(broker: Broker) -> None:
