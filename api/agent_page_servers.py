@@ -271,6 +271,7 @@ class AgentPageServers:
             return None
         page = _Page(agent, port, listener, asyncio.Event())
         self._pages[agent] = page
+        self._runtime.served_page_ports[agent] = port
         self._by_port[port] = page
         log.info("%s's page listening on http://%s:%d/", agent, host, port)
         return page
@@ -296,6 +297,7 @@ class AgentPageServers:
 
     async def _stop(self, agent: str) -> None:
         page = self._pages.pop(agent, None)
+        self._runtime.served_page_ports.pop(agent, None)
         if page is None:
             return
         if self._by_port.get(page.port) is page:

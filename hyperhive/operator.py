@@ -128,8 +128,12 @@ class OperatorService:
         query = quote(f'HiveAgent="{agent}"')
         return f"{ui}/namespaces/{quote(self._settings.temporal_namespace)}/workflows?query={query}"
 
-    def page_url(self, port: int | None) -> str | None:
-        return f"http://{self._settings.bind_host}:{port}/" if port else None
+    def page_url(self, name: str, port: int | None) -> str | None:
+        """The agent's own page, if it is served on its stored port right now (else its page
+        is only at the dashboard's /agents/<name>/)."""
+        if port is None or self._rt.served_page_ports.get(name) != port:
+            return None
+        return f"http://{self._settings.bind_host}:{port}/"
 
     async def agents(self) -> list[AgentView]:
         rows: list[AgentOverview] = await self._db(
@@ -143,7 +147,7 @@ class OperatorService:
                 **config,
                 stale=row.container_status != "absent" and row.hyperhive_rev != rev,
                 is_manager=row.name == MANAGER_NAME,
-                page_url=self.page_url(row.agent_port),
+                page_url=self.page_url(row.name, row.agent_port),
                 dashboard_path=f"/agents/{row.name}/",
                 history_url=self.history_url(row.name),
             )

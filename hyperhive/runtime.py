@@ -28,3 +28,6 @@ class CoreRuntime:
     # The container backend's name and the claude defaults it implies (set once it is chosen).
     backend_name: str = ""
     claude_defaults: ClaudeDefaults = field(default_factory=ClaudeDefaults)
+    # agent → the port its own page is served on right now (api.agent_page_servers keeps it):
+    # a stored port some other program holds is no link to hand out.
+    served_page_ports: dict[str, int] = field(default_factory=dict)

@@ -565,11 +565,13 @@ def page_servers(app, settings, one_port) -> AgentPageServers:
     return AgentPageServers(runtime, app.state.operator, app.state.csrf)
 
 
-async def test_the_page_is_served_on_the_agents_own_port(page_servers, engine, one_port):
+async def test_the_page_is_served_on_the_agents_own_port(page_servers, engine, one_port, app):
     try:
         assert await page_servers.start("alice") == one_port
         assert await page_servers.start("alice") == one_port, "a second start changes nothing"
         assert agent_store.agent_ports(engine) == {"alice": one_port}
+        views = {a.name: a for a in await app.state.operator.agents()}
+        assert views["alice"].page_url == f"http://127.0.0.1:{one_port}/"
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{one_port}") as http:
             page = await http.get("/")
             assert page.status_code == 200 and 'data-agent="alice"' in page.text
@@ -587,7 +589,7 @@ async def test_the_page_is_served_on_the_agents_own_port(page_servers, engine, o
 
 
 async def test_a_port_held_by_another_program_costs_a_warning_not_the_agent(
-    page_servers, engine, one_port, caplog
+    page_servers, engine, one_port, caplog, app
 ):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", one_port))
@@ -602,6 +604,11 @@ async def test_a_port_held_by_another_program_costs_a_warning_not_the_agent(
         assert await page_servers.start("alice") is None
         assert f"cannot serve alice's page on 127.0.0.1:{one_port}" in caplog.text
         assert "stop whatever uses that port" in caplog.text
+        # The squatter's port is no link to hand the operator: the page is the dashboard's.
+        views = {a.name: a for a in await app.state.operator.agents()}
+        assert views["alice"].page_url is None
+        urls = await app.state.operator.urls()
+        assert urls.agents["alice"].endswith("/agents/alice/")
     assert page_servers.running() == {}
 
 
