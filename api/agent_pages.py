@@ -38,6 +38,7 @@ from agent_harness.stream_parser import StreamEvent, render
 from api.body_fields import BodyError, BodyProblem, body_fields
 from api.broker import error_responses
 from api.dashboard import page_context
+from api.stream_slots import CountedEventSource, slots_of, too_many
 from hyperhive.broker import agent_events_topic
 from hyperhive.bus import Subscription
 from hyperhive.credentials import CredentialError, CredentialKind
@@ -331,11 +332,17 @@ def agent_router(agent: str | None = None, *, closing: asyncio.Event | None = No
         except PageError as e:
             return _page_error(e)
         runtime: CoreRuntime = request.app.state.runtime
+        slots = slots_of(request)
+        if not slots.take():
+            return too_many(slots)
         stream = event_stream(
             runtime, operator, name, parse_last_event_id(last_event_id), closing=closing
         )
-        return EventSourceResponse(
-            stream, ping=PING_S, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return CountedEventSource(
+            slots,
+            stream,
+            ping=PING_S,
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
     @router.post("/api/send", responses=REFUSALS)

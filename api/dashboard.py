@@ -43,6 +43,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.body_fields import MAX_BODY_BYTES, BodyError, BodyProblem, body_fields
 from api.broker import error_responses
+from api.stream_slots import CountedEventSource, slots_of, too_many
 from hyperhive import __version__
 from hyperhive.broker import MESSAGES_TOPIC, Broker
 from hyperhive.domain import MAX_STORE_ID, OPERATOR_NAME, ApprovalStatus, parse_resume_id
@@ -375,18 +376,23 @@ async def _stream(
             batch = await operator.messages(after_id=last, limit=BATCH)
 
 
-@router.get("/api/stream/messages")
+@router.get("/api/stream/messages", response_model=None)
 async def stream_messages(
     request: Request,
     after: Annotated[int | None, Query(ge=0, le=MAX_STORE_ID)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> EventSourceResponse:
+) -> EventSourceResponse | JSONResponse:
     """The live message flow (SSE), resumable with Last-Event-ID; also pushes the agent and
     approval rows when they change."""
     runtime: CoreRuntime = request.app.state.runtime
-    return EventSourceResponse(
-        _stream(_operator(request), runtime.broker, runtime, _resume_point(last_event_id, after)),
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    slots = slots_of(request)
+    if not slots.take():
+        return too_many(slots)
+    stream = _stream(
+        _operator(request), runtime.broker, runtime, _resume_point(last_event_id, after)
+    )
+    return CountedEventSource(
+        slots, stream, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
 
 

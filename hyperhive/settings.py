@@ -167,6 +167,12 @@ class HiveSettings(BaseSettings):
         gt=0,
         description="Remind the operator of a pending approval this often.",
     )
+    max_live_streams: int = Field(
+        default=32,
+        ge=1,
+        description="Live event streams (dashboard and agent pages, SSE) each server holds open "
+        "at once; more are answered 503 until some close.",
+    )
     max_pending_approvals_per_agent: int = Field(
         default=20,
         ge=1,

@@ -9,6 +9,7 @@ uvicorn on a loopback port, since the ASGI transport buffers whole responses."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -380,3 +381,38 @@ async def test_open_streams_end_when_hive_c0re_stops(stream_client, broker, runt
         await broker.send("alice", "hm1nd", "wake the stream")
         with pytest.raises(AssertionError, match="stream ended"):
             await events.until("never")
+
+
+async def test_live_streams_are_bounded_and_a_closed_one_frees_its_slot(
+    app: FastAPI, runtime: CoreRuntime, stream_client: httpx.AsyncClient
+) -> None:
+    runtime.settings = runtime.settings.model_copy(update={"max_live_streams": 2})
+    readers = []  # kept: a reader let go closes its stream
+    async with contextlib.AsyncExitStack() as open_streams:
+        for _ in range(2):
+            r = await open_streams.enter_async_context(
+                stream_client.stream("GET", "/api/stream/messages")
+            )
+            assert r.status_code == 200
+            readers.append(SseStream(r))
+            assert (await readers[-1].next())["event"] == "ready"
+        refused = await asyncio.wait_for(stream_client.get("/api/stream/messages"), 5)
+        assert refused.status_code == 503
+        assert refused.json()["error"] == "too_many_streams"
+        assert "HIVE_MAX_LIVE_STREAMS" in refused.json()["hint"]
+    # Both clients left: once the server has seen them go, both slots are free again.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    readers.clear()
+    async with contextlib.AsyncExitStack() as open_streams:
+        while len(readers) < 2:
+            r = await open_streams.enter_async_context(
+                stream_client.stream("GET", "/api/stream/messages")
+            )
+            if r.status_code == 503 and loop.time() < deadline:
+                await r.aclose()
+                await asyncio.sleep(0.05)  # the disconnects are seen on the server's next read
+                continue
+            assert r.status_code == 200
+            readers.append(SseStream(r))
+            assert (await readers[-1].next())["event"] == "ready"
