@@ -409,7 +409,11 @@ class AgentMcpSockets(PerAgentServers):
         closing = asyncio.Event()
         mcp = build_agent_mcp(agent, self.broker, extra_tools=extra, closing=closing)
         app = mcp.streamable_http_app(
-            streamable_http_path=MCP_PATH, transport_security=TRANSPORT_SECURITY
+            streamable_http_path=MCP_PATH,
+            transport_security=TRANSPORT_SECURITY,
+            # Each session holds a server task and its streams: an agent opening sessions in
+            # a loop must not exhaust hive-c0re.
+            max_sessions=self.settings.max_mcp_sessions_per_agent,
         )
         app.add_middleware(StrictJsonBody)
         ready = asyncio.Event()

@@ -167,6 +167,12 @@ class HiveSettings(BaseSettings):
         gt=0,
         description="Remind the operator of a pending approval this often.",
     )
+    max_mcp_sessions_per_agent: int = Field(
+        default=32,
+        ge=1,
+        description="Open MCP sessions one agent's socket keeps at once (a turn's claude uses "
+        "one); more are refused (503) until some close or idle out.",
+    )
     max_live_streams: int = Field(
         default=32,
         ge=1,

@@ -197,6 +197,36 @@ async def test_json_the_api_would_refuse_is_refused_here_too(
     assert (await broker.whoami("operator")).pending == 0
 
 
+async def test_an_agent_cannot_open_sessions_without_end(
+    sockets: AgentMcpSockets, broker: Broker
+) -> None:
+    limit = sockets.settings.max_mcp_sessions_per_agent
+    path = await sockets.start("alice")
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "flood", "version": "1"},
+        },
+    }
+    headers = {"accept": "application/json, text/event-stream"}
+    async with httpx2.AsyncClient(transport=httpx2.AsyncHTTPTransport(uds=str(path))) as http:
+        statuses = []
+        for _ in range(limit + 3):
+            response = await http.post("http://localhost/mcp", json=initialize, headers=headers)
+            statuses.append(response.status_code)
+        assert statuses == [200] * limit + [503] * 3, statuses
+        assert "Too many open sessions" in response.text
+    # A real client still works once sessions end: restart frees them all.
+    await sockets.stop("alice")
+    path = await sockets.start("alice")
+    async with uds_client(path) as client:
+        assert "send" in {tool.name for tool in (await client.list_tools()).tools}
+
+
 async def test_start_is_idempotent_and_stop_frees_the_socket_and_its_tasks(
     hive_settings: HiveSettings, broker: Broker
 ) -> None:
