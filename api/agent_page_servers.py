@@ -32,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 from api.agent_pages import agent_router
 from api.csrf import CsrfGuard, CsrfMiddleware
 from api.host_guard import HostGuardMiddleware, allowed_hosts
+from api.http_protocol import header_deadline_protocol
 from api.unix_socket import GRACEFUL_SHUTDOWN_S, START_TIMEOUT_S, STOP_TIMEOUT_S, QuietServer
 from hyperhive import __version__
 from hyperhive.agent_ports import NoFreePort, assign_port
@@ -340,6 +341,7 @@ class AgentPageServers:
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+                http=header_deadline_protocol(self._runtime.settings.http_header_timeout_s),
             )
         )
         # No sockets of its own: each page adds its port (`_listen`).

@@ -38,6 +38,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 from starlette.applications import Starlette
 
+from api.http_protocol import header_deadline_protocol
 from api.mcp_body_guard import StrictJsonBody
 from api.unix_socket import AgentApp, PerAgentServers
 from hyperhive import __version__
@@ -419,7 +420,12 @@ class AgentMcpSockets(PerAgentServers):
         ready = asyncio.Event()
         _signal_when_started(app, ready)
         # Waiting recv calls answer at once, so their connections can close.
-        return AgentApp(app, ready, before_stop=closing.set)
+        return AgentApp(
+            app,
+            ready,
+            before_stop=closing.set,
+            uvicorn_options={"http": header_deadline_protocol(self.settings.http_header_timeout_s)},
+        )
 
 
 def _signal_when_started(app: Starlette, ready: asyncio.Event) -> None:

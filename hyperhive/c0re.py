@@ -21,6 +21,7 @@ from activities.turns import TurnActivities
 from api.admin_socket import AdminSocket
 from api.agent_page_servers import AgentPageServers
 from api.app import create_app, csrf_guard
+from api.http_protocol import header_deadline_protocol
 from api.manager_tools import extra_tools_for
 from api.mcp_server import AgentMcpSockets
 from api.model_proxy import ModelProxies
@@ -160,6 +161,7 @@ async def run_c0re(
                 lifespan="off",
                 # Open SSE streams (dashboard, agent pages) must not hold up a shutdown.
                 timeout_graceful_shutdown=3,
+                http=header_deadline_protocol(settings.http_header_timeout_s),
             )
         )
         workers = build_workers(runtime, backend, bus, agents, waker)

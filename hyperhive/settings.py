@@ -173,6 +173,12 @@ class HiveSettings(BaseSettings):
         description="Open MCP sessions one agent's socket keeps at once (a turn's claude uses "
         "one); more are refused (503) until some close or idle out.",
     )
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="An HTTP connection (dashboard, agent pages, MCP sockets) must send a "
+        "request's headers within this long, or it is closed (slow-header clients).",
+    )
     max_live_streams: int = Field(
         default=32,
         ge=1,

@@ -19,6 +19,7 @@ import uvicorn
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
+from api.http_protocol import header_deadline_protocol
 from api.unix_socket import QuietServer, bind_unix_socket
 from hyperhive.errors import HiveError
 
@@ -102,3 +103,32 @@ def test_a_socket_in_a_dir_others_can_write_is_never_chmod_ed_there(
         client.close()
     finally:
         sock.close()
+
+
+async def test_a_client_slow_with_its_headers_is_cut_off_and_a_normal_one_is_not(
+    tmp_path: Path,
+) -> None:
+    server, serving, path = await _serve(tmp_path, http=header_deadline_protocol(0.5))
+    try:
+        assert (await _get(path)).text == "hi"
+        started = time.monotonic()
+        # Slowloris: a request line and a header, then nothing more.
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 10) == b"", "closed without an answer"
+        assert time.monotonic() - started < 5
+        writer.close()
+        # A whole request, then a slow start of the next one on the same connection.
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readuntil(b"hi"), 10)
+        assert answer.startswith(b"HTTP/1.1 200")
+        writer.write(b"GET / HT")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
