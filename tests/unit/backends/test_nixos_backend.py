@@ -659,8 +659,7 @@ async def test_exec_command_line(
     calls = fake.calls()
     # The environment is in a 0600 file in the work dir, never on a command line.
     assert secret not in json.dumps(calls)
-    run = calls[1]["argv"]
-    env_file = run[12]
+    env_file = fake.argvs()[1][12]
     assert env_file.startswith("/work/.hive-env-")
     assert calls == [
         {"argv": ["status", "h-alpha"], "cwd": workdir(settings, "h-alpha")},
