@@ -11,7 +11,8 @@ from enum import StrEnum
 from typing import Any
 
 from starlette.requests import Request
-from starlette.types import Message
+
+from api.asgi_body import replaying
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # The pages send a message or a note: short text. Starlette's own form parser would answer a
@@ -47,16 +48,7 @@ async def body_fields(request: Request, *, max_bytes: int = MAX_BODY_BYTES) -> d
     raw = await _capped_body(request, max_bytes)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(_FORM_TYPES):
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return {"type": "http.disconnect"}
-            replayed = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-
-        async with Request(request.scope, replay).form() as form:
+        async with Request(request.scope, replaying(raw, request.receive)).form() as form:
             return {k: v for k, v in form.items() if isinstance(v, str)}
     if not raw.strip():
         return {}

@@ -20,7 +20,9 @@ from pathlib import Path
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.asgi_body import BodyTooLarge, read_body, replaying
 
 HEADER = "X-Hive-CSRF"
 FORM_FIELD = "csrf_token"
@@ -101,31 +103,17 @@ class CsrfMiddleware:
         if not headers.get("content-type", "").encode().startswith(_FORM_TYPES):
             await refused()(scope, receive, send)
             return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > MAX_FORM_BYTES:
-                await too_large()(scope, receive, send)
-                return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        form = await Request(scope, replay).form()
+        try:
+            body = await read_body(receive, MAX_FORM_BYTES)
+        except BodyTooLarge:
+            await too_large()(scope, receive, send)
+            return
+        if body is None:
+            return
+        form = await Request(scope, replaying(body, receive)).form()
         token = form.get(FORM_FIELD)
         await form.close()
         if not (isinstance(token, str) and self.guard.valid(token)):
             await refused()(scope, receive, send)
             return
-        replayed = False
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)

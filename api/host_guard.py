@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.asgi_body import send_json
 from api.csrf import UNSAFE_METHODS
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -131,18 +132,7 @@ class HostGuardMiddleware:
                 await send({"type": "websocket.close", "code": 1008})
                 return
             status, body = refused
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        *SECURITY_HEADERS,
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await send_json(send, status, body, SECURITY_HEADERS)
             return
 
         async def with_headers(message: Message) -> None:

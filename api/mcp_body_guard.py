@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.asgi_body import BodyTooLarge, read_body, replaying, send_json
 from hyperhive.strict_json import StrictJsonError, loads_strict
 
 # A tool call carries a message body (HIVE_MAX_BODY_BYTES) or a purpose, never megabytes.
@@ -20,20 +21,8 @@ PARSE_ERROR = -32700
 
 
 async def _answer(send: Send, status: int, message: str) -> None:
-    body = json.dumps(
-        {"jsonrpc": "2.0", "id": None, "error": {"code": PARSE_ERROR, "message": message}}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": PARSE_ERROR, "message": message}}
+    await send_json(send, status, json.dumps(body).encode())
 
 
 class StrictJsonBody:
@@ -44,29 +33,16 @@ class StrictJsonBody:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > MAX_MCP_BODY_BYTES:
-                await _answer(send, 413, f"the request is over {MAX_MCP_BODY_BYTES} bytes")
-                return
         try:
-            loads_strict(bytes(body))
+            body = await read_body(receive, MAX_MCP_BODY_BYTES)
+        except BodyTooLarge:
+            await _answer(send, 413, f"the request is over {MAX_MCP_BODY_BYTES} bytes")
+            return
+        if body is None:
+            return
+        try:
+            loads_strict(body)
         except StrictJsonError as e:
             await _answer(send, 400, f"Parse error: {e}")
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)

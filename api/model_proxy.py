@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx2
 
+from api.asgi_body import send_json
 from api.model_target import (
     ModelProxyError,
     RefusedTarget,
@@ -169,7 +170,7 @@ class ModelProxyApp:
                 log.warning("model proxy for %s: the response broke off: %s", self.agent, what)
                 return
             log.error("model proxy for %s: unexpected %s", self.agent, what)
-            await _respond(
+            await send_json(
                 send,
                 *_error_body(
                     502,
@@ -194,7 +195,7 @@ class ModelProxyApp:
             log.warning(
                 "model proxy for %s refused %s %r: %s", self.agent, method, shown, refused.message
             )
-            await _respond(
+            await send_json(
                 send,
                 *_error_body(refused.status, refused.kind, f"{method} {shown}: {refused.message}"),
             )
@@ -202,7 +203,7 @@ class ModelProxyApp:
         try:
             body = await _read_body(receive)
         except _TooLarge:
-            await _respond(
+            await send_json(
                 send,
                 *_error_body(413, "request_too_large", f"request over {MAX_REQUEST_BYTES} bytes"),
             )
@@ -224,13 +225,13 @@ class ModelProxyApp:
             log.warning(
                 "model proxy for %s: %s %s timed out: %r", self.agent, method, target.path, e
             )
-            await _respond(
+            await send_json(
                 send, *_error_body(504, "api_error", f"the model API timed out ({self.upstream})")
             )
             return
         except httpx2.HTTPError as e:
             log.warning("model proxy for %s: %s %s failed: %r", self.agent, method, target.path, e)
-            await _respond(
+            await send_json(
                 send,
                 *_error_body(
                     502, "api_error", f"cannot reach the model API at {self.upstream}: {e}"
@@ -305,20 +306,6 @@ async def _until_disconnected(receive: Receive, work: Awaitable[None]) -> None:
         await asyncio.gather(task, watcher, return_exceptions=True)
     if not task.cancelled():
         task.result()  # the relay's own failure, if any
-
-
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class ModelProxies(PerAgentServers):

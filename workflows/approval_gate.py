@@ -55,7 +55,7 @@ class ApprovalGate:
         return self.decision
 
     @settle.validator
-    def _settle_while_open(self, decision: Decision) -> None:
+    def _refuse_after_expiry(self, decision: Decision) -> None:
         if self.decision is None and self.closed:
             raise ApplicationError("the approval expired before it was decided", type="Expired")
 
