@@ -33,6 +33,7 @@ from api.agent_pages import agent_router
 from api.csrf import CsrfGuard, CsrfMiddleware
 from api.host_guard import HostGuardMiddleware, allowed_hosts
 from api.http_protocol import header_deadline_protocol
+from api.stream_slots import StreamSlots
 from api.unix_socket import GRACEFUL_SHUTDOWN_S, START_TIMEOUT_S, STOP_TIMEOUT_S, QuietServer
 from hyperhive import __version__
 from hyperhive.agent_ports import NoFreePort, assign_port
@@ -113,6 +114,7 @@ def page_app(
     guard: CsrfGuard,
     pages: Callable[[int], APIRouter | None],
     on_started: Callable[[], None],
+    stream_slots: StreamSlots | None = None,
 ) -> FastAPI:
     """The app on every agent's own port: that agent's page at `/` (the router `pages` gives
     for the request's port), nothing of the other agents."""
@@ -133,6 +135,8 @@ def page_app(
     app.state.runtime = runtime
     app.state.operator = operator
     app.state.csrf = guard
+    if stream_slots is not None:
+        app.state.stream_slots = stream_slots  # else slots_of makes the app its own
     app.add_middleware(CsrfMiddleware, guard=guard)
     # Added last, so it runs first: a foreign Host or Origin never reaches the CSRF check.
     settings = runtime.settings
@@ -171,10 +175,17 @@ class AgentPageServers:
     afresh), `stop`, `stop_all`. Never raises for a port it cannot have: the page stays on the
     dashboard, and a warning says why the agent's own port does not answer."""
 
-    def __init__(self, runtime: CoreRuntime, operator: OperatorService, guard: CsrfGuard) -> None:
+    def __init__(
+        self,
+        runtime: CoreRuntime,
+        operator: OperatorService,
+        guard: CsrfGuard,
+        stream_slots: StreamSlots | None = None,
+    ) -> None:
         self._runtime = runtime
         self._operator = operator
         self._guard = guard
+        self._stream_slots = stream_slots
         self._pages: dict[str, _Page] = {}
         self._by_port: dict[int, _Page] = {}
         self._app: FastAPI | None = None  # built once, by the first start
@@ -317,7 +328,12 @@ class AgentPageServers:
     def _page_app(self) -> FastAPI:
         if self._app is None:
             self._app = page_app(
-                self._runtime, self._operator, self._guard, self._router_for, self._app_started
+                self._runtime,
+                self._operator,
+                self._guard,
+                self._router_for,
+                self._app_started,
+                self._stream_slots,
             )
         return self._app
 

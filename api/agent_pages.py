@@ -38,7 +38,7 @@ from agent_harness.stream_parser import StreamEvent, render
 from api.body_fields import BodyError, BodyProblem, body_fields
 from api.broker import error_responses
 from api.dashboard import page_context
-from api.stream_slots import CountedEventSource, slots_of, too_many
+from api.stream_slots import CountedEventSource, client_of, slots_of
 from hyperhive.broker import agent_events_topic
 from hyperhive.bus import Subscription
 from hyperhive.credentials import CredentialError, CredentialKind
@@ -54,9 +54,10 @@ REFUSALS = error_responses(400, 403, 404, 409, 503)
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 # A first connect replays this many of the newest events; older ones are in `hive logs`.
-REPLAY_LIMIT = 500
-# Events read from the store per query while catching up.
-BATCH = 200
+REPLAY_LIMIT = 200
+# Events read from the store per query while catching up: each can be 16 KiB of text and more
+# (MAX_EVENT_TEXT per string), and every open stream holds its batch, so batches stay small.
+BATCH = 40
 # How often a quiet stream re-reads the agent's state (state changes publish nothing).
 STATUS_POLL_S = 3.0
 # Keeps idle connections (and proxies between) from timing out.
@@ -332,14 +333,15 @@ def agent_router(agent: str | None = None, *, closing: asyncio.Event | None = No
         except PageError as e:
             return _page_error(e)
         runtime: CoreRuntime = request.app.state.runtime
-        slots = slots_of(request)
-        if not slots.take():
-            return too_many(slots)
+        slots, client = slots_of(request), client_of(request)
+        if (refused := slots.take(client)) is not None:
+            return refused
         stream = event_stream(
             runtime, operator, name, parse_last_event_id(last_event_id), closing=closing
         )
         return CountedEventSource(
             slots,
+            client,
             stream,
             ping=PING_S,
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},

@@ -10,10 +10,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import agent_pages, broker, dashboard, health
+from api import agent_pages, broker, dashboard, dashboard_stream, health
 from api import metrics as metrics_api
 from api.csrf import CsrfGuard, CsrfMiddleware, load_or_create_secret
 from api.host_guard import HostGuardMiddleware, allowed_hosts
+from api.stream_slots import StreamSlots
 from hyperhive import __version__
 from hyperhive.operator import OperatorService
 from hyperhive.runtime import CoreRuntime
@@ -33,14 +34,18 @@ def create_app(
     *,
     operator: OperatorService | None = None,
     guard: CsrfGuard | None = None,
+    stream_slots: StreamSlots | None = None,
 ) -> FastAPI:
-    """`operator` and `guard` are passed when the agent pages share them (hive-c0re)."""
+    """`operator`, `guard` and `stream_slots` are passed when the agent pages share them
+    (hive-c0re)."""
     app = FastAPI(title="hive-c0re", version=__version__)
     guard = guard or csrf_guard(runtime)
     app.state.runtime = runtime
     app.state.broker = runtime.broker
     app.state.operator = operator or OperatorService(runtime)
     app.state.csrf = guard
+    if stream_slots is not None:
+        app.state.stream_slots = stream_slots  # else slots_of makes the app its own
     app.state.metrics = runtime.metrics
     app.add_middleware(CsrfMiddleware, guard=guard)
     # Added last, so it runs first: a foreign Host or Origin never reaches the CSRF check.
@@ -52,6 +57,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(broker.router)
     app.include_router(dashboard.router)
+    app.include_router(dashboard_stream.router)
     app.include_router(metrics_api.router)
     app.include_router(agent_pages.agent_router(), prefix="/agents/{name}")
 

@@ -13,7 +13,7 @@ The page is rendered on the server (Jinja2) and kept live by `dashboard.js` over
 Row HTML comes from the same templates as the page, so the page and its updates cannot drift
 apart. The agent and approval rows are looked at on every message (a spawn's "bob is up" notice
 is a message) and every `REFRESH_S` seconds, and sent only when they changed: an approved spawn
-shows up without a reload even when no message marks it.
+shows up without a reload even when no message marks it (api/dashboard_stream.py).
 
 JSON API (every unsafe request needs the CSRF token, see api/csrf.py):
 
@@ -28,27 +28,21 @@ A refused request answers `{"ok": false, "error": code, "message", "hint"}` with
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.body_fields import MAX_BODY_BYTES, BodyError, BodyProblem, body_fields
 from api.broker import error_responses
-from api.stream_slots import CountedEventSource, slots_of, too_many
 from hyperhive import __version__
-from hyperhive.broker import MESSAGES_TOPIC, Broker
-from hyperhive.domain import MAX_STORE_ID, OPERATOR_NAME, ApprovalStatus, parse_resume_id
+from hyperhive.domain import MAX_STORE_ID, OPERATOR_NAME, ApprovalStatus
 from hyperhive.errors import HiveError
-from hyperhive.models import Message
 from hyperhive.operator import AgentView, ControlAction, HiveStatus, OperatorService
 from hyperhive.runtime import CoreRuntime
 from hyperhive.store.approvals import Approval
@@ -63,14 +57,7 @@ router = APIRouter(tags=["dashboard"])
 
 # Who a decision or a control action from the dashboard is recorded as.
 DASHBOARD_BY = "operator (dashboard)"
-# How often an open stream looks for changed agent/approval rows without a message to wake it.
-REFRESH_S = 2.0
 ApprovalIdPath = Annotated[int, PathParam(ge=1, le=MAX_STORE_ID)]
-# A first connect (no Last-Event-ID, no ?after=) starts with this many recent messages.
-REPLAY_RECENT = 100
-BATCH = 200
-# The browser's reconnect delay after the stream broke (EventSource `retry:`), in ms.
-RETRY_MS = 2000
 
 
 # -- template helpers ------------------------------------------------------------------------
@@ -122,7 +109,7 @@ def render_approval_rows(approvals: list[Approval]) -> str:
     return TEMPLATES.get_template("dashboard_approvals.html").render(approvals=approvals)
 
 
-def _pending(approvals: list[Approval]) -> int:
+def pending_count(approvals: list[Approval]) -> int:
     return sum(a.status == ApprovalStatus.PENDING.value for a in approvals)
 
 
@@ -189,7 +176,7 @@ async def dashboard(request: Request) -> HTMLResponse:
             **page_context(request),
             "agents": agents,
             "approvals": approvals,
-            "pending": _pending(approvals),
+            "pending": pending_count(approvals),
             "operator_name": OPERATOR_NAME,
         },
     )
@@ -305,101 +292,11 @@ async def control(request: Request, name: str, action: str) -> JSONResponse:
     )
 
 
-# -- the live stream -------------------------------------------------------------------------
-
-
-def _message_event(message: Message) -> ServerSentEvent:
-    return ServerSentEvent(data=message.model_dump_json(), id=str(message.id), event="message")
-
-
-def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
-    """Where the stream starts: after the browser's Last-Event-ID (a reconnect), else after
-    `?after=`; None = with the most recent messages."""
-    resume = parse_resume_id(last_event_id)
-    return resume if resume is not None else after
-
-
-class _RowWatch:
-    """Sends the agent and approval rows when their rendering changed since the last send."""
-
-    def __init__(self, operator: OperatorService) -> None:
-        self._operator = operator
-        self._agents = ""
-        self._approvals = ""
-
-    async def changed(self) -> list[ServerSentEvent]:
-        events = []
-        agents = await self._operator.agents()
-        html = render_agent_rows(agents)
-        if html != self._agents:
-            self._agents = html
-            data = json.dumps({"count": len(agents), "html": html})
-            events.append(ServerSentEvent(data=data, event="agents"))
-        approvals = await self._operator.approvals()
-        html = render_approval_rows(approvals)
-        if html != self._approvals:
-            self._approvals = html
-            data = json.dumps({"pending": _pending(approvals), "html": html})
-            events.append(ServerSentEvent(data=data, event="approvals"))
-        return events
-
-
-async def _stream(
-    operator: OperatorService, broker: Broker, runtime: CoreRuntime, after: int | None
-) -> AsyncIterator[ServerSentEvent]:
-    # Subscribe before the first look at the store: a message stored in between leaves an event
-    # in the subscription, so nothing falls between the replay and the live part. The bus only
-    # wakes us; the store says what is new (a lagging subscriber loses events, not messages).
-    with broker.bus.subscribe(MESSAGES_TOPIC, maxsize=1) as wake:
-        if after is None:
-            batch = list(reversed(await operator.messages(limit=REPLAY_RECENT)))
-            last = batch[0].id - 1 if batch else 0
-        else:
-            batch = await operator.messages(after_id=after, limit=BATCH)
-            last = after
-        # Its id is where a reconnect resumes if the stream breaks before the first message.
-        yield ServerSentEvent(data="{}", id=str(last), event="ready", retry=RETRY_MS)
-        rows = _RowWatch(operator)
-        # hive-c0re clears `workers_running` just before it stops its web server, which would
-        # otherwise wait forever for open streams to end.
-        was_running = runtime.workers_running
-        while True:
-            for message in batch:
-                yield _message_event(message)
-                last = message.id
-            for event in await rows.changed():
-                yield event
-            if len(batch) < BATCH:
-                await wake.wait(REFRESH_S)
-            if was_running and not runtime.workers_running:
-                return
-            batch = await operator.messages(after_id=last, limit=BATCH)
-
-
-@router.get("/api/stream/messages", response_model=None)
-async def stream_messages(
-    request: Request,
-    after: Annotated[int | None, Query(ge=0, le=MAX_STORE_ID)] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
-) -> EventSourceResponse | JSONResponse:
-    """The live message flow (SSE), resumable with Last-Event-ID; also pushes the agent and
-    approval rows when they change."""
-    runtime: CoreRuntime = request.app.state.runtime
-    slots = slots_of(request)
-    if not slots.take():
-        return too_many(slots)
-    stream = _stream(
-        _operator(request), runtime.broker, runtime, _resume_point(last_event_id, after)
-    )
-    return CountedEventSource(
-        slots, stream, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )
-
-
 __all__ = [
     "DASHBOARD_BY",
     "TEMPLATES",
     "page_context",
+    "pending_count",
     "refusal",
     "render_agent_rows",
     "render_approval_rows",

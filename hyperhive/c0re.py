@@ -25,6 +25,7 @@ from api.http_protocol import header_deadline_protocol
 from api.manager_tools import extra_tools_for
 from api.mcp_server import AgentMcpSockets
 from api.model_proxy import ModelProxies
+from api.stream_slots import stream_slots_for
 from api.unix_socket import QuietServer
 from hyperhive import agent_flake
 from hyperhive.agent_config import ClaudeDefaults
@@ -150,11 +151,13 @@ async def run_c0re(
         proxies = ModelProxies(settings) if getattr(backend, "needs_model_proxy", False) else None
         operator = OperatorService(runtime)
         guard = csrf_guard(runtime)
-        pages = AgentPageServers(runtime, operator, guard)
+        # One bound on live streams for the dashboard and every agent page together.
+        stream_slots = stream_slots_for(settings)
+        pages = AgentPageServers(runtime, operator, guard, stream_slots)
         agents = AgentRuntime(settings, engine, sockets, proxies, pages)
         server = QuietServer(
             uvicorn.Config(
-                create_app(runtime, operator=operator, guard=guard),
+                create_app(runtime, operator=operator, guard=guard, stream_slots=stream_slots),
                 log_level="warning",
                 access_log=False,
                 log_config=None,  # our handler (text or json, HIVE_LOG_FORMAT) formats its lines

@@ -182,8 +182,14 @@ class HiveSettings(BaseSettings):
     max_live_streams: int = Field(
         default=32,
         ge=1,
-        description="Live event streams (dashboard and agent pages, SSE) each server holds open "
+        description="Live event streams (dashboard and agent pages, SSE) hive-c0re holds open "
         "at once; more are answered 503 until some close.",
+    )
+    max_live_streams_per_client: int = Field(
+        default=12,
+        ge=1,
+        description="Live event streams one client address may hold open at once (a browser "
+        "holds one per open dashboard or agent-page tab).",
     )
     max_pending_approvals_per_agent: int = Field(
         default=20,

@@ -22,10 +22,12 @@ from hyperhive.store.db import begin
 from hyperhive.store.tables import metadata, utcnow
 
 __all__ = [
+    "MAX_EVENT_TEXT",
     "NoSuchAgent",
     "TurnEvent",
     "add_spend",
     "append_turn_events",
+    "clip_texts",
     "get_agent",
     "last_session_id",
     "list_agents",
@@ -46,6 +48,10 @@ TURN_RECORDS = metadata.tables["turn_records"]
 
 # Rows per INSERT statement when appending turn events (SQLite caps bound parameters).
 _EVENT_CHUNK = 500
+# A stored turn event is what the agent page and `hive logs` show, not the transcript (claude's
+# session file keeps that whole): a text longer than this is kept cut, so that one Read of a
+# large file cannot make every open page stream replay megabytes.
+MAX_EVENT_TEXT = 16 * 1024
 
 
 class NoSuchAgent(LookupError):
@@ -235,7 +241,7 @@ def append_turn_events(
             "turn_id": turn_id,
             "seq": int(seq),
             "kind": kind,
-            "payload": json.dumps(dict(payload), ensure_ascii=False, default=str),
+            "payload": json.dumps(clip_texts(dict(payload)), ensure_ascii=False, default=str),
             "created_at": now,
         }
         for seq, kind, payload in events
@@ -247,6 +253,19 @@ def append_turn_events(
                 conn, TURN_EVENTS, rows[start : start + _EVENT_CHUNK], key=("turn_id", "seq")
             )
     return inserted
+
+
+def clip_texts(value: Any, limit: int = MAX_EVENT_TEXT) -> Any:
+    """`value` with every string longer than `limit` cut there, saying how much was left out."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return value
+        return f"{value[:limit]}… [{len(value) - limit} more characters not kept]"
+    if isinstance(value, Mapping):
+        return {key: clip_texts(item, limit) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [clip_texts(item, limit) for item in value]
+    return value
 
 
 def turn_events(

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from hyperhive.domain import MANAGER_NAME, OPERATOR_NAME, AgentState, InvalidName, TurnErrorClass
 from hyperhive.store.agents import (
+    MAX_EVENT_TEXT,
     NoSuchAgent,
     add_spend,
     append_turn_events,
@@ -172,6 +173,18 @@ def test_many_turn_events_in_one_append(engine):
     assert append_turn_events(engine, "alice", "big", events) == 1200
     assert append_turn_events(engine, "alice", "big", events) == 0
     assert len(turn_events(engine, "alice", limit=5000)) == 1200
+
+
+def test_a_huge_text_in_an_event_is_kept_cut_and_says_so(engine):
+    # A Read of a large file: the stored event is what the page shows, not the transcript.
+    result = {"type": "tool_result", "tool_use_id": "t1", "content": "z" * 100_000}
+    payload = {"type": "user", "session_id": "s1", "message": {"content": [result]}}
+    append_turn_events(engine, "alice", "t1", [(0, "user", payload)])
+    (event,) = turn_events(engine, "alice")
+    (kept,) = event.payload["message"]["content"]
+    assert kept["content"].startswith("z" * MAX_EVENT_TEXT)
+    assert kept["content"].endswith(f"[{100_000 - MAX_EVENT_TEXT} more characters not kept]")
+    assert kept["tool_use_id"] == "t1" and event.payload["session_id"] == "s1"
 
 
 def test_record_turn(engine):

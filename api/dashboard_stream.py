@@ -1,0 +1,208 @@
+"""The dashboard's live stream, `GET /api/stream/messages` (SSE); api/dashboard.py lists its
+events.
+
+The agent and approval rows are rendered once for all open streams (`SharedRows`): pending
+approvals carry their diffs (up to 128 KiB each), so a rendering per stream made every open tab
+cost a copy of them and a query and a render every `REFRESH_S` — 50 tabs took hive-c0re to
+1.5 GB and its `/health` to 9 s. A stream keeps only the version numbers it last sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.dashboard import pending_count, render_agent_rows, render_approval_rows
+from api.stream_slots import CountedEventSource, client_of, slots_of
+from hyperhive.broker import MESSAGES_TOPIC, Broker
+from hyperhive.domain import MAX_STORE_ID, parse_resume_id
+from hyperhive.models import Message
+from hyperhive.operator import OperatorService
+from hyperhive.runtime import CoreRuntime
+
+router = APIRouter(tags=["dashboard"])
+
+# How often an open stream looks for changed agent/approval rows without a message to wake it.
+REFRESH_S = 2.0
+# A first connect (no Last-Event-ID, no ?after=) starts with this many recent messages.
+REPLAY_RECENT = 100
+BATCH = 200
+# The browser's reconnect delay after the stream broke (EventSource `retry:`), in ms.
+RETRY_MS = 2000
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One rendering of the rows as encoded SSE events, sent as they are by every stream (no
+    per-stream copy); a version goes up when its rows changed."""
+
+    agents: bytes
+    agents_version: int
+    approvals: bytes
+    approvals_version: int
+    # The newest message id the rendering has seen, and when it was taken.
+    message_id: int
+    taken_at: float
+
+
+class SharedRows:
+    """The rows every open stream sends, rendered at most once per message or per `max_age_s`
+    whoever asks: N streams cost one query and one copy, not N."""
+
+    def __init__(self, operator: OperatorService, max_age_s: float) -> None:
+        self._operator = operator
+        self._max_age_s = max_age_s
+        self._lock = asyncio.Lock()
+        self._rows: Rows | None = None
+
+    def _fresh(self, message_id: int) -> Rows | None:
+        rows = self._rows
+        if rows is None or rows.message_id < message_id:
+            return None  # a message (e.g. "bob is up") may mean the rows changed
+        return rows if time.monotonic() - rows.taken_at < self._max_age_s else None
+
+    async def current(self, message_id: int) -> Rows:
+        """The rows as of at least `message_id` (the newest message the asking stream sent)."""
+        if (rows := self._fresh(message_id)) is not None:
+            return rows
+        async with self._lock:
+            if (rows := self._fresh(message_id)) is not None:
+                return rows  # another stream rendered while this one waited
+            self._rows = await self._render(message_id)
+            return self._rows
+
+    async def _render(self, message_id: int) -> Rows:
+        taken_at = time.monotonic()
+        agents = await self._operator.agents()
+        approvals = await self._operator.approvals()
+        agents_data = _event("agents", {"count": len(agents), "html": render_agent_rows(agents)})
+        approvals_data = _event(
+            "approvals",
+            {"pending": pending_count(approvals), "html": render_approval_rows(approvals)},
+        )
+        old = self._rows
+        return Rows(
+            agents=agents_data,
+            agents_version=_version(old.agents, old.agents_version, agents_data) if old else 1,
+            approvals=approvals_data,
+            approvals_version=(
+                _version(old.approvals, old.approvals_version, approvals_data) if old else 1
+            ),
+            message_id=max(message_id, old.message_id if old else 0),
+            taken_at=taken_at,
+        )
+
+
+def _event(kind: str, data: dict[str, object]) -> bytes:
+    return ServerSentEvent(data=json.dumps(data), event=kind).encode()
+
+
+def _version(old: bytes, old_version: int, new: bytes) -> int:
+    return old_version if old == new else old_version + 1
+
+
+def shared_rows(request: Request) -> SharedRows:
+    state = request.app.state
+    rows: SharedRows | None = getattr(state, "shared_rows", None)
+    if rows is None:
+        rows = state.shared_rows = SharedRows(state.operator, REFRESH_S / 2)
+    return rows
+
+
+class _RowWatch:
+    """What one stream has sent of the shared rows: two version numbers."""
+
+    def __init__(self, shared: SharedRows) -> None:
+        self._shared = shared
+        self._agents = 0
+        self._approvals = 0
+
+    async def changed(self, message_id: int) -> list[bytes]:
+        rows = await self._shared.current(message_id)
+        events = []
+        if rows.agents_version != self._agents:
+            self._agents = rows.agents_version
+            events.append(rows.agents)
+        if rows.approvals_version != self._approvals:
+            self._approvals = rows.approvals_version
+            events.append(rows.approvals)
+        return events
+
+
+def _message_event(message: Message) -> ServerSentEvent:
+    return ServerSentEvent(data=message.model_dump_json(), id=str(message.id), event="message")
+
+
+def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
+    """Where the stream starts: after the browser's Last-Event-ID (a reconnect), else after
+    `?after=`; None = with the most recent messages."""
+    resume = parse_resume_id(last_event_id)
+    return resume if resume is not None else after
+
+
+async def _stream(
+    operator: OperatorService,
+    shared: SharedRows,
+    broker: Broker,
+    runtime: CoreRuntime,
+    after: int | None,
+) -> AsyncIterator[ServerSentEvent | bytes]:
+    # Subscribe before the first look at the store: a message stored in between leaves an event
+    # in the subscription, so nothing falls between the replay and the live part. The bus only
+    # wakes us; the store says what is new (a lagging subscriber loses events, not messages).
+    with broker.bus.subscribe(MESSAGES_TOPIC, maxsize=1) as wake:
+        if after is None:
+            batch = list(reversed(await operator.messages(limit=REPLAY_RECENT)))
+            last = batch[0].id - 1 if batch else 0
+        else:
+            batch = await operator.messages(after_id=after, limit=BATCH)
+            last = after
+        # Its id is where a reconnect resumes if the stream breaks before the first message.
+        yield ServerSentEvent(data="{}", id=str(last), event="ready", retry=RETRY_MS)
+        rows = _RowWatch(shared)
+        # hive-c0re clears `workers_running` just before it stops its web server, which would
+        # otherwise wait forever for open streams to end.
+        was_running = runtime.workers_running
+        while True:
+            for message in batch:
+                yield _message_event(message)
+                last = message.id
+            for event in await rows.changed(last):
+                yield event
+            if len(batch) < BATCH:
+                await wake.wait(REFRESH_S)
+            if was_running and not runtime.workers_running:
+                return
+            batch = await operator.messages(after_id=last, limit=BATCH)
+
+
+@router.get("/api/stream/messages", response_model=None)
+async def stream_messages(
+    request: Request,
+    after: Annotated[int | None, Query(ge=0, le=MAX_STORE_ID)] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> EventSourceResponse | JSONResponse:
+    """The live message flow (SSE), resumable with Last-Event-ID; also pushes the agent and
+    approval rows when they change."""
+    runtime: CoreRuntime = request.app.state.runtime
+    slots, client = slots_of(request), client_of(request)
+    if (refused := slots.take(client)) is not None:
+        return refused
+    stream = _stream(
+        request.app.state.operator,
+        shared_rows(request),
+        runtime.broker,
+        runtime,
+        _resume_point(last_event_id, after),
+    )
+    return CountedEventSource(
+        slots, client, stream, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
