@@ -29,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.routing import BaseRoute, Match
 from starlette.types import Receive, Scope, Send
 
+from api.access_guard import AccessTokenMiddleware
 from api.agent_pages import agent_router
 from api.csrf import CsrfGuard, CsrfMiddleware
 from api.host_guard import HostGuardMiddleware, allowed_hosts
@@ -138,6 +139,9 @@ def page_app(
     if stream_slots is not None:
         app.state.stream_slots = stream_slots  # else slots_of makes the app its own
     app.add_middleware(CsrfMiddleware, guard=guard)
+    if runtime.access_token is not None:
+        # Before the CSRF check: without the token, nothing is said about the page.
+        app.add_middleware(AccessTokenMiddleware, token=runtime.access_token)
     # Added last, so it runs first: a foreign Host or Origin never reaches the CSRF check.
     settings = runtime.settings
     app.add_middleware(

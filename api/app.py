@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import agent_pages, broker, dashboard, dashboard_stream, health
 from api import metrics as metrics_api
+from api.access_guard import AccessTokenMiddleware
 from api.csrf import CsrfGuard, CsrfMiddleware, load_or_create_secret
 from api.host_guard import HostGuardMiddleware, allowed_hosts
 from api.stream_slots import StreamSlots
@@ -48,6 +49,9 @@ def create_app(
         app.state.stream_slots = stream_slots  # else slots_of makes the app its own
     app.state.metrics = runtime.metrics
     app.add_middleware(CsrfMiddleware, guard=guard)
+    if runtime.access_token is not None:
+        # Before the CSRF check: without the token, nothing is said about the page.
+        app.add_middleware(AccessTokenMiddleware, token=runtime.access_token)
     # Added last, so it runs first: a foreign Host or Origin never reaches the CSRF check.
     settings = runtime.settings
     app.add_middleware(

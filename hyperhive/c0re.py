@@ -28,6 +28,7 @@ from api.model_proxy import ModelProxies
 from api.stream_slots import stream_slots_for
 from api.unix_socket import QuietServer
 from hyperhive import agent_flake
+from hyperhive.access_token import load_access_token
 from hyperhive.agent_config import ClaudeDefaults
 from hyperhive.agent_runtime import AgentRuntime
 from hyperhive.broker import Broker
@@ -137,6 +138,7 @@ async def run_c0re(
             broker=broker,
             lifecycle=lifecycle,
             metrics=metrics,
+            access_token=load_access_token(settings),
         )
         backend = select_backend(settings)
         runtime.backend_name = backend.name

@@ -167,6 +167,9 @@ def urls_text(urls: dict[str, Any]) -> str:
         ("metrics", urls["metrics"]),
         *((f"agent {name}", url) for name, url in sorted(urls.get("agents", {}).items())),
     ]
+    if urls.get("access_token_file"):
+        # The links open the pages in a browser (which keeps a cookie); scripts send the header.
+        lines.append(("scripts", f"Authorization: Bearer $(cat {urls['access_token_file']})"))
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
 

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import signal
-import stat
 from pathlib import Path
 from typing import IO
 
@@ -16,6 +15,7 @@ from temporalio.service import RPCError
 
 from hyperhive.child_process import die_with_parent
 from hyperhive.errors import StartupError
+from hyperhive.private_files import tighten_sqlite_files
 from hyperhive.settings import HiveSettings
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class EmbeddedTemporal:
                 "existing cluster",
             )
         command = start_dev_command(self._settings, cli)
-        tighten_file(self._settings.temporal_db_path)
+        tighten_sqlite_files(self._settings.temporal_db_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = self.log_path.open("ab")
         log.info("starting embedded Temporal: %s", " ".join(command))
@@ -163,14 +163,3 @@ class EmbeddedTemporal:
 def _private_and_dying_with_parent() -> None:
     os.umask(0o077)
     die_with_parent(signal.SIGTERM)()
-
-
-def tighten_file(path: Path) -> None:
-    """A workflow history holds messages too: an older, looser temporal.db becomes 0600."""
-    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            continue
-        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077:
-            os.chmod(candidate, stat.S_IMODE(st.st_mode) & 0o700)

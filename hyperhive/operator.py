@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel
 from temporalio.client import WorkflowExecutionStatus
@@ -76,10 +76,15 @@ class AgentView(AgentOverview):
 
 
 class Urls(BaseModel):
+    """The operator's links; with HIVE_ACCESS_TOKEN_REQUIRED the page links carry the token (the
+    admin socket, which answers this, is the admins' alone)."""
+
     dashboard: str
     temporal_ui: str | None
     metrics: str
     agents: dict[str, str]
+    # Where scripts read the token for `Authorization: Bearer`; None = no token asked for.
+    access_token_file: str | None = None
 
 
 class HiveStatus(BaseModel):
@@ -208,11 +213,18 @@ class OperatorService:
 
     async def urls(self) -> Urls:
         base = self._settings.dashboard_url()
+        token = self._rt.access_token
+        entry = "" if token is None else "?" + urlencode({"token": token})
         return Urls(
-            dashboard=base + "/",
+            dashboard=base + "/" + entry,
             temporal_ui=self._settings.temporal_ui_url(),
             metrics=base + "/metrics",
-            agents={a.name: a.page_url or base + a.dashboard_path for a in await self.agents()},
+            agents={
+                a.name: (a.page_url or base + a.dashboard_path) + entry for a in await self.agents()
+            },
+            access_token_file=(
+                None if token is None else str(self._settings.published_access_token_path)
+            ),
         )
 
     async def messages(

@@ -31,3 +31,5 @@ class CoreRuntime:
     # agent → the port its own page is served on right now (api.agent_page_servers keeps it):
     # a stored port some other program holds is no link to hand out.
     served_page_ports: dict[str, int] = field(default_factory=dict)
+    # What the operator's pages ask for (HIVE_ACCESS_TOKEN_REQUIRED); None = no token.
+    access_token: str | None = field(default=None, repr=False)

@@ -68,6 +68,13 @@ class HiveSettings(BaseSettings):
         description="More host names the dashboard and agent pages answer to, comma-separated "
         "(besides localhost, 127.0.0.1, ::1 and bind_host); any other Host header is refused.",
     )
+    access_token_required: bool = Field(
+        default=False,
+        description="The dashboard and agent pages (all but /health and /static) ask for an "
+        "access token: the link `hive urls` prints (a cookie then), or Authorization: Bearer "
+        "<token>. The token is kept in <state_dir>/secrets/access-token and published for the "
+        "admins in <run_dir>/access-token (0640, group HIVE_ADMIN_GROUP).",
+    )
     admin_group: str = Field(
         default="",
         description="Group given the admin socket <run_dir>/host.sock (mode 0660), so its members "
@@ -272,6 +279,16 @@ class HiveSettings(BaseSettings):
     @property
     def allowed_host_names(self) -> tuple[str, ...]:
         return tuple(h.strip() for h in self.allowed_hosts.split(",") if h.strip())
+
+    @property
+    def access_token_path(self) -> Path:
+        """Where hive-c0re keeps the access token (its own copy, 0600)."""
+        return self.state_path / "secrets" / "access-token"
+
+    @property
+    def published_access_token_path(self) -> Path:
+        """The copy the admins (HIVE_ADMIN_GROUP) may read, for scripts and `curl`."""
+        return self.run_path / "access-token"
 
     @property
     def host_socket_path(self) -> Path:

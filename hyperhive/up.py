@@ -31,6 +31,16 @@ def ready_banner(runtime: CoreRuntime) -> str:
         ("hm1nd", f"http://{s.bind_host}:{s.manager_port}/"),
         ("admin", f"{s.host_socket_path} (the `hive` CLI: try `hive status`)"),
     ]
+    if runtime.access_token is not None:
+        # The banner goes to logs: it says where the token is, never the token.
+        rows.insert(
+            1,
+            (
+                "access",
+                f"the pages ask for a token: open the links `hive urls` prints "
+                f"(scripts: Authorization: Bearer, from {s.published_access_token_path})",
+            ),
+        )
     if s.embedded_temporal:
         rows += [
             ("temporal", f"{s.temporal_target} (embedded, history in {s.temporal_db_path})"),

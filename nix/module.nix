@@ -36,6 +36,7 @@ let
     HIVE_STATE_DIR = cfg.stateDir;
     HIVE_RUN_DIR = runDir;
     HIVE_ADMIN_GROUP = cfg.adminGroup;
+    HIVE_ACCESS_TOKEN_REQUIRED = if cfg.accessToken.enable then "true" else "false";
     HIVE_CONTAINER_BACKEND = cfg.backend;
     HIVE_BIND_HOST = cfg.bindHost;
     HIVE_DASHBOARD_PORT = toString cfg.ports.dashboard;
@@ -130,6 +131,18 @@ in
         Address the dashboard and agent pages bind to (HIVE_BIND_HOST). Keep it on loopback: agent
         containers must not reach them (reach them from elsewhere through an SSH tunnel or a
         reverse proxy with authentication).
+      '';
+    };
+
+    accessToken.enable = lib.mkOption {
+      type = lib.types.bool;
+      default = true;
+      description = ''
+        The dashboard and agent pages ask for an access token (HIVE_ACCESS_TOKEN_REQUIRED): on a
+        shared host every local account reaches loopback. hive-c0re keeps the token in
+        <state dir>/secrets/access-token and writes a copy for the admins to
+        ${runDir}/access-token (mode 0640, group adminGroup); `hive urls` prints the page links
+        with it, and scripts send `Authorization: Bearer $(cat ${runDir}/access-token)`.
       '';
     };
 

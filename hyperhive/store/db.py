@@ -6,11 +6,9 @@ SQLAlchemy URL (e.g. `postgresql+psycopg://…`) is passed through. Nothing here
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sqlite3
-import stat
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +22,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlmodel import Session
 
+from hyperhive.private_files import create_private_sqlite
 from hyperhive.store.migrations import MIGRATIONS, SCHEMA_VERSION_TABLE, Migration
 
 __all__ = [
@@ -205,19 +204,7 @@ def _prepare_sqlite_path(path: Path) -> None:
             f"(uid {os.geteuid()}). Fix its owner/permissions, or set HIVE_STATE_DIR (or "
             f"HIVE_DB_URL) to another location. {_SETTINGS_HINT}"
         )
-    keep_private(path)
-
-
-def keep_private(path: Path) -> None:
-    """The store holds every message and approval: 0600, created so (SQLite gives its -wal and
-    -shm files the database file's mode), and an older, looser file is tightened."""
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        with contextlib.suppress(FileNotFoundError):
-            st = os.lstat(candidate)
-            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077:
-                os.chmod(candidate, stat.S_IMODE(st.st_mode) & 0o700)
+    create_private_sqlite(path)
 
 
 def _install_sqlite_hooks(engine: Engine, busy_timeout_ms: int, *, file_backed: bool) -> None:

@@ -341,6 +341,7 @@ def test_module_options_and_defaults_match_hive_settings(default_host: Any) -> N
         "temporal.package",
         "temporal.ui.enable",
         "adminGroup",
+        "accessToken.enable",
         "backend",
         "flake.url",
         "flake.rev",
@@ -356,6 +357,8 @@ def test_module_options_and_defaults_match_hive_settings(default_host: Any) -> N
         return options[name]["default"]
 
     assert default("enable") is False
+    # On by default on NixOS (a shared host), off by default elsewhere (a developer's box).
+    assert default("accessToken.enable") is True and field_default("access_token_required") is False
     assert default("ports.dashboard") == field_default("dashboard_port")
     assert default("ports.manager") == field_default("manager_port")
     assert default("ports.agents.from") == field_default("agent_port_min")
