@@ -408,6 +408,18 @@ def _size_cases() -> Iterator[Bad]:
         {"name": "newbie", "purpose": "p" * 4001},
         says=("purpose", "4000"),
     )
+    for label, by in (
+        ("crlf", "root\r\nApproved-By: ceo"),
+        ("bidi", "ops\u202e"),
+        ("long", "b" * 65),
+    ):
+        yield Bad(
+            "sizes",
+            "operator",
+            f"decide-by-{label}",
+            {"op": "decide", "id": 1, "by": by},
+            says=("who decided",),
+        )
     yield Bad(
         "sizes",
         "operator",
@@ -481,6 +493,9 @@ def _size_cases() -> Iterator[Bad]:
         ("name-too-long", {"cmd": "kill", "name": "k" * 65}),
         ("name-empty", {"cmd": "kill", "name": ""}),
         ("by-too-long", {"cmd": "stop", "name": "alice", "by": "b" * 65}),
+        # Recorded as who decided: one printable line, or a forged header lands in the record.
+        ("by-crlf", {"cmd": "approve", "id": 1, "by": "root\r\nApproved-By: ceo"}),
+        ("by-escape", {"cmd": "deny", "id": 1, "by": "ops\x1b[2J"}),
         ("request-id-too-long", {"cmd": "status", "request_id": "r" * 129}),
     ):
         yield Bad("sizes", "admin", label, {"obj": {"version": 1, **obj}}, "bad_request", ())

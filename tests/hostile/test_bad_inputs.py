@@ -179,7 +179,9 @@ async def run_operator(world: World, case: Bad) -> None:
         if a["op"] == "spawn":
             await world.operator.spawn(a["name"], a["purpose"])
         elif a["op"] == "decide":
-            await world.operator.decide(a["id"], approved=True, by="", note=a["note"])
+            await world.operator.decide(
+                a["id"], approved=True, by=a.get("by", ""), note=a.get("note", "")
+            )
         else:
             await world.operator.login(a["name"], CredentialKind(a["kind"]), a["secret"])
     assert info.value.hint, f"{case.id}: no hint"

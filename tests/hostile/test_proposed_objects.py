@@ -119,6 +119,23 @@ def test_an_object_rewritten_before_the_request_is_refused(state: Path) -> None:
     assert err.code == "corrupt_object" and blob[:12] in err.what, err.what
 
 
+def test_a_tree_naming_agent_nix_twice_is_refused(state: Path) -> None:
+    # Before: the diff showed both entries and the last one was applied.
+    repo = proposed(state)
+    honest = git(repo, "hash-object", "-w", "--stdin", stdin=HONEST.encode())
+    evil = git(repo, "hash-object", "-w", "--stdin", stdin=EVIL.encode())
+    claude_md = git(repo, "rev-parse", "HEAD:CLAUDE.md")
+    listing = (
+        f"100644 blob {claude_md}\tCLAUDE.md\n"
+        f"100644 blob {honest}\tagent.nix\n"
+        f"100644 blob {evil}\tagent.nix\n"
+    )
+    tree = git(repo, "mktree", stdin=listing.encode())
+    sha = git(repo, "commit-tree", tree, "-p", "HEAD", "-m", "two agent.nix")
+    err = refusal(state, sha)
+    assert err.code == "not_config_only" and "more than once" in err.what, err.what
+
+
 def test_a_rewritten_commit_object_is_refused(state: Path) -> None:
     sha, _ = honest_commit(state)
     path = loose_object(state, sha)

@@ -156,3 +156,23 @@ async def test_500_agent_page_streams_are_bounded(start_c0re: StartC0re) -> None
     hive = await start_c0re(["alice"])
     fill(hive)
     await flood(hive, "/agents/alice/api/events", b"4-99 ")
+
+
+async def test_a_wild_last_event_id_starts_the_stream_afresh(start_c0re: StartC0re) -> None:
+    # Before: `Last-Event-ID: 99999999999999999999` (past SQLite's 64-bit ids) killed the stream.
+    hive = await start_c0re(["alice"])
+    await hive.send("alice", "seen before the reconnect")
+    async with httpx.AsyncClient(base_url=hive.env.dashboard, timeout=30) as http:
+        for resume in ("99999999999999999999", "-1", "1e9", "12abc", "7 x"):
+            for path, first in (
+                ("/api/stream/messages", "seen before the reconnect"),
+                ("/agents/alice/api/events", "event: status"),
+            ):
+                headers = {"last-event-id": resume}
+                async with http.stream("GET", path, headers=headers) as response:
+                    assert response.status_code == 200, (resume, path)
+                    async with asyncio.timeout(30):
+                        async for chunk in response.aiter_text():
+                            if first in chunk:
+                                break
+        assert await health_time(hive.env.dashboard) < 1.0
