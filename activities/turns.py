@@ -45,6 +45,7 @@ from hyperhive.child_process import kill_process_group
 from hyperhive.credentials import turn_credentials
 from hyperhive.domain import MANAGER_NAME, AgentState, TurnErrorClass
 from hyperhive.models import Message, TurnRequest, TurnResult
+from hyperhive.private_files import private_dir
 from hyperhive.repo_git import RepoError
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
@@ -155,7 +156,7 @@ class TurnActivities:
         host_home = settings.agent_state_dir(agent) / "home"
         host_work = settings.agent_state_dir(agent) / "work"
         for path in (host_home, host_work):
-            path.mkdir(parents=True, exist_ok=True)
+            private_dir(path)
         config = await asyncio.to_thread(self._turn_config, agent)
         resume = session_exists(host_home, Path(view.work), request.session_id)
         bridge = self._backend.hive_agent_command()

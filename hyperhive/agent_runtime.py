@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from api.mcp_server import AgentMcpSockets
 from api.model_proxy import ModelProxies
+from hyperhive.private_files import private_dir
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 
@@ -40,7 +41,7 @@ class AgentRuntime:
     def prepare_dirs(self, agent: str) -> None:
         base = self._settings.agent_state_dir(agent)
         for sub in ("home", "work"):
-            (base / sub).mkdir(parents=True, exist_ok=True)
+            private_dir(base / sub)
         # HOME/.claude holds credentials and sessions: only the agent may read it.
         (base / "home" / ".claude").mkdir(mode=0o700, exist_ok=True)
 

@@ -306,7 +306,7 @@ def cmd_logs(admin: AdminClient, args: argparse.Namespace) -> int:
             events = admin.call("logs", name=args.name, after_id=after, limit=args.limit)
             for event in events:
                 if args.json:
-                    say(json.dumps(event, ensure_ascii=False))
+                    print_json(event, indent=None)
                 else:
                     say("\n".join(render_event(event)))
             if events:

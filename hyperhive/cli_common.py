@@ -43,10 +43,11 @@ def say(*parts: object, file: TextIO | None = None) -> None:
     print(terminal_safe(" ".join(str(p) for p in parts)), file=file or sys.stdout)
 
 
-def print_json(value: Any) -> None:
+def print_json(value: Any, *, indent: int | None = 2) -> None:
+    """`value` as JSON safe for a terminal (indent=None: one line, for a stream of values)."""
     # json escapes C0 controls itself; C1 (e.g. \x9b, a one-byte CSI) and the invisible ones
     # it leaves raw with ensure_ascii=False, so they are escaped here, still as valid JSON.
-    text = json.dumps(value, indent=2, ensure_ascii=False)
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
     print("".join(f"\\u{ord(c):04x}" if _needs_json_escape(c) else c for c in text))
 
 

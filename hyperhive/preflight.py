@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from hyperhive.errors import StartupError
+from hyperhive.private_files import private_dir
 from hyperhive.settings import LONGEST_AGENT_SOCKET_SUFFIX, UNIX_SOCKET_PATH_MAX, HiveSettings
 
 
@@ -144,4 +145,8 @@ def prepare_dirs(settings: HiveSettings) -> None:
     # Messages, approvals, credentials and sockets: nobody else on the host lists or reads them.
     tighten_dir(settings.state_path)
     tighten_dir(settings.run_path)
-    (settings.state_path / "logs").mkdir(mode=0o700, exist_ok=True)
+    # Below the state dir too: a dir 0711 lets anyone open a path whose name they guess (agent
+    # names are easy to guess), so what is not a sandbox's way through is 0700.
+    for name in ("logs", "secrets", "applied", "proposed", "containers"):
+        private_dir(settings.state_path / name)
+    private_dir(settings.state_path / "agents", private_dir_mode())

@@ -29,3 +29,14 @@ def create_private_sqlite(path: Path) -> None:
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     tighten_sqlite_files(path)
+
+
+def private_dir(path: Path, mode: int = 0o700) -> None:
+    """`path` made (with its parents) or tightened to `mode`: an older, looser dir loses what
+    `mode` does not allow; a symlink is left alone (never followed). hive-c0re as root tightens
+    dirs it gave to a sandbox uid too (their owner keeps full access)."""
+    path.mkdir(parents=True, mode=mode, exist_ok=True)
+    st = os.lstat(path)
+    if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) & ~mode:
+        with contextlib.suppress(PermissionError):  # not ours and we are not root: not ours to fix
+            os.chmod(path, stat.S_IMODE(st.st_mode) & mode, follow_symlinks=False)
