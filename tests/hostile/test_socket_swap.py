@@ -80,7 +80,8 @@ def test_swapping_the_socket_for_a_symlink_never_touches_the_target(tmp_path: Pa
     print(f"{swaps} swaps, {served} served, {refused} refused")
     assert stat.S_IMODE(victim.stat().st_mode) == 0o600, "the target's mode was changed"
     assert victim.read_text() == "root:secret\n"
-    assert swaps > ROUNDS // 2, f"the attacker swapped only {swaps} times"
+    # It raced often (how often depends on the machine's load).
+    assert swaps > ROUNDS // 10, f"the attacker swapped only {swaps} times"
     assert served + refused == ROUNDS and served > 0, (served, refused)
     # Once the attacker stops, the socket is served where it belongs.
     path.unlink(missing_ok=True)
