@@ -1,10 +1,12 @@
-"""uvicorn's h11 protocol with a deadline for a request's headers.
+"""uvicorn's h11 protocol with a deadline for reading a request (its headers and its body).
 
 uvicorn times out only idle keep-alive connections: a client that opens a connection and sends
-its headers a byte at a time (slowloris) holds it forever, and 500 of them hold 500 sockets and
-their buffers. Here a connection waiting for a request's headers gets HIVE_HTTP_HEADER_TIMEOUT_S
-from the moment it starts waiting (connected, or its last response sent, or the first byte of
-the next request); then it is closed. A request whose headers arrived is not timed here.
+its headers a byte at a time (slowloris), or whole headers and then a body that never comes
+(`Content-Length: 100` and one byte), holds it forever, and 500 of them hold 500 sockets and
+their buffers. Here a connection gets HIVE_HTTP_HEADER_TIMEOUT_S to deliver a whole request from
+the moment it starts waiting for one (connected, or its last response sent); bytes trickling in
+do not push the deadline back. Once the request has arrived, the app takes as long as it takes
+(a live stream, a long-poll) — that is not timed here.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ class _HeaderDeadlineProtocol(H11Protocol):
     header_timeout_s: float = 10.0
     _deadline: asyncio.TimerHandle | None = None
 
-    def _waiting_for_headers(self) -> bool:
-        return self.cycle is None or self.cycle.response_complete
+    def _reading_request(self) -> bool:
+        cycle = self.cycle
+        return cycle is None or cycle.response_complete or cycle.more_body
 
     def _arm(self) -> None:
         if self._deadline is None:
@@ -32,7 +35,7 @@ class _HeaderDeadlineProtocol(H11Protocol):
 
     def _expire(self) -> None:
         self._deadline = None
-        if self._waiting_for_headers() and not self.transport.is_closing():
+        if self._reading_request() and not self.transport.is_closing():
             self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -41,7 +44,7 @@ class _HeaderDeadlineProtocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._waiting_for_headers():
+        if self._reading_request():
             self._arm()
         else:
             self._disarm()
@@ -56,7 +59,8 @@ class _HeaderDeadlineProtocol(H11Protocol):
 
 
 def header_deadline_protocol(timeout_s: float) -> type[H11Protocol]:
-    """The protocol class for uvicorn.Config(http=…), closing after `timeout_s` without headers."""
+    """The protocol class for uvicorn.Config(http=…), closing a connection that has not
+    delivered a whole request `timeout_s` after it began waiting for one."""
     return type(
         "HeaderDeadlineProtocol", (_HeaderDeadlineProtocol,), {"header_timeout_s": timeout_s}
     )

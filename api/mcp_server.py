@@ -39,6 +39,7 @@ from pydantic import Field
 from starlette.applications import Starlette
 
 from api.http_protocol import header_deadline_protocol
+from api.log_throttle import throttle_refused_sessions
 from api.mcp_body_guard import StrictJsonBody
 from api.unix_socket import AgentApp, PerAgentServers
 from hyperhive import __version__
@@ -401,6 +402,7 @@ class AgentMcpSockets(PerAgentServers):
         self.settings = settings
         self.broker = broker
         self.extra_tools_for = extra_tools_for
+        throttle_refused_sessions()
 
     def socket_path(self, agent: str) -> Path:
         return self.settings.agent_socket_path(agent)

@@ -37,6 +37,7 @@ from typing import Any
 import httpx2
 
 from api.asgi_body import send_json
+from api.http_protocol import header_deadline_protocol
 from api.model_target import (
     ModelProxyError,
     RefusedTarget,
@@ -342,7 +343,8 @@ class ModelProxies(PerAgentServers):
                 "date_header": False,
                 # h11 hands the app the target exactly as sent; httptools would silently drop
                 # the host of an absolute-form target and any fragment before the app sees them.
-                "http": "h11",
+                # With a deadline for the request: the socket is in the agent's sandbox.
+                "http": header_deadline_protocol(self.settings.http_header_timeout_s),
                 "ws": "none",
             },
         )

@@ -183,8 +183,9 @@ class HiveSettings(BaseSettings):
     http_header_timeout_s: float = Field(
         default=10.0,
         gt=0,
-        description="An HTTP connection (dashboard, agent pages, MCP sockets) must send a "
-        "request's headers within this long, or it is closed (slow-header clients).",
+        description="An HTTP connection (dashboard, agent pages, MCP sockets, model proxies) must "
+        "deliver a whole request, headers and body, within this long of starting one, or it is "
+        "closed (slowloris, slow POST).",
     )
     max_live_streams: int = Field(
         default=32,

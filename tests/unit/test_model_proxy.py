@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -744,3 +746,27 @@ def test_sandbox_run_imports_only_the_standard_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_a_request_that_never_finishes_is_closed_at_the_deadline(tmp_path: Path) -> None:
+    # The model socket is inside the agent's sandbox: a slowloris from there is cut off too.
+    run_dir = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        settings = HiveSettings(state_dir=tmp_path, run_dir=run_dir, http_header_timeout_s=0.5)
+        proxies = ModelProxies(settings, upstream="http://127.0.0.1:9")
+        path = await proxies.start("alice")
+        try:
+            for partial in (
+                b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\n",
+                b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Length: 9\r\n\r\n{",
+            ):
+                reader, writer = await asyncio.open_unix_connection(str(path))
+                writer.write(partial)
+                await writer.drain()
+                answer = await asyncio.wait_for(reader.read(), 5)
+                assert not answer.startswith(b"HTTP/1.1 2"), answer
+                writer.close()
+        finally:
+            await proxies.stop_all()
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
