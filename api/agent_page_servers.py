@@ -29,11 +29,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.routing import BaseRoute, Match
 from starlette.types import Receive, Scope, Send
 
-from api.access_guard import AccessTokenMiddleware
 from api.agent_pages import agent_router
-from api.csrf import CsrfGuard, CsrfMiddleware
-from api.host_guard import HostGuardMiddleware, allowed_hosts
+from api.csrf import CsrfGuard
 from api.http_protocol import header_deadline_protocol
+from api.operator_guards import guard_operator_app
 from api.stream_slots import StreamSlots
 from api.unix_socket import GRACEFUL_SHUTDOWN_S, START_TIMEOUT_S, STOP_TIMEOUT_S, QuietServer
 from hyperhive import __version__
@@ -133,21 +132,7 @@ def page_app(
         redoc_url=None,
         openapi_url=None,
     )
-    app.state.runtime = runtime
-    app.state.operator = operator
-    app.state.csrf = guard
-    if stream_slots is not None:
-        app.state.stream_slots = stream_slots  # else slots_of makes the app its own
-    app.add_middleware(CsrfMiddleware, guard=guard)
-    if runtime.access_token is not None:
-        # Before the CSRF check: without the token, nothing is said about the page.
-        app.add_middleware(AccessTokenMiddleware, token=runtime.access_token)
-    # Added last, so it runs first: a foreign Host or Origin never reaches the CSRF check.
-    settings = runtime.settings
-    app.add_middleware(
-        HostGuardMiddleware,
-        hosts=allowed_hosts(settings.bind_host, settings.allowed_host_names),
-    )
+    guard_operator_app(app, runtime, operator, guard, stream_slots)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.router.routes.append(ByPort(pages))
     return app

@@ -12,9 +12,8 @@ from fastapi.staticfiles import StaticFiles
 
 from api import agent_pages, broker, dashboard, dashboard_stream, health
 from api import metrics as metrics_api
-from api.access_guard import AccessTokenMiddleware
-from api.csrf import CsrfGuard, CsrfMiddleware, load_or_create_secret
-from api.host_guard import HostGuardMiddleware, allowed_hosts
+from api.csrf import CsrfGuard, load_or_create_secret
+from api.operator_guards import guard_operator_app
 from api.stream_slots import StreamSlots
 from hyperhive import __version__
 from hyperhive.operator import OperatorService
@@ -41,23 +40,9 @@ def create_app(
     (hive-c0re)."""
     app = FastAPI(title="hive-c0re", version=__version__)
     guard = guard or csrf_guard(runtime)
-    app.state.runtime = runtime
+    guard_operator_app(app, runtime, operator or OperatorService(runtime), guard, stream_slots)
     app.state.broker = runtime.broker
-    app.state.operator = operator or OperatorService(runtime)
-    app.state.csrf = guard
-    if stream_slots is not None:
-        app.state.stream_slots = stream_slots  # else slots_of makes the app its own
     app.state.metrics = runtime.metrics
-    app.add_middleware(CsrfMiddleware, guard=guard)
-    if runtime.access_token is not None:
-        # Before the CSRF check: without the token, nothing is said about the page.
-        app.add_middleware(AccessTokenMiddleware, token=runtime.access_token)
-    # Added last, so it runs first: a foreign Host or Origin never reaches the CSRF check.
-    settings = runtime.settings
-    app.add_middleware(
-        HostGuardMiddleware,
-        hosts=allowed_hosts(settings.bind_host, settings.allowed_host_names),
-    )
     app.include_router(health.router)
     app.include_router(broker.router)
     app.include_router(dashboard.router)

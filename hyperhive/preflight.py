@@ -6,7 +6,6 @@ import errno
 import fcntl
 import os
 import socket
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -129,22 +128,13 @@ def private_dir_mode() -> int:
     return 0o711 if os.geteuid() == 0 else 0o700
 
 
-def tighten_dir(path: Path) -> None:
-    """Take away what private_dir_mode() does not allow (never widens a stricter choice)."""
-    st = os.lstat(path)
-    if st.st_uid == os.geteuid():
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & ~private_dir_mode():
-            os.chmod(path, mode & private_dir_mode())
-
-
 def prepare_dirs(settings: HiveSettings) -> None:
     ensure_writable_dir(settings.state_path, "HIVE_STATE_DIR")
     check_socket_room(settings.run_path)
     ensure_writable_dir(settings.run_path, "HIVE_RUN_DIR")
     # Messages, approvals, credentials and sockets: nobody else on the host lists or reads them.
-    tighten_dir(settings.state_path)
-    tighten_dir(settings.run_path)
+    private_dir(settings.state_path, private_dir_mode())
+    private_dir(settings.run_path, private_dir_mode())
     # Below the state dir too: a dir 0711 lets anyone open a path whose name they guess (agent
     # names are easy to guess), so what is not a sandbox's way through is 0700.
     for name in ("logs", "secrets", "applied", "proposed", "containers"):

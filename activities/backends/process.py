@@ -42,14 +42,7 @@ class ProcessBackend:
         log.warning(WARNING)
 
     def view(self, agent: str) -> AgentView:
-        base = self._settings.agent_state_dir(agent)
-        return AgentView(
-            home=str(base / "home"),
-            work=str(base / "work"),
-            mcp_socket=str(self._settings.agent_socket_path(agent)),
-            config=str(base / CONFIG_SUBDIR),
-            repos=str(self._settings.state_path / "proposed"),
-        )
+        return host_view(self._settings, agent)
 
     def hive_agent_command(self) -> list[str]:
         return [str(Path(sys.executable).parent / "hive-agent")]
@@ -124,3 +117,15 @@ class ProcessBackend:
         await process.stdin.drain()
         process.stdin.close()
         return process
+
+
+def host_view(settings: HiveSettings, agent: str) -> AgentView:
+    """An agent's paths as the host sees them: where a plain process (no container) works."""
+    base = settings.agent_state_dir(agent)
+    return AgentView(
+        home=str(base / "home"),
+        work=str(base / "work"),
+        mcp_socket=str(settings.agent_socket_path(agent)),
+        config=str(base / CONFIG_SUBDIR),
+        repos=str(settings.state_path / "proposed"),
+    )

@@ -34,7 +34,7 @@ import httpx
 import pytest
 
 from tests.rig.c0re import RunningC0re, StartC0re
-from tests.rig.mcp_client import text_of, uds_client
+from tests.rig.mcp_client import INITIALIZE_REQUEST, text_of, uds_client
 
 pytestmark = pytest.mark.integration
 
@@ -56,16 +56,6 @@ HEADER_TIMEOUT_S = 1.0  # HIVE_HTTP_HEADER_TIMEOUT_S for that daemon
 CLOSE_SLACK_S = 3.0
 HEALTH_WITHIN_S = 1.0
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "flood", "version": "1"},
-    },
-}
 PARTIAL_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 
 
@@ -156,7 +146,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
 
 
 def initialize_request() -> bytes:
-    body = json.dumps(INITIALIZE).encode()
+    body = json.dumps(INITIALIZE_REQUEST).encode()
     head = (
         "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         "Accept: application/json, text/event-stream\r\n"

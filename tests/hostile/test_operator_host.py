@@ -40,7 +40,6 @@ import shutil
 import socket
 import stat
 import sys
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -53,8 +52,9 @@ import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.backends.base import AgentView, ContainerSpec
-from activities.backends.mounts import CONFIG_SUBDIR, agent_mounts
+from activities.backends.mounts import agent_mounts
 from activities.backends.nixos import NixosBackend
+from activities.backends.process import host_view
 from activities.turns import TurnActivities
 from api.mcp_server import AgentMcpSockets
 from hyperhive.broker import Broker
@@ -205,14 +205,6 @@ def loosen(*paths: Path) -> None:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
 
-@pytest.fixture
-def short_run_dir() -> Iterator[Path]:
-    # Unix socket paths are short: under /tmp, not pytest's deep tmp_path.
-    path = Path(tempfile.mkdtemp(prefix="hive-run-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def umask(value: int) -> Iterator[None]:
     old = os.umask(value)
@@ -247,6 +239,18 @@ def sqlite_files(path: Path) -> list[Path]:
     return [path, *(p for p in companions if p.exists())]
 
 
+def from_a_shell(env: HiveEnv, command: str) -> HiveProcess:
+    """`hive <command>` under what a shell usually has, umask 022: files 0644 and dirs 0755
+    unless made otherwise."""
+    with umask(0o022):
+        return HiveProcess(env, command)
+
+
+async def ready_and_healthy(process: HiveProcess, env: HiveEnv) -> None:
+    process.wait_ready()
+    await healthy(env)
+
+
 async def healthy(env: HiveEnv) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
         response = await http.get(f"{env.dashboard}/health")
@@ -254,11 +258,11 @@ async def healthy(env: HiveEnv) -> None:
 
 
 async def test_loose_state_and_run_dirs_and_store_are_made_private(
-    tmp_path: Path, dev_server: WorkflowEnvironment, claude_bin: Path, short_run_dir: Path
+    tmp_path: Path, dev_server: WorkflowEnvironment, claude_bin: Path, hive_run_dir: Path
 ) -> None:
     # A store an older version made (alice registered) and the dirs it used, left 0755/0644.
     state = tmp_path / "state"
-    run = short_run_dir
+    run = hive_run_dir
     engine = make_engine(f"sqlite:///{state / 'hive.db'}")
     migrate(engine)
     register_spawned(state, engine, "alice", "loose")
@@ -284,11 +288,9 @@ async def test_loose_state_and_run_dirs_and_store_are_made_private(
         HIVE_CONTAINER_BACKEND="process",
         HIVE_CREATE_MANAGER="false",
     )
-    with umask(0o022):  # what a shell usually has: files 0644, dirs 0755 unless made otherwise
-        daemon = HiveProcess(env, "c0re")
+    daemon = from_a_shell(env, "c0re")
     try:
-        daemon.wait_ready()
-        await healthy(env)
+        await ready_and_healthy(daemon, env)
         stores = sqlite_files(state / "hive.db")
         assert len(stores) == 3, f"the running store is in WAL mode: {stores}"
         secrets = state / "secrets"
@@ -321,8 +323,7 @@ async def test_hive_up_makes_an_older_loose_temporal_db_private(tmp_path: Path) 
     # under umask 022 would have them.
     first = HiveProcess(env, "up")
     try:
-        first.wait_ready()
-        await healthy(env)
+        await ready_and_healthy(first, env)
     finally:
         assert first.interrupt() == 0, first.output()
     older = [state, state / "run", *sqlite_files(state / "temporal.db")]
@@ -330,11 +331,9 @@ async def test_hive_up_makes_an_older_loose_temporal_db_private(tmp_path: Path) 
     loosen(*older)
     assert mode(state / "temporal.db") == 0o644
 
-    with umask(0o022):
-        again = HiveProcess(env, "up")
+    again = from_a_shell(env, "up")
     try:
-        again.wait_ready()
-        await healthy(env)
+        await ready_and_healthy(again, env)
         temporal = sqlite_files(state / "temporal.db")
         assert len(temporal) == 3, f"Temporal's store is in WAL mode: {temporal}"
         assert_modes(
@@ -359,13 +358,7 @@ class HostNixos(NixosBackend):
     MCP bridge is this venv's hive-agent."""
 
     def view(self, agent: str) -> AgentView:
-        base = self._settings.agent_state_dir(agent)
-        return AgentView(
-            home=str(base / "home"),
-            work=str(base / "work"),
-            mcp_socket=str(self._settings.agent_socket_path(agent)),
-            config=str(base / CONFIG_SUBDIR),
-        )
+        return host_view(self._settings, agent)
 
     def hive_agent_command(self) -> list[str]:
         return [str(Path(sys.executable).parent / "hive-agent")]
@@ -432,7 +425,7 @@ async def test_a_nixos_turn_keeps_the_api_key_out_of_every_command_line(
     monkeypatch: pytest.MonkeyPatch,
     fake_model: FakeAnthropic,
     claude_bin: Path,
-    short_run_dir: Path,
+    hive_run_dir: Path,
 ) -> None:
     fake = FakeInstall(tmp_path / "fake")
     for key, value in fake.env().items():
@@ -441,7 +434,7 @@ async def test_a_nixos_turn_keeps_the_api_key_out_of_every_command_line(
     env_file_spy(fake.bin_dir, spy_log)
     settings = HiveSettings(
         state_dir=tmp_path / "state",
-        run_dir=short_run_dir,
+        run_dir=hive_run_dir,
         claude_bin=str(claude_bin),
         api_key=SECRET_KEY,
         agent_extra_env={"ANTHROPIC_BASE_URL": fake_model.base_url},

@@ -31,7 +31,7 @@ from hyperhive.settings import HiveSettings
 from tests.fakes.anthropic_api import FakeAnthropic, Text, ToolUse, tool_result_text
 from tests.fakes.fixtures import REPO_ROOT, run_claude
 from tests.rig.broker import RecordingWaker
-from tests.rig.mcp_client import text_of, uds_client
+from tests.rig.mcp_client import INITIALIZE_REQUEST, text_of, uds_client
 
 pytestmark = pytest.mark.integration
 
@@ -202,21 +202,13 @@ async def test_an_agent_cannot_open_sessions_without_end(
 ) -> None:
     limit = sockets.settings.max_mcp_sessions_per_agent
     path = await sockets.start("alice")
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "flood", "version": "1"},
-        },
-    }
     headers = {"accept": "application/json, text/event-stream"}
     async with httpx2.AsyncClient(transport=httpx2.AsyncHTTPTransport(uds=str(path))) as http:
         statuses = []
         for _ in range(limit + 3):
-            response = await http.post("http://localhost/mcp", json=initialize, headers=headers)
+            response = await http.post(
+                "http://localhost/mcp", json=INITIALIZE_REQUEST, headers=headers
+            )
             statuses.append(response.status_code)
         assert statuses == [200] * limit + [503] * 3, statuses
         assert "Too many open sessions" in response.text

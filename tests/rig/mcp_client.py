@@ -11,6 +11,18 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
+# A client's first request, as JSON-RPC (for tests that speak raw HTTP to a socket).
+INITIALIZE_REQUEST = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "flood", "version": "1"},
+    },
+}
+
 
 @contextlib.asynccontextmanager
 async def uds_client(path: Path) -> AsyncIterator[Client]:
