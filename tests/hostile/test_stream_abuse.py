@@ -119,7 +119,8 @@ async def flood(hive: RunningC0re, path: str, first_event: bytes) -> None:
         assert len(served) + len(refused) == CLIENTS, sorted({s for s, _, _ in opened})
         assert sum(status == 200 for status, _, _ in greedy) == 12
         assert len(served) == 32, len(served)
-        said = await asyncio.gather(*(reader.read(4096) for reader in refused))
+        # The whole refusal: its JSON body ends the answer (a read may return less).
+        said = await asyncio.gather(*(reader.readuntil(b"}") for reader in refused))
         assert all(b"too_many_streams" in body for body in said)
         assert b"HIVE_MAX_LIVE_STREAMS_PER_CLIENT" in said[0], said[0]
         assert b"raise HIVE_MAX_LIVE_STREAMS)" in said[-1], said[-1]
