@@ -25,8 +25,9 @@ from api.stream_slots import CountedEventSource, client_of, slots_of
 from hyperhive.broker import MESSAGES_TOPIC, Broker
 from hyperhive.domain import MAX_STORE_ID, parse_resume_id
 from hyperhive.models import Message
-from hyperhive.operator import OperatorService
+from hyperhive.operator import AgentView, OperatorService
 from hyperhive.runtime import CoreRuntime
+from hyperhive.store.approvals import Approval
 
 router = APIRouter(tags=["dashboard"])
 
@@ -51,6 +52,9 @@ class Rows:
     # The newest message id the rendering has seen, and when it was taken.
     message_id: int
     taken_at: float
+    # What was rendered: the same rows again are not rendered again (approvals carry diffs).
+    agents_in: list[AgentView]
+    approvals_in: list[Approval]
 
 
 class SharedRows:
@@ -83,21 +87,33 @@ class SharedRows:
         taken_at = time.monotonic()
         agents = await self._operator.agents()
         approvals = await self._operator.approvals()
-        agents_data = _event("agents", {"count": len(agents), "html": render_agent_rows(agents)})
-        approvals_data = _event(
-            "approvals",
-            {"pending": pending_count(approvals), "html": render_approval_rows(approvals)},
-        )
         old = self._rows
+        if old is not None and agents == old.agents_in:
+            agents_data, agents_version = old.agents, old.agents_version
+        else:
+            agents_data = _event(
+                "agents", {"count": len(agents), "html": render_agent_rows(agents)}
+            )
+            agents_version = _version(old.agents, old.agents_version, agents_data) if old else 1
+        if old is not None and approvals == old.approvals_in:
+            approvals_data, approvals_version = old.approvals, old.approvals_version
+        else:
+            approvals_data = _event(
+                "approvals",
+                {"pending": pending_count(approvals), "html": render_approval_rows(approvals)},
+            )
+            approvals_version = (
+                _version(old.approvals, old.approvals_version, approvals_data) if old else 1
+            )
         return Rows(
             agents=agents_data,
-            agents_version=_version(old.agents, old.agents_version, agents_data) if old else 1,
+            agents_version=agents_version,
             approvals=approvals_data,
-            approvals_version=(
-                _version(old.approvals, old.approvals_version, approvals_data) if old else 1
-            ),
+            approvals_version=approvals_version,
             message_id=max(message_id, old.message_id if old else 0),
             taken_at=taken_at,
+            agents_in=agents,
+            approvals_in=approvals,
         )
 
 

@@ -67,6 +67,13 @@ def _recv_wake() -> list[Row]:
     return asyncio.run(recv_wake.run(1000))
 
 
+@bench("dashboard_update")
+def _dashboard_update() -> list[Row]:
+    from bench import dashboard_update
+
+    return asyncio.run(dashboard_update.run(50))
+
+
 @bench("broker_throughput")
 def _broker_throughput() -> list[Row]:
     from bench import broker_throughput

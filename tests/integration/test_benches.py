@@ -12,7 +12,15 @@ import re
 
 import pytest
 
-from bench import agent_task, cold_start, history_length, idle_agents, recv_wake, send_to_turn
+from bench import (
+    agent_task,
+    cold_start,
+    dashboard_update,
+    history_length,
+    idle_agents,
+    recv_wake,
+    send_to_turn,
+)
 from bench.common import Row
 
 pytestmark = pytest.mark.integration
@@ -41,6 +49,10 @@ async def test_recv_wake_measures() -> None:
 
 async def test_idle_agents_measures_a_few_agents() -> None:
     assert_measured(await idle_agents.run(3, window_s=1.0), 2)
+
+
+async def test_dashboard_update_measures_many_tabs_and_one() -> None:
+    assert_measured(await dashboard_update.run(2), 2)
 
 
 async def test_history_length_continues_as_new() -> None:
