@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.backends import ContainerBackend
 from activities.backends.mounts import CONFIG_SUBDIR
+from activities.warm_claude import WarmClaude, WarmPool, fingerprint
 from agent_harness.claude_command import (
     HIVE_SERVER,
     claude_argv,
@@ -32,6 +33,7 @@ from hyperhive import config_repo
 from hyperhive.agent_config import (
     INSTRUCTIONS_FILE,
     SETTINGS_FILE,
+    AppliedClaudeFiles,
     ClaudeConfig,
     ClaudeDefaults,
     ClaudeSettingsError,
@@ -41,7 +43,6 @@ from hyperhive.agent_config import (
 )
 from hyperhive.broker import agent_events_topic
 from hyperhive.bus import Bus
-from hyperhive.child_process import kill_process_group
 from hyperhive.credentials import turn_credentials
 from hyperhive.domain import MANAGER_NAME, AgentState, TurnErrorClass
 from hyperhive.models import Message, TurnRequest, TurnResult
@@ -50,6 +51,7 @@ from hyperhive.repo_git import RepoError
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import messages as message_store
+from hyperhive.turn_sends import TurnSends
 
 if TYPE_CHECKING:
     from hyperhive.metrics import HiveMetrics
@@ -73,12 +75,16 @@ class TurnActivities:
         backend: ContainerBackend,
         *,
         metrics: HiveMetrics | None = None,
+        warm: WarmPool | None = None,
+        turn_sends: TurnSends | None = None,
     ) -> None:
         self._settings = settings
         self._engine = engine
         self._bus = bus
         self._backend = backend
         self._metrics = metrics
+        self._warm = warm or WarmPool(0, 0)
+        self._turn_sends = turn_sends or TurnSends()
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, self._engine, *args, **kwargs)
@@ -109,15 +115,30 @@ class TurnActivities:
             repos_dir=self._backend.view(agent).repos if is_manager else None,
         )
         started = time.monotonic()
-        process = await self._start_claude(request, prompt)
+        self._turn_sends.begin(agent, request.turn_id)
         try:
-            result = await self._follow(request, message, process)
+            claude, warm = await self._claude_for(request)
+            self._warm.running(claude, warm=warm)
+            try:
+                await claude.start_turn(prompt, last=not self._warm.enabled)
+                result = await self._follow(request, message, claude, warm=warm)
+            except BaseException:
+                # A crash, hang, timeout or cancel: this claude is done for (its retry starts
+                # a fresh one that resumes the session), and gone before the retry starts.
+                claude.kill()
+                self._warm.done(claude, keep=False)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(claude.process.wait())
+                raise
+            self._warm.done(claude, keep=result.error_class == TurnErrorClass.NONE.value)
         except ApplicationError as err:
-            # A crash, hang or timeout: counted under its error type, then retried by Temporal.
+            # Counted under its error type, then retried by Temporal.
             if self._metrics is not None:
                 outcome = (err.type or "failed").lower()
                 self._metrics.turn_finished(agent, outcome, time.monotonic() - started)
             raise
+        finally:
+            self._turn_sends.end(agent, request.turn_id)
         if self._metrics is not None:
             self._metrics.turn_finished(agent, result.error_class, time.monotonic() - started)
         await self._db(agent_store.set_agent_state, agent, AgentState.IDLE)
@@ -130,7 +151,7 @@ class TurnActivities:
             sandboxed=self._backend.sandboxed,
         )
 
-    def _turn_config(self, agent: str) -> ClaudeConfig:
+    def _turn_config(self, agent: str) -> tuple[ClaudeConfig, AppliedClaudeFiles]:
         """The agent's applied CLAUDE.md and settings.json, written where its claude reads them
         (its config dir), and what they make of the host's defaults."""
         state = self._settings.state_path
@@ -147,9 +168,11 @@ class TurnActivities:
             self._settings.agent_state_dir(agent) / CONFIG_SUBDIR,
             {INSTRUCTIONS_FILE: files.instructions, SETTINGS_FILE: files.settings or b"{}"},
         )
-        return effective_config(settings, self.claude_defaults())
+        return effective_config(settings, self.claude_defaults()), files
 
-    async def _start_claude(self, request: TurnRequest, prompt: str) -> asyncio.subprocess.Process:
+    async def _claude_for(self, request: TurnRequest) -> tuple[WarmClaude, bool]:
+        """The agent's warm claude if one was started exactly as this turn would start it (and
+        True), else a fresh one (and False)."""
         agent = request.agent
         settings = self._settings
         view = self._backend.view(agent)
@@ -157,24 +180,27 @@ class TurnActivities:
         host_work = settings.agent_state_dir(agent) / "work"
         for path in (host_home, host_work):
             private_dir(path)
-        config = await asyncio.to_thread(self._turn_config, agent)
-        resume = session_exists(host_home, Path(view.work), request.session_id)
+        config, files = await asyncio.to_thread(self._turn_config, agent)
         bridge = self._backend.hive_agent_command()
-        argv = claude_argv(
-            settings.claude_bin,
-            session_id=request.session_id,
-            resume=resume,
-            mcp_config=hive_mcp_config(
-                command=bridge[0],
-                args=(*bridge[1:], "mcp"),
-                env={"HIVE_MCP_SOCKET": view.mcp_socket, "HIVE_AGENT": agent},
-            ),
-            model=config.model,
-            permission_mode=config.permission_mode,
-            append_system_prompt_file=str(PurePosixPath(view.config) / INSTRUCTIONS_FILE),
-            settings_file=str(PurePosixPath(view.config) / SETTINGS_FILE),
-            add_dirs=(view.repos,) if agent == MANAGER_NAME else (),
-        )
+
+        def argv(resume: bool) -> list[str]:
+            return claude_argv(
+                settings.claude_bin,
+                session_id=request.session_id,
+                resume=resume,
+                mcp_config=hive_mcp_config(
+                    command=bridge[0],
+                    args=(*bridge[1:], "mcp"),
+                    env={"HIVE_MCP_SOCKET": view.mcp_socket, "HIVE_AGENT": agent},
+                ),
+                model=config.model,
+                permission_mode=config.permission_mode,
+                append_system_prompt_file=str(PurePosixPath(view.config) / INSTRUCTIONS_FILE),
+                settings_file=str(PurePosixPath(view.config) / SETTINGS_FILE),
+                add_dirs=(view.repos,) if agent == MANAGER_NAME else (),
+                stream_input=True,
+            )
+
         base = {k: v for k, v in os.environ.items() if k in PASSED_ENV}
         # The agent's own login beats the host-wide one (HIVE_API_KEY, HIVE_OAUTH_TOKEN), which
         # beats what HIVE_AGENT_EXTRA_ENV carries.
@@ -188,9 +214,19 @@ class TurnActivities:
             extra={**git_identity_env(agent), **extra, **credentials.env},
             sandboxed=self._backend.sandboxed,
         )
+        # A session resumed or created, the same claude either way.
+        wanted = fingerprint(
+            argv(resume=True),
+            env,
+            (files.instructions, files.settings or b"", files.agent_nix),
+        )
+        warm = self._warm.take(agent, wanted)
+        if warm is not None:
+            return warm, True
+        resume = session_exists(host_home, Path(view.work), request.session_id)
         try:
-            return await self._backend.exec(
-                agent, argv, env=env, stdin=prompt.encode(), host_cwd=host_work
+            process = await self._backend.exec(
+                agent, argv(resume), env=env, stdin=b"", host_cwd=host_work, keep_stdin=True
             )
         except FileNotFoundError as exc:
             raise ApplicationError(
@@ -198,12 +234,13 @@ class TurnActivities:
                 "HIVE_CLAUDE_BIN to its path.",
                 type="ClaudeMissing",
             ) from exc
+        return WarmClaude(agent, process, wanted), False
 
     async def _follow(
-        self, request: TurnRequest, message: Message, process: asyncio.subprocess.Process
+        self, request: TurnRequest, message: Message, claude: WarmClaude, *, warm: bool
     ) -> TurnResult:
-        """Read claude's stream to the end: persist, publish and heartbeat every event."""
-        assert process.stdout is not None and process.stderr is not None
+        """Read claude's stream to the turn's `result` (or its exit): persist, publish and
+        heartbeat every event."""
         settings = self._settings
         info = activity.info()
         seq = info.attempt * SEQ_STRIDE
@@ -217,11 +254,11 @@ class TurnActivities:
                 "text": f"← #{message.id} from {message.sender}: {_clip(message.body)}",
                 "message_id": message.id,
                 "from": message.sender,
+                "warm": warm,
             },
         )
         await self._db(agent_store.touch_activity, request.agent)
         accumulator = TurnAccumulator()
-        stderr_task = asyncio.create_task(process.stderr.read())
         beat_every = info.heartbeat_timeout.total_seconds() / 3 if info.heartbeat_timeout else 5.0
         beat = asyncio.create_task(_heartbeat_every(max(0.5, beat_every)))
         try:
@@ -229,7 +266,7 @@ class TurnActivities:
                 while True:
                     try:
                         raw = await asyncio.wait_for(
-                            process.stdout.readline(), settings.turn_idle_timeout_s
+                            claude.readline(), settings.turn_idle_timeout_s
                         )
                     except TimeoutError:
                         raise ApplicationError(
@@ -253,7 +290,8 @@ class TurnActivities:
                             f"{hive}); the turn is retried with the same message",
                             type="HiveToolsMissing",
                         )
-                returncode = await process.wait()
+                    if event.type == "result":
+                        break  # the turn is over; a warm claude waits for the next one
         except TimeoutError:
             raise ApplicationError(
                 f"the turn ran longer than {settings.turn_timeout_s:.0f} s (HIVE_TURN_TIMEOUT_S)",
@@ -261,11 +299,6 @@ class TurnActivities:
             ) from None
         finally:
             beat.cancel()
-            if process.returncode is None:
-                kill_process_group(process.pid)
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(process.wait())
-            stderr = await _quietly(stderr_task)
         outcome = accumulator.outcome(now=time.time())
         error_class = outcome.error_class
         if outcome.session_missing:
@@ -281,7 +314,8 @@ class TurnActivities:
                 type="SessionMissing",
             )
         if error_class is TurnErrorClass.CRASHED:
-            tail = stderr.decode(errors="replace").strip()[-500:]
+            returncode = await claude.wait_exit()
+            tail = claude.stderr_tail()
             raise ApplicationError(
                 f"claude exited with code {returncode} without a result: {tail or 'no stderr'}",
                 type="TurnCrashed",
@@ -293,7 +327,7 @@ class TurnActivities:
             error_class=error_class.value,
             error_message=outcome.error_message,
             retry_after_s=outcome.retry_after_s,
-            cost_usd=outcome.cost_usd,
+            cost_usd=claude.turn_cost(outcome.cost_usd),
             input_tokens=outcome.input_tokens,
             output_tokens=outcome.output_tokens,
             duration_ms=outcome.duration_ms or 0,
@@ -304,7 +338,7 @@ class TurnActivities:
             message_id=message.id,
             session_id=result.session_id,
             duration_ms=outcome.duration_ms or 0,
-            cost_usd=outcome.cost_usd,
+            cost_usd=result.cost_usd,
             input_tokens=outcome.input_tokens,
             output_tokens=outcome.output_tokens,
             cache_read_tokens=outcome.cache_read_input_tokens,
@@ -341,10 +375,3 @@ async def _heartbeat_every(interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
         activity.heartbeat()
-
-
-async def _quietly(task: Awaitable[bytes]) -> bytes:
-    try:
-        return await asyncio.wait_for(task, 5)
-    except (TimeoutError, asyncio.CancelledError):
-        return b""

@@ -36,8 +36,13 @@ def claude_argv(
     append_system_prompt_file: str | None = None,
     settings_file: str | None = None,
     add_dirs: Sequence[str] = (),
+    stream_input: bool = False,
 ) -> list[str]:
     """The argv of one turn. The prompt is not in it: write it to the process's stdin.
+
+    ``stream_input``: ``--input-format stream-json``: stdin carries one JSON user message per
+    line, each a turn ending with a ``result`` event, and claude lives on until stdin closes
+    (a warm agent). ``total_cost_usd`` in each result is then the process's running total.
 
     ``--mcp-config``, ``--allowedTools`` and ``--add-dir`` are variadic: a positional prompt after
     them would be taken as one more value, so the prompt always goes on stdin (``-p`` reads it).
@@ -64,6 +69,10 @@ def claude_argv(
         "--output-format",
         "stream-json",
         "--verbose",
+    ]
+    if stream_input:
+        argv += ["--input-format", "stream-json"]
+    argv += [
         "--resume" if resume else "--session-id",
         session_id,
         "--permission-mode",

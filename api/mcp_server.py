@@ -262,7 +262,8 @@ async def send(
     It is stored at once and wakes the recipient; its reply arrives in your inbox (recv).
     """
     me = caller(ctx)
-    result = await me.broker.send(me.agent, to, body)
+    key = me.broker.turn_sends.next_key(me.agent, to, body)
+    result = await me.broker.send(me.agent, to, body, send_key=key)
     return (
         f"sent #{result.id} to {result.recipient} ({result.recipient} has {result.pending} pending)"
     )

@@ -167,6 +167,8 @@ class AppliedClaudeFiles(BaseModel):
 
     instructions: bytes = b""
     settings: bytes | None = None
+    # agent.nix: a warm claude started before it changed (mounts, say) is not used after.
+    agent_nix: bytes = b""
 
 
 def write_turn_config(config_dir: Path, files: Mapping[str, bytes]) -> None:

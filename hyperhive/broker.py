@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -29,6 +30,7 @@ from hyperhive.models import AgentInfo, Message, SendResult
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import messages as message_store
+from hyperhive.turn_sends import TurnSends
 
 if TYPE_CHECKING:
     from hyperhive.metrics import HiveMetrics
@@ -183,6 +185,8 @@ class Broker:
         self.engine = engine
         self.bus = bus
         self.settings = settings
+        # The turn each agent is in (set by the turn activity), keying the sends made in it.
+        self.turn_sends = TurnSends()
         self._waker = waker
         self._recheck_interval_s = recheck_interval_s
         self._clock = clock
@@ -195,8 +199,13 @@ class Broker:
 
     # -- public API ---------------------------------------------------------------------------
 
-    async def send(self, sender: str, to: str, body: str) -> SendResult:
+    async def send(
+        self, sender: str, to: str, body: str, *, send_key: str | None = None
+    ) -> SendResult:
         """Store a message from `sender` to `to` and wake `to` if needed.
+
+        `send_key`: the call's key within a turn (`self.turn_sends`); a message stored under it
+        already is returned as it is, not stored again.
 
         Raises BrokerError (nothing stored): invalid_name, unknown_agent, invalid_body,
         empty_body, body_too_large, rate_limited.
@@ -207,7 +216,9 @@ class Broker:
         bucket = self._take_token(sender)
         # Shielded: once the row may be written, a cancelled caller must not leave the wake-up
         # flag set without a wake-up (the agent would sleep on its messages until a restart).
-        return await asyncio.shield(self._spawn(self._store_and_wake(sender, to, body, bucket)))
+        return await asyncio.shield(
+            self._spawn(self._store_and_wake(sender, to, body, bucket, send_key))
+        )
 
     async def notify_operator(self, agent: str, body: str) -> SendResult:
         """hive-c0re's own notice to the operator about `agent` (paused, over budget, needs a
@@ -430,11 +441,23 @@ class Broker:
     # -- store and wake-ups -------------------------------------------------------------------
 
     async def _store_and_wake(
-        self, sender: str, to: str, body: str, bucket: _Bucket | None
+        self,
+        sender: str,
+        to: str,
+        body: str,
+        bucket: _Bucket | None,
+        send_key: str | None = None,
     ) -> SendResult:
         try:
-            message, wake, pending = await asyncio.to_thread(
-                message_store.insert_message_counted, self.engine, sender, to, body
+            message, wake, pending, repeated = await asyncio.to_thread(
+                functools.partial(
+                    message_store.insert_message_counted,
+                    self.engine,
+                    sender,
+                    to,
+                    body,
+                    send_key=send_key,
+                )
             )
         except agent_store.NoSuchAgent as e:
             self._give_back_token(sender, bucket, forget=e.name == sender)
@@ -442,6 +465,18 @@ class Broker:
         except BaseException:
             self._give_back_token(sender, bucket, forget=False)
             raise
+        if repeated:
+            # The same call of an earlier attempt of this turn stored it: that one counted, woke
+            # and was published.
+            self._give_back_token(sender, bucket, forget=False)
+            log.info(
+                "%s's retried turn sent #%d to %s again: the stored message is returned, "
+                "not sent twice",
+                sender,
+                message.id,
+                message.recipient,
+            )
+            return SendResult(id=message.id, recipient=message.recipient, pending=pending)
         if self._metrics is not None:
             self._metrics.message_sent(sender)
         event = message.model_dump(mode="json")

@@ -18,6 +18,7 @@ from activities.lifecycle import LifecycleActivities
 from activities.repos import RepoActivities
 from activities.store import StoreActivities
 from activities.turns import TurnActivities
+from activities.warm_claude import WarmPool
 from api.admin_socket import AdminSocket
 from api.agent_page_servers import AgentPageServers
 from api.app import create_app, csrf_guard
@@ -72,10 +73,19 @@ def build_workers(
     bus: Bus,
     agent_runtime: AgentRuntime,
     waker: TemporalWaker,
+    warm: WarmPool,
 ) -> list[Worker]:
     settings = runtime.settings
     store = StoreActivities(runtime.engine)
-    turns = TurnActivities(settings, runtime.engine, bus, backend, metrics=runtime.metrics)
+    turns = TurnActivities(
+        settings,
+        runtime.engine,
+        bus,
+        backend,
+        metrics=runtime.metrics,
+        warm=warm,
+        turn_sends=runtime.broker.turn_sends,
+    )
     agents = AgentActivities(runtime.engine, runtime.broker)
     lifecycle = LifecycleActivities(
         settings, runtime.engine, runtime.broker, backend, agent_runtime, waker, runtime.client
@@ -169,9 +179,14 @@ async def run_c0re(
                 http=header_deadline_protocol(settings.http_header_timeout_s),
             )
         )
-        workers = build_workers(runtime, backend, bus, agents, waker)
+        warm = WarmPool(settings.warm_agents, settings.warm_idle_s)
+        runtime.warm_agents = warm.warm_agents
+        metrics.watch_warm(warm)
+        workers = build_workers(runtime, backend, bus, agents, waker, warm)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(broker.aclose)
+            # After the workers stopped (exit order): no turn takes a warm claude any more.
+            stack.push_async_callback(warm.close_all)
             stack.push_async_callback(sockets.stop_all)
             stack.push_async_callback(pages.stop_all)
             if proxies is not None:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from hyperhive.agent_config import INSTRUCTIONS_FILE, SETTINGS_FILE, AppliedClaudeFiles
 from hyperhive.agent_flake import FLAKE_FILE, PIN_FILE, Pin, generate_flake, host_nix_system
-from hyperhive.config_templates import initial_config
+from hyperhive.config_templates import AGENT_NIX_FILE, initial_config
 from hyperhive.config_tree import (
     CONFIG_FILES,
     MAX_CONFIG_BYTES,
@@ -455,6 +455,7 @@ def applied_claude_files(state_path: Path, agent: str) -> AppliedClaudeFiles:
             return AppliedClaudeFiles(
                 instructions=_read_no_follow(repo / INSTRUCTIONS_FILE) or b"",
                 settings=_read_no_follow(repo / SETTINGS_FILE),
+                agent_nix=_read_no_follow(repo / AGENT_NIX_FILE) or b"",
             )
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -73,6 +74,55 @@ def turn_outcome(error_class: TurnErrorClass | str) -> str:
     return "ok" if value == TurnErrorClass.NONE.value else value
 
 
+class WarmSource(Protocol):
+    """What the worker's warm pool tells about itself (activities.warm_claude.WarmPool)."""
+
+    def warm_agents(self) -> frozenset[str]: ...
+
+    def starts(self) -> tuple[int, int]: ...
+
+    def rss_bytes(self) -> int: ...
+
+
+class WarmCollector(Collector):
+    """Warm agents, read from the pool at scrape time."""
+
+    def __init__(self, source: WarmSource) -> None:
+        self._source = source
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        warm = GaugeMetricFamily(
+            "hive_agent_warm",
+            "1 for each agent whose claude is running between turns (or in one): its next "
+            "turn starts in milliseconds.",
+            labels=["agent"],
+        )
+        agents = sorted(self._source.warm_agents())
+        for agent in agents:
+            warm.add_metric([agent], 1)
+        yield warm
+        yield GaugeMetricFamily(
+            "hive_warm_agents", "Agents whose claude is running now.", value=len(agents)
+        )
+        yield GaugeMetricFamily(
+            "hive_warm_rss_bytes",
+            "Resident memory of the warm agents' claudes with their sandboxes.",
+            value=self._source.rss_bytes(),
+        )
+        warm_starts, cold_starts = self._source.starts()
+        starts = CounterMetricFamily(
+            "hive_turn_starts",
+            "Turns by how their claude started: warm (already running) or cold (started).",
+            labels=["kind"],
+        )
+        starts.add_metric(["warm"], warm_starts)
+        starts.add_metric(["cold"], cold_starts)
+        yield starts
+
+
 class HiveMetrics:
     """hive-c0re's instruments and the registry `/metrics` renders.
 
@@ -120,6 +170,10 @@ class HiveMetrics:
             self._turn_duration,
         ):
             self.registry.register(instrument)
+
+    def watch_warm(self, source: WarmSource) -> None:
+        """Export the warm agents of `source` (once, at start-up)."""
+        self.registry.register(WarmCollector(source))
 
     def message_sent(self, sender: str) -> None:
         """Count one message stored from `sender`."""

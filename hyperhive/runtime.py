@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -33,3 +34,5 @@ class CoreRuntime:
     served_page_ports: dict[str, int] = field(default_factory=dict)
     # What the operator's pages ask for (HIVE_ACCESS_TOKEN_REQUIRED); None = no token.
     access_token: str | None = field(default=None, repr=False)
+    # Agents whose claude is running now, between turns or in one (the worker's warm pool).
+    warm_agents: Callable[[], frozenset[str]] = field(default=lambda: frozenset())

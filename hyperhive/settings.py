@@ -155,6 +155,18 @@ class HiveSettings(BaseSettings):
     turn_timeout_s: float = Field(
         default=3600.0, gt=0, description="Longest a single turn may run."
     )
+    warm_agents: int = Field(
+        default=8,
+        ge=0,
+        description="How many agents keep their claude running between turns (the least "
+        "recently used goes cold first); a warm agent's next message reaches the model in "
+        "milliseconds instead of seconds. 0 turns warm agents off: every turn starts claude.",
+    )
+    warm_idle_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A warm agent without a turn for this long goes cold (its claude exits).",
+    )
     max_turns_per_hour: int = Field(
         default=60,
         ge=1,

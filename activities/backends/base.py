@@ -113,7 +113,11 @@ class ContainerBackend(Protocol):
         env: Mapping[str, str],
         stdin: bytes,
         host_cwd: Path,
+        keep_stdin: bool = False,
     ) -> asyncio.subprocess.Process:
         """Start `argv` in the agent's container as the leader of its own process group, with
-        stdout piped; the caller reads it and kills the group when done."""
+        stdout piped; the caller reads it and kills the group when done.
+
+        `stdin` is written to the process; its stdin is then closed, unless `keep_stdin` (a
+        warm claude reads one turn after another from it)."""
         ...

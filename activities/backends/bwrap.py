@@ -212,6 +212,7 @@ class BwrapBackend:
         env: Mapping[str, str],
         stdin: bytes,
         host_cwd: Path,
+        keep_stdin: bool = False,
     ) -> asyncio.subprocess.Process:
         record = self._read(agent)
         if record is None or record.status is not ContainerStatus.UP:
@@ -266,7 +267,8 @@ class BwrapBackend:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             process.stdin.write(stdin)
             await process.stdin.drain()
-        process.stdin.close()
+        if not keep_stdin:
+            process.stdin.close()
         return process
 
     # -- the sandbox -----------------------------------------------------------------------------

@@ -331,6 +331,7 @@ class NixosBackend:
         env: Mapping[str, str],
         stdin: bytes,
         host_cwd: Path,
+        keep_stdin: bool = False,
     ) -> asyncio.subprocess.Process:
         """`nixos-container run h-<name> -- …` in the container's working dir (view().work;
         `host_cwd` is the same dir seen from the host). The environment travels in a 0600 file
@@ -374,8 +375,8 @@ class NixosBackend:
             process.stdin.write(stdin)
             await process.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
-            pass  # it exited already: its exit code and stderr say why
-        finally:
+            keep_stdin = False  # it exited already: its exit code and stderr say why
+        if not keep_stdin:
             process.stdin.close()
         return process
 

@@ -7,6 +7,7 @@ nixos for anything but a developer's own experiments.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -98,6 +99,7 @@ class ProcessBackend:
         env: Mapping[str, str],
         stdin: bytes,
         host_cwd: Path,
+        keep_stdin: bool = False,
     ) -> asyncio.subprocess.Process:
         # A turn must not outlive hive-c0re: after a crash it is retried, not duplicated.
         command, preexec = dying_with_parent(argv)
@@ -113,9 +115,11 @@ class ProcessBackend:
             limit=16 * 1024 * 1024,  # one stream-json line can carry a large tool result
         )
         assert process.stdin is not None
-        process.stdin.write(stdin)
-        await process.stdin.drain()
-        process.stdin.close()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            process.stdin.write(stdin)
+            await process.stdin.drain()
+        if not keep_stdin:
+            process.stdin.close()
         return process
 
 

@@ -101,17 +101,32 @@ def insert_message(engine: Engine, sender: str, recipient: str, body: str) -> tu
 
 
 def insert_message_counted(
-    engine: Engine, sender: str, recipient: str, body: str
-) -> tuple[Message, bool, int]:
+    engine: Engine, sender: str, recipient: str, body: str, *, send_key: str | None = None
+) -> tuple[Message, bool, int, bool]:
     """`insert_message`, plus how many messages now wait for the recipient (this one included),
-    counted in the same transaction."""
+    counted in the same transaction, and whether the message was stored before.
+
+    `send_key` (hyperhive.turn_sends): when a message with this key is stored already (the same
+    call of an earlier attempt of the same turn), nothing is stored and that message is returned,
+    with no wake-up (its own send woke the recipient).
+    """
     with begin(engine, write=True) as conn:
-        message, wake = _insert(conn, sender, recipient, body)
+        if send_key is not None:
+            row = conn.execute(_BY_SEND_KEY, {"send_key": send_key}).first()
+            if row is not None:
+                pending = conn.execute(_PENDING, {"recipient": row.recipient}).scalar()
+                return _message(row), False, int(pending or 0), True
+        message, wake = _insert(conn, sender, recipient, body, send_key)
         pending = conn.execute(_PENDING, {"recipient": recipient}).scalar()
-    return message, wake, int(pending or 0)
+    return message, wake, int(pending or 0), False
 
 
-def _insert(conn: Connection, sender: str, recipient: str, body: str) -> tuple[Message, bool]:
+_BY_SEND_KEY = sa.select(MESSAGES).where(MESSAGES.c.send_key == sa.bindparam("send_key"))
+
+
+def _insert(
+    conn: Connection, sender: str, recipient: str, body: str, send_key: str | None = None
+) -> tuple[Message, bool]:
     now = utcnow()
     if sender not in (OPERATOR_NAME, SYSTEM_SENDER) and (
         conn.execute(_SENDER_EXISTS, {"sender": sender}).first() is None
@@ -130,7 +145,14 @@ def _insert(conn: Connection, sender: str, recipient: str, body: str) -> tuple[M
         if not agent.wake_pending and agent.state != AgentState.STOPPED:
             wake = conn.execute(_SET_WAKE, {"recipient": recipient}).rowcount == 1
     result = conn.execute(
-        _INSERT, {"sender": sender, "recipient": recipient, "body": body, "created_at": now}
+        _INSERT,
+        {
+            "sender": sender,
+            "recipient": recipient,
+            "body": body,
+            "created_at": now,
+            "send_key": send_key,
+        },
     )
     key = result.inserted_primary_key
     assert key is not None

@@ -167,6 +167,16 @@ def _v2_broker(conn: Connection) -> None:
     ).create(conn, checkfirst=False)
 
 
+def _v3_send_keys(conn: Connection) -> None:
+    """v3: messages.send_key, unique (see hyperhive.turn_sends)."""
+    md = sa.MetaData()
+    messages = sa.Table("messages", md, sa.Column("send_key", sa.String(64), nullable=True))
+    ddl = sa.schema.CreateColumn(messages.c.send_key).compile(dialect=conn.dialect)
+    conn.execute(sa.text(f"ALTER TABLE messages ADD COLUMN {ddl}"))
+    # NULLs are distinct in a unique index on both engines: messages sent outside a turn.
+    sa.Index("ux_messages_send_key", messages.c.send_key, unique=True).create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema: agents, messages, approvals, turn_records", _v1_initial_schema),
     Migration(
@@ -174,6 +184,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "broker: messages.turn_id, agents.wake_pending, turn_events",
         _v2_broker,
     ),
+    Migration(3, "sends once: messages.send_key", _v3_send_keys),
 )
 
 

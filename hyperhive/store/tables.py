@@ -156,6 +156,7 @@ class MessageRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_messages_inbox", "recipient", "delivered_at", "id"),
         Index("ix_messages_turn_id", "turn_id"),
+        Index("ux_messages_send_key", "send_key", unique=True),
         {"sqlite_autoincrement": True},
     )
 
@@ -167,6 +168,9 @@ class MessageRow(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # The agent turn that claimed it (None when popped by recv, or not delivered yet).
     turn_id: str | None = Field(default=None, sa_type=String(64))
+    # A send made inside a turn: its key (hyperhive.turn_sends), so a retried turn's repeat of
+    # the same call finds this message instead of storing another.
+    send_key: str | None = Field(default=None, sa_type=String(64))
 
 
 class ApprovalRow(SQLModel, table=True):

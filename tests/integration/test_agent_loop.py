@@ -40,9 +40,13 @@ async def test_agents_talk_through_the_broker(start_c0re, fake_model: FakeAnthro
         lambda r: (w := wake_of(r)) is not None and w.agent == "a" and w.sender == "b"
     )
     assert "pong from b" in pong.prompt
-    # b's send succeeded: its tool result says so.
-    results = [tool_result_text(t) for r in fake_model.turn_requests() for t in r.tool_results]
-    assert any(text.startswith("sent #") and "to a" in text for text in results), results
+    # b's send succeeded: its tool result says so (b's model may see it after a, warm, woke).
+    await fake_model.wait_for_async(
+        lambda r: any(
+            tool_result_text(t).startswith("sent #") and "to a" in tool_result_text(t)
+            for t in r.tool_results
+        )
+    )
 
     status_a = await hive.wait_status("a", lambda s: s.turns_total == 2 and s.state == "idle")
     status_b = await hive.wait_status("b", lambda s: s.turns_total == 1 and s.state == "idle")
