@@ -8,7 +8,8 @@ Routes, relative to the mount point:
 - `GET api/events` SSE: the stored turn events after `Last-Event-ID` (on a first connect the last
   `REPLAY_LIMIT`), then each new one as it is stored; each `id:` is the stored event's id and each
   `data:` is `{"id", "turn_id", "seq", "kind", "created_at", "items": [rendered items]}`. An
-  `event: status` carries the agent's state and status text whenever they change.
+  `event: status` carries the agent's state, status text, counts and whether its claude is warm
+  whenever they change.
 - `POST api/send` {body}, `POST api/cancel`, `POST api/pause`, `POST api/resume`,
   `POST api/login` {kind, secret} (JSON or form), `GET api/credentials`
 
@@ -137,6 +138,9 @@ def status_data(view: AgentView) -> dict[str, Any]:
         "pending": view.pending,
         "spend_today_usd": view.spend_today_usd,
         "turns_today": view.turns_today,
+        # Read from the worker's warm pool, not the store: a stream sees it change on its next
+        # look at the agent (any event of the agent's, or STATUS_POLL_S).
+        "warm": view.warm,
     }
 
 

@@ -213,12 +213,29 @@ class Broker:
         self._check_name(sender, "sender")
         self._check_name(to, "recipient")
         self._check_body(body)
-        bucket = self._take_token(sender)
+        try:
+            bucket = self._take_token(sender)
+        except RateLimitedError:
+            # A retried turn repeating a send it made is answered, whatever the rate: it sends
+            # nothing new.
+            stored = await self._stored_send(send_key)
+            if stored is None:
+                raise
+            return stored
         # Shielded: once the row may be written, a cancelled caller must not leave the wake-up
         # flag set without a wake-up (the agent would sleep on its messages until a restart).
         return await asyncio.shield(
             self._spawn(self._store_and_wake(sender, to, body, bucket, send_key))
         )
+
+    async def _stored_send(self, send_key: str | None) -> SendResult | None:
+        if send_key is None:
+            return None
+        found = await asyncio.to_thread(message_store.sent_with_key, self.engine, send_key)
+        if found is None:
+            return None
+        message, pending = found
+        return SendResult(id=message.id, recipient=message.recipient, pending=pending)
 
     async def notify_operator(self, agent: str, body: str) -> SendResult:
         """hive-c0re's own notice to the operator about `agent` (paused, over budget, needs a

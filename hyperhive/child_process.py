@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import functools
@@ -47,3 +48,21 @@ def kill_process_group(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
     """Signal the group led by `pid` (a child started with start_new_session / process_group=0)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+class LiveProcesses:
+    """The processes started in each agent's container (turns, warm claudes): a container that
+    stops takes them down with it."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, set[asyncio.subprocess.Process]] = {}
+
+    def add(self, agent: str, process: asyncio.subprocess.Process) -> None:
+        live = self._live.setdefault(agent, set())
+        live.difference_update({p for p in live if p.returncode is not None})
+        live.add(process)
+
+    def kill(self, agent: str) -> None:
+        for process in self._live.pop(agent, set()):
+            if process.returncode is None:
+                kill_process_group(process.pid)

@@ -105,6 +105,14 @@ def _model(agent: dict[str, Any]) -> str:
     return agent.get("model") or "(claude's default)"
 
 
+def _warm(agent: dict[str, Any]) -> str:
+    """Whether its claude is running now (the next turn starts at once) or must be started."""
+    warm = agent.get("warm")
+    if warm is None:
+        return "-"  # a hive-c0re that does not say
+    return "warm" if warm else "cold"
+
+
 def agents_table(agents: list[dict[str, Any]]) -> str:
     if not agents:
         return "no agents"
@@ -116,6 +124,7 @@ def agents_table(agents: list[dict[str, Any]]) -> str:
             [
                 a["name"],
                 a["state"] + (f" ({a['pending']} pending)" if a.get("pending") else ""),
+                _warm(a),
                 a["container_status"],
                 deployed,
                 _model(a),
@@ -129,6 +138,7 @@ def agents_table(agents: list[dict[str, Any]]) -> str:
         [
             "NAME",
             "STATE",
+            "CLAUDE",
             "CONTAINER",
             "DEPLOYED",
             "MODEL",

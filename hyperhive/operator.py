@@ -73,6 +73,9 @@ class AgentView(AgentOverview):
     permission_mode: str = ""
     permission_mode_from: str = "default"
     config_problem: str = ""
+    # Its claude is running now, between turns or in one (activities/warm_claude.py): its next
+    # turn starts at once. False: the next turn starts claude first (a cold start).
+    warm: bool = False
 
 
 class Urls(BaseModel):
@@ -146,6 +149,7 @@ class OperatorService:
         )
         rev = await self.hyperhive_rev()
         configs = await asyncio.to_thread(lambda: [self._claude_config(row.name) for row in rows])
+        warm = self._rt.warm_agents()
         return [
             AgentView(
                 **row.model_dump(),
@@ -155,6 +159,7 @@ class OperatorService:
                 page_url=self.page_url(row.name, row.agent_port),
                 dashboard_path=f"/agents/{row.name}/",
                 history_url=self.history_url(row.name),
+                warm=row.name in warm,
             )
             for row, config in zip(rows, configs, strict=True)
         ]

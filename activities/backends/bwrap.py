@@ -105,7 +105,7 @@ from activities.backends.bwrap_layout import (
 )
 from activities.backends.mounts import CONTAINER_VIEW
 from activities.backends.ownership import adopt, share_read_only
-from hyperhive.child_process import dying_with_parent, kill_process_group
+from hyperhive.child_process import LiveProcesses, dying_with_parent
 from hyperhive.domain import InvalidName, check_agent_name
 from hyperhive.settings import HiveSettings
 
@@ -160,7 +160,7 @@ class BwrapBackend:
     def __init__(self, settings: HiveSettings, *, bwrap: str = "bwrap") -> None:
         self._settings = settings
         self._bwrap = bwrap
-        self._live: dict[str, set[asyncio.subprocess.Process]] = {}
+        self._live = LiveProcesses()
         self._drop_checked = False
 
     # -- the interface ---------------------------------------------------------------------------
@@ -187,7 +187,7 @@ class BwrapBackend:
 
     async def stop(self, agent: str) -> None:
         record = self._read(agent)
-        self._kill_live(agent)
+        self._live.kill(agent)
         if record is not None and record.status is not ContainerStatus.DOWN:
             self._write(agent, _replace_status(record, ContainerStatus.DOWN))
 
@@ -197,7 +197,7 @@ class BwrapBackend:
         self._write(spec.agent, _Record(record.status, str(spec.flake_dir), spec.mounts))
 
     async def destroy(self, agent: str) -> None:
-        self._kill_live(agent)
+        self._live.kill(agent)
         self._state_file(agent).unlink(missing_ok=True)
 
     async def status(self, agent: str) -> ContainerStatus:
@@ -259,9 +259,7 @@ class BwrapBackend:
         finally:
             for fd in pipes:
                 os.close(fd)
-        live = self._live.setdefault(agent, set())
-        live.difference_update({p for p in live if p.returncode is not None})
-        live.add(process)
+        self._live.add(agent, process)
         assert process.stdin is not None
         # A sandbox that fails to start closes its stdin early: its exit code and stderr say why.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -347,11 +345,6 @@ class BwrapBackend:
                     "check that the state and run dirs are on a local filesystem where root "
                     "can change owners (not NFS with root_squash)",
                 ) from e
-
-    def _kill_live(self, agent: str) -> None:
-        for process in self._live.pop(agent, set()):
-            if process.returncode is None:
-                kill_process_group(process.pid)
 
     def _state_file(self, agent: str) -> Path:
         try:

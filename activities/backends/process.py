@@ -21,7 +21,7 @@ from activities.backends.base import (
     ContainerStatus,
 )
 from activities.backends.mounts import CONFIG_SUBDIR
-from hyperhive.child_process import dying_with_parent
+from hyperhive.child_process import LiveProcesses, dying_with_parent
 from hyperhive.settings import HiveSettings
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class ProcessBackend:
 
     def __init__(self, settings: HiveSettings) -> None:
         self._settings = settings
+        self._live = LiveProcesses()
         log.warning(WARNING)
 
     def view(self, agent: str) -> AgentView:
@@ -70,6 +71,7 @@ class ProcessBackend:
         path.write_text(ContainerStatus.UP.value)
 
     async def stop(self, agent: str) -> None:
+        self._live.kill(agent)
         path = self._state_file(agent)
         if path.exists():
             path.write_text(ContainerStatus.DOWN.value)
@@ -83,6 +85,7 @@ class ProcessBackend:
             )
 
     async def destroy(self, agent: str) -> None:
+        self._live.kill(agent)
         self._state_file(agent).unlink(missing_ok=True)
 
     async def status(self, agent: str) -> ContainerStatus:
@@ -114,6 +117,7 @@ class ProcessBackend:
             preexec_fn=preexec,
             limit=16 * 1024 * 1024,  # one stream-json line can carry a large tool result
         )
+        self._live.add(agent, process)
         assert process.stdin is not None
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             process.stdin.write(stdin)

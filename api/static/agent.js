@@ -190,6 +190,13 @@
     const state = document.getElementById("agent-state");
     state.textContent = s.state;
     state.className = "state state-" + s.state;
+    const warmth = document.getElementById("agent-warm");
+    if (typeof s.warm === "boolean") {
+      const kind = s.warm ? "warm" : "cold";
+      warmth.textContent = kind;
+      warmth.className = "warmth warmth-" + kind;
+      warmth.title = warmth.dataset[s.warm ? "titleWarm" : "titleCold"] || "";
+    }
     document.getElementById("agent-status-text").textContent = s.status_text || "";
     document.getElementById("agent-counts").textContent =
       s.pending + " pending · " + s.turns_today + (s.turns_today === 1 ? " turn" : " turns") + " / " + money(s.spend_today_usd) + " today";

@@ -49,6 +49,7 @@ __all__ = [
     "recent_messages",
     "recv_tag",
     "release_turn_message",
+    "sent_with_key",
     "undeliver_message",
 ]
 
@@ -122,6 +123,16 @@ def insert_message_counted(
 
 
 _BY_SEND_KEY = sa.select(MESSAGES).where(MESSAGES.c.send_key == sa.bindparam("send_key"))
+
+
+def sent_with_key(engine: Engine, send_key: str) -> tuple[Message, int] | None:
+    """The message stored under `send_key` and its recipient's pending count, or None."""
+    with begin(engine) as conn:
+        row = conn.execute(_BY_SEND_KEY, {"send_key": send_key}).first()
+        if row is None:
+            return None
+        pending = conn.execute(_PENDING, {"recipient": row.recipient}).scalar()
+    return _message(row), int(pending or 0)
 
 
 def _insert(

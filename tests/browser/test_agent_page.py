@@ -71,6 +71,8 @@ async def test_a_message_sent_on_the_agent_page_gets_its_reply_streamed_in(
     empty = events.get_by_text("no turns yet")
     await expect(empty).to_be_visible()
     await expect(page.get_by_test_id("agent-state")).to_have_text("idle")
+    # No turn yet: no claude running for alice.
+    await expect(page.get_by_test_id("agent-warm")).to_have_text("cold")
 
     await _say(page, "what colour is honey?")
     # The turn arrives on the open page by itself: the model's text, then the turn's result.
@@ -82,6 +84,10 @@ async def test_a_message_sent_on_the_agent_page_gets_its_reply_streamed_in(
     await expect(empty).to_be_hidden()
     await expect(page.get_by_test_id("agent-state")).to_have_text("idle", timeout=TURN_TIMEOUT_MS)
     await expect(events.get_by_test_id("event-error")).to_have_count(0)
+    # The turn ended well: its claude stays running for the next one, and the open page is told.
+    warmth = page.get_by_test_id("agent-warm")
+    await expect(warmth).to_have_text("warm", timeout=TURN_TIMEOUT_MS)
+    await expect(warmth).to_have_class(re.compile(r"\bwarmth-warm\b"))
     await screenshot(page, "agent")
 
     # The same page on the dashboard replays the turn on opening ...
@@ -89,6 +95,7 @@ async def test_a_message_sent_on_the_agent_page_gets_its_reply_streamed_in(
     await _open(on_dashboard, f"{hive.env.dashboard}/agents/alice/", "alice")
     await expect(_reply(on_dashboard, REPLIES["what colour is honey?"])).to_have_count(1)
     await expect(on_dashboard.get_by_test_id("event-result")).to_have_count(1)
+    await expect(on_dashboard.get_by_test_id("agent-warm")).to_have_text("warm")
 
     # ... and a message sent there streams its reply into both open pages.
     await _say(on_dashboard, "and the comb?")

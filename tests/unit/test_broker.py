@@ -31,6 +31,7 @@ from hyperhive.settings import HiveSettings
 from hyperhive.store.agents import register_agent, set_agent_state
 from hyperhive.store.db import begin, make_engine, migrate
 from hyperhive.store.messages import claim_for_turn, pending_count, pop_message
+from hyperhive.turn_sends import send_key
 
 
 class RecordingWaker:
@@ -248,6 +249,46 @@ async def test_refused_sends_do_not_use_up_the_rate(broker, settings):
             await broker.send("alice", "bob", "")
     for i in range(settings.send_rate_per_minute):
         await broker.send("alice", "bob", f"m{i}")
+
+
+async def test_a_send_repeated_with_its_key_is_stored_and_woken_once(broker, engine, bus, waker):
+    key = send_key("turn-1", 0, "bob", "hi bob")
+    with bus.subscribe("messages") as all_messages:
+        first = await broker.send("alice", "bob", "hi bob", send_key=key)
+        published = all_messages.get_nowait()
+        assert published is not None and published["id"] == first.id
+        assert waker.woken == ["bob"]
+        # bob's turn claims it (clearing the wake flag): a new message would wake bob again.
+        assert claim_for_turn(engine, "bob", "turn-b") is not None
+
+        # alice's turn is retried and makes the same call: the first message comes back.
+        again = await broker.send("alice", "bob", "hi bob", send_key=key)
+        assert all_messages.get_nowait() is None  # not published again
+    assert (again.id, again.recipient) == (first.id, "bob")
+    assert again.pending == 0  # bob has it already
+    assert _stored(engine) == 1
+    assert waker.attempts == ["bob"] and waker.woken == ["bob"]
+    assert not _wake_pending(engine, "bob")
+
+    # Another key (the retry's next call) is a new message, and wakes bob.
+    other = await broker.send(
+        "alice", "bob", "hi bob", send_key=send_key("turn-1", 1, "bob", "hi bob")
+    )
+    assert other.id != first.id and _stored(engine) == 2
+    assert waker.woken == ["bob", "bob"]
+
+
+async def test_a_repeated_send_gives_back_its_rate_limit_token(broker, engine, settings):
+    key = send_key("turn-1", 0, "bob", "once")
+    first = await broker.send("alice", "bob", "once", send_key=key)
+    for _ in range(2 * settings.send_rate_per_minute):  # more repeats than the whole burst
+        assert (await broker.send("alice", "bob", "once", send_key=key)).id == first.id
+    # Only the stored message used a token: the rest of the burst is still there, then no more.
+    for i in range(settings.send_rate_per_minute - 1):
+        await broker.send("alice", "bob", f"m{i}")
+    with pytest.raises(RateLimitedError):
+        await broker.send("alice", "bob", "one too many")
+    assert _stored(engine) == settings.send_rate_per_minute
 
 
 async def test_a_failed_wake_keeps_the_message_and_the_next_send_wakes(
@@ -486,3 +527,18 @@ async def test_notify_operator_gets_through_whatever_the_rate_or_size(broker, en
         await broker.notify_operator("nobody", "x")
     with pytest.raises(EmptyBodyError):
         await broker.notify_operator("alice", " ")
+
+
+async def test_a_repeated_send_is_answered_even_when_its_sender_is_out_of_tokens(
+    broker, engine, settings
+):
+    key = send_key("turn-1", 0, "bob", "before the burst")
+    first = await broker.send("alice", "bob", "before the burst", send_key=key)
+    for i in range(settings.send_rate_per_minute - 1):
+        await broker.send("alice", "bob", f"m{i}")
+    with pytest.raises(RateLimitedError):
+        await broker.send("alice", "bob", "new words", send_key=send_key("t", 1, "bob", "x"))
+    # The retried turn's repeat sends nothing new: it gets its message back, not "too fast".
+    again = await broker.send("alice", "bob", "before the burst", send_key=key)
+    assert again.id == first.id
+    assert _stored(engine) == settings.send_rate_per_minute

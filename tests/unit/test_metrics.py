@@ -11,6 +11,7 @@ import logging
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -167,6 +168,74 @@ def test_metrics_instances_do_not_share_counters(engine: sa.Engine) -> None:
     first.message_sent("alice")
     assert value(scrape(first), "hive_messages_sent_total", sender_kind="agent") == 1
     assert value(scrape(second), "hive_messages_sent_total", sender_kind="agent") == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# warm agents, read from the worker's pool at scrape time
+
+
+@dataclass
+class FakeWarm:
+    """Stands for activities.warm_claude.WarmPool (hyperhive.metrics.WarmSource)."""
+
+    agents: set[str] = field(default_factory=set)
+    warm_starts: int = 0
+    cold_starts: int = 0
+    rss: int = 0
+
+    def warm_agents(self) -> frozenset[str]:
+        return frozenset(self.agents)
+
+    def starts(self) -> tuple[int, int]:
+        return self.warm_starts, self.cold_starts
+
+    def rss_bytes(self) -> int:
+        return self.rss
+
+
+def test_a_scrape_shows_the_warm_agents_their_memory_and_how_turns_started(
+    engine: sa.Engine,
+) -> None:
+    pool = FakeWarm(agents={"alice", "bob"}, warm_starts=7, cold_starts=3, rss=300 << 20)
+    metrics = HiveMetrics(engine, clock=lambda: NOW)
+    metrics.watch_warm(pool)
+
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    assert families["hive_agent_warm"].type == "gauge"
+    assert families["hive_warm_agents"].type == "gauge"
+    assert families["hive_warm_rss_bytes"].type == "gauge"
+    assert families["hive_turn_starts"].type == "counter"
+    samples = scrape(metrics)
+    assert value(samples, "hive_agent_warm", agent="alice") == 1
+    assert value(samples, "hive_agent_warm", agent="bob") == 1
+    assert ("hive_agent_warm", frozenset({("agent", MANAGER_NAME)})) not in samples
+    assert value(samples, "hive_warm_agents") == 2
+    assert value(samples, "hive_warm_rss_bytes") == 300 << 20
+    assert value(samples, "hive_turn_starts_total", kind="warm") == 7
+    assert value(samples, "hive_turn_starts_total", kind="cold") == 3
+
+    # Read at each scrape: bob went cold, alice's next turn found her claude running.
+    pool.agents.discard("bob")
+    pool.warm_starts += 1
+    pool.rss = 150 << 20
+    samples = scrape(metrics)
+    assert ("hive_agent_warm", frozenset({("agent", "bob")})) not in samples
+    assert value(samples, "hive_agent_warm", agent="alice") == 1
+    assert value(samples, "hive_warm_agents") == 1
+    assert value(samples, "hive_warm_rss_bytes") == 150 << 20
+    assert value(samples, "hive_turn_starts_total", kind="warm") == 8
+
+
+def test_no_warm_agent_is_zero_not_missing(engine: sa.Engine) -> None:
+    metrics = HiveMetrics(engine)
+    assert not names(scrape(metrics)) & {"hive_warm_agents", "hive_turn_starts_total"}
+    metrics.watch_warm(FakeWarm())
+    samples = scrape(metrics)
+    assert not any(name == "hive_agent_warm" for name, _ in samples)
+    assert value(samples, "hive_warm_agents") == 0
+    assert value(samples, "hive_warm_rss_bytes") == 0
+    assert value(samples, "hive_turn_starts_total", kind="warm") == 0
+    assert value(samples, "hive_turn_starts_total", kind="cold") == 0
 
 
 # ---------------------------------------------------------------------------------------------

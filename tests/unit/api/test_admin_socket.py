@@ -176,8 +176,18 @@ async def temporal(
 
 
 @pytest.fixture
+def warm() -> set[str]:
+    """The agents whose claude the worker's warm pool has running (a test changes it)."""
+    return set()
+
+
+@pytest.fixture
 def operator(
-    temporal: Client, store_engine: sa.Engine, broker: Broker, hive_settings: HiveSettings
+    temporal: Client,
+    store_engine: sa.Engine,
+    broker: Broker,
+    hive_settings: HiveSettings,
+    warm: set[str],
 ) -> OperatorService:
     runtime = CoreRuntime(
         settings=hive_settings,
@@ -187,6 +197,7 @@ def operator(
         lifecycle=Lifecycle(temporal, hive_settings, store_engine),
         metrics=HiveMetrics(store_engine),
         workers_running=True,
+        warm_agents=lambda: frozenset(warm),
     )
     return OperatorService(runtime)
 
@@ -331,10 +342,30 @@ async def test_status_list_and_urls(conn, hive_settings):
     alice = next(a for a in agents if a["name"] == ALICE)
     assert alice["state"] and alice["pending"] == 0 and alice["spend_today_usd"] == 0
 
+    assert {a["name"]: a["warm"] for a in agents} == {ALICE: False, BOB: False, SLOW: False}
+
     urls = await conn.ok("urls")
     assert urls["dashboard"] == "http://127.0.0.1:7123/"
     assert urls["metrics"] == "http://127.0.0.1:7123/metrics"
     assert set(urls["agents"]) == {ALICE, BOB, SLOW}
+
+
+async def test_list_and_status_say_whose_claude_is_warm_as_it_changes(conn, warm):
+    warm.add(ALICE)
+    agents = await conn.ok("list")
+    assert {a["name"]: a["warm"] for a in agents} == {ALICE: True, BOB: False, SLOW: False}
+    status = await conn.ok("status")
+    assert {a["name"]: a["warm"] for a in status["agents"]} == {
+        ALICE: True,
+        BOB: False,
+        SLOW: False,
+    }
+
+    # Asked again, not cached: alice went cold (idle expiry, LRU), bob's turn started claude.
+    warm.clear()
+    warm.add(BOB)
+    agents = await conn.ok("list")
+    assert {a["name"]: a["warm"] for a in agents} == {ALICE: False, BOB: True, SLOW: False}
 
 
 async def test_send_stores_a_message_from_the_operator_and_wakes_the_agent(
@@ -661,6 +692,32 @@ async def test_cli_status_send_and_json(hive_cli, store_engine):
 
     code, out, _ = await hive_cli("list", "--json")
     assert code == 0 and {a["name"] for a in json.loads(out)} == {ALICE, BOB, SLOW}
+
+
+async def test_cli_list_shows_warm_or_cold_per_agent(hive_cli, warm):
+    warm.add(BOB)
+    code, out, err = await hive_cli("list")
+    assert code == 0, err
+    header, *lines = out.splitlines()
+    assert header.split()[:4] == ["NAME", "STATE", "CLAUDE", "CONTAINER"]
+    column = header.index("CLAUDE")
+    shown = {line.split()[0]: line[column:].split()[0] for line in lines}
+    assert shown == {ALICE: "cold", BOB: "warm", SLOW: "cold"}
+
+    code, out, err = await hive_cli("list", "--json")
+    assert code == 0, err
+    assert {a["name"]: a["warm"] for a in json.loads(out)} == {
+        ALICE: False,
+        BOB: True,
+        SLOW: False,
+    }
+
+    code, out, err = await hive_cli("status")
+    assert code == 0, err
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("NAME"))
+    row = next(line for line in lines if line.startswith(BOB))
+    assert row[header.index("CLAUDE") :].split()[0] == "warm"
 
 
 async def test_cli_exit_codes(hive_cli, hive_settings, monkeypatch):

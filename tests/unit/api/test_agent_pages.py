@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import stat
 from collections.abc import AsyncIterator, Iterator, MutableMapping
@@ -111,7 +112,13 @@ def temporal() -> FakeTemporal:
 
 
 @pytest.fixture
-def app(settings, engine, broker, temporal) -> FastAPI:
+def warm() -> set[str]:
+    """The agents whose claude the worker's warm pool has running (a test changes it)."""
+    return set()
+
+
+@pytest.fixture
+def app(settings, engine, broker, temporal, warm) -> FastAPI:
     runtime = CoreRuntime(
         settings=settings,
         engine=engine,
@@ -119,6 +126,7 @@ def app(settings, engine, broker, temporal) -> FastAPI:
         broker=broker,
         lifecycle=None,  # type: ignore[arg-type]
         metrics=HiveMetrics(engine),
+        warm_agents=lambda: frozenset(warm),
     )
     guard = CsrfGuard(CSRF_SECRET)
     app = FastAPI()
@@ -327,6 +335,28 @@ async def test_the_page_has_the_controls_and_the_csrf_token(client, base):
     assert "nothing" in page  # no credentials stored yet
 
 
+def warmth_badge(page: str) -> str:
+    """What the page shows next to the agent's state: "warm" or "cold"."""
+    match = re.search(
+        r'<span class="warmth warmth-(\w+)"[^>]*data-testid="agent-warm"[^>]*>(\w+)<', page
+    )
+    assert match is not None, "no warm/cold badge on the page"
+    assert match[1] == match[2], "the badge's class and text disagree"
+    return match[2]
+
+
+@pytest.mark.parametrize("base", BASES)
+async def test_the_page_says_whether_the_agents_claude_is_warm(client, warm, base):
+    page = (await client.get(base)).text
+    assert warmth_badge(page) == "cold"
+    # Next to the state, in the same line of the header.
+    assert page.index('data-testid="agent-state"') < page.index('data-testid="agent-warm"')
+    assert page.index('data-testid="agent-warm"') < page.index('data-testid="agent-status-text"')
+
+    warm.add("alice")
+    assert warmth_badge((await client.get(base)).text) == "warm"
+
+
 async def test_an_unknown_agent_has_no_page(client):
     r = await client.get("/agents/nobody/")
     assert r.status_code == 404
@@ -394,6 +424,18 @@ async def test_a_status_change_reaches_the_page(app, broker):
         assert (await stream.next_status())["status_text"] == ""
         await broker.set_status("alice", "reviewing the PR")
         assert (await stream.next_status())["status_text"] == "reviewing the PR"
+
+
+async def test_a_change_of_warm_or_cold_reaches_the_page(app, warm, monkeypatch):
+    # The warm pool publishes nothing: the stream sees the change at its next poll.
+    monkeypatch.setattr(agent_pages, "STATUS_POLL_S", 0.05)
+    async with SseStream(app, "/agents/alice/api/events") as stream:
+        assert (await stream.next_status())["warm"] is False
+        warm.add("alice")  # a turn started its claude
+        status = await stream.next_status()
+        assert status["warm"] is True and status["state"] == "idle"
+        warm.discard("alice")  # it went cold (HIVE_WARM_IDLE_S)
+        assert (await stream.next_status())["warm"] is False
 
 
 async def test_open_streams_end_when_the_page_server_closes(engine, app):

@@ -69,3 +69,36 @@ async def test_metrics_is_prometheus_text_with_counters_and_store_state(
     assert samples[("hive_agent_spend_usd_total", (("agent", "alice"),))] == 2.5
     assert samples[("hive_messages_undelivered", (("recipient", "alice"),))] == 1
     assert samples[("hive_approvals_pending", ())] == 0
+
+
+class FakeWarm:
+    """Stands for the worker's warm pool (hyperhive.metrics.WarmSource)."""
+
+    def warm_agents(self) -> frozenset[str]:
+        return frozenset({"alice"})
+
+    def starts(self) -> tuple[int, int]:
+        return 4, 1
+
+    def rss_bytes(self) -> int:
+        return 123_456_789
+
+
+async def test_metrics_shows_the_warm_agents(
+    client: httpx.AsyncClient, metrics: HiveMetrics
+) -> None:
+    metrics.watch_warm(FakeWarm())
+
+    response = await client.get("/metrics")
+
+    assert response.status_code == 200
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+    assert samples[("hive_agent_warm", (("agent", "alice"),))] == 1
+    assert samples[("hive_warm_agents", ())] == 1
+    assert samples[("hive_warm_rss_bytes", ())] == 123_456_789
+    assert samples[("hive_turn_starts_total", (("kind", "warm"),))] == 4
+    assert samples[("hive_turn_starts_total", (("kind", "cold"),))] == 1

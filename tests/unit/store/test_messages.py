@@ -20,12 +20,14 @@ from hyperhive.store.messages import (
     claim_for_turn,
     clear_wake,
     insert_message,
+    insert_message_counted,
     pending_count,
     pop_message,
     recent_messages,
     release_turn_message,
     undeliver_message,
 )
+from hyperhive.turn_sends import send_key
 
 
 @pytest.fixture
@@ -133,6 +135,62 @@ def test_concurrent_pops_deliver_each_message_exactly_once(engine, threads):
     for ids_ in got:  # each popper sees the inbox in order
         assert ids_ == sorted(ids_)
     assert pending_count(engine, "bob") == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# send keys: the same call of a retried turn is stored once
+
+
+def _send_keys(engine: sa.Engine) -> list[str | None]:
+    with begin(engine) as conn:
+        return list(conn.execute(sa.text("SELECT send_key FROM messages ORDER BY id")).scalars())
+
+
+def test_a_repeated_send_key_stores_nothing_and_returns_the_first_message(engine):
+    key = send_key("turn-1", 0, "bob", "hi bob")
+    first, wake, pending, repeated = insert_message_counted(
+        engine, "alice", "bob", "hi bob", send_key=key
+    )
+    assert (wake, pending, repeated) == (True, 1, False)
+
+    again, wake2, pending2, repeated2 = insert_message_counted(
+        engine, "alice", "bob", "hi bob", send_key=key
+    )
+    assert again == first  # the same id, sender, recipient, body and time
+    assert (wake2, pending2, repeated2) == (False, 1, True)
+    assert _message_count(engine) == 1
+    assert _send_keys(engine) == [key]
+
+    # Also after bob read it: the first is returned (delivered), and bob has nothing new.
+    popped = pop_message(engine, "bob")
+    assert popped is not None and popped.id == first.id
+    late, wake3, pending3, repeated3 = insert_message_counted(
+        engine, "alice", "bob", "hi bob", send_key=key
+    )
+    assert late.id == first.id and late.delivered_at is not None
+    assert (wake3, pending3, repeated3) == (False, 0, True)
+    assert _message_count(engine) == 1 and pending_count(engine, "bob") == 0
+
+
+def test_different_send_keys_store_separately(engine):
+    keys = [send_key("turn-1", n, "bob", "same words") for n in range(3)]
+    ids = [
+        insert_message_counted(engine, "alice", "bob", "same words", send_key=k)[0].id for k in keys
+    ]
+    assert len(set(ids)) == 3
+    assert _send_keys(engine) == keys
+    assert pending_count(engine, "bob") == 3
+
+
+def test_without_a_send_key_every_send_is_stored(engine):
+    results = [
+        insert_message_counted(engine, "alice", "bob", "hi", send_key=None) for _ in range(3)
+    ]
+    assert [pending for _, _, pending, _ in results] == [1, 2, 3]
+    assert [repeated for _, _, _, repeated in results] == [False, False, False]
+    assert len({message.id for message, _, _, _ in results}) == 3
+    insert_message(engine, "alice", "bob", "hi")  # the plain insert keeps no key either
+    assert _send_keys(engine) == [None, None, None, None]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from sqlmodel import select
 from hyperhive.domain import AgentState, ApprovalKind, ApprovalStatus, TurnErrorClass
 from hyperhive.settings import HiveSettings
 from hyperhive.store import migrations as migrations_module
+from hyperhive.store.agents import register_agent
 from hyperhive.store.db import (
     StoreError,
     begin,
@@ -34,6 +35,12 @@ from hyperhive.store.db import (
     migrate,
     schema_version,
     session,
+)
+from hyperhive.store.messages import (
+    insert_message,
+    insert_message_counted,
+    pending_count,
+    recent_messages,
 )
 from hyperhive.store.migrations import (
     LATEST_VERSION,
@@ -47,9 +54,11 @@ from hyperhive.store.tables import (
     ApprovalRow,
     MessageRow,
     TurnRecordRow,
+    UTCDateTime,
     metadata,
     utcnow,
 )
+from hyperhive.turn_sends import send_key
 
 # ---------------------------------------------------------------------------------------------
 # fixtures
@@ -138,6 +147,89 @@ def test_migrating_twice_is_a_no_op(engine):
     assert migrate(engine) == LATEST_VERSION
     assert _versions(engine) == before_versions
     assert _snapshot(engine) == before
+
+
+# The messages table as v2 left it (frozen here, as the migrations are).
+_V2_MESSAGES = sa.Table(
+    "messages",
+    sa.MetaData(),
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("sender", sa.String(), nullable=False),
+    sa.Column("recipient", sa.String(), nullable=False),
+    sa.Column("body", sa.Text(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("delivered_at", UTCDateTime(), nullable=True),
+    sa.Column("turn_id", sa.String(64), nullable=True),
+)
+
+
+def _v2_rows(engine: sa.Engine) -> list[sa.Row[Any]]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(_V2_MESSAGES).order_by(_V2_MESSAGES.c.id)).all())
+
+
+def test_a_v2_store_upgrades_to_v3_keeping_its_messages(engine):
+    assert LATEST_VERSION == 3
+    assert migrate(engine, migrations=MIGRATIONS[:2]) == 2
+    for name in ("alice", "bob"):
+        register_agent(engine, name, "local")
+    sent = _dt(0, 1)
+    with begin(engine, write=True) as conn:
+        conn.execute(
+            _V2_MESSAGES.insert(),
+            [
+                {"sender": "alice", "recipient": "bob", "body": "read", "created_at": sent,
+                 "delivered_at": sent, "turn_id": "turn-old"},
+                {"sender": "alice", "recipient": "bob", "body": "waiting", "created_at": sent,
+                 "delivered_at": None, "turn_id": None},
+                {"sender": "bob", "recipient": "alice", "body": "also waiting",
+                 "created_at": sent, "delivered_at": None, "turn_id": None},
+            ],
+        )  # fmt: skip
+    before = _v2_rows(engine)
+    assert [(r.body, r.turn_id) for r in before] == [
+        ("read", "turn-old"),
+        ("waiting", None),
+        ("also waiting", None),
+    ]
+
+    assert migrate(engine) == 3
+    assert [(v, d) for v, d, _ in _versions(engine)][-1] == (3, "sends once: messages.send_key")
+    with engine.connect() as conn:
+        insp = sa.inspect(conn)
+        [column] = [c for c in insp.get_columns("messages") if c["name"] == "send_key"]
+        assert column["nullable"] and _type_key(column["type"], engine.dialect.name) == (
+            "string",
+            64,
+        )
+        indexes = {i["name"]: i for i in insp.get_indexes("messages")}
+        assert indexes["ux_messages_send_key"]["column_names"] == ["send_key"]
+        assert indexes["ux_messages_send_key"]["unique"]
+        keys = conn.execute(sa.text("SELECT send_key FROM messages")).scalars().all()
+    # Every row is kept as it was, with no key (sent before keys existed), and reads as before.
+    assert _v2_rows(engine) == before
+    assert keys == [None, None, None]
+    assert [(m.id, m.body) for m in recent_messages(engine, limit=10)] == [
+        (r.id, r.body) for r in reversed(before)
+    ]
+    assert pending_count(engine, "bob") == 1 and pending_count(engine, "alice") == 1
+
+    # New sends after the upgrade: unkeyed ones beside the old rows, a keyed one stored once.
+    insert_message(engine, "alice", "bob", "waiting")
+    key = send_key("turn-new", 0, "bob", "keyed")
+    first = insert_message_counted(engine, "alice", "bob", "keyed", send_key=key)
+    again = insert_message_counted(engine, "alice", "bob", "keyed", send_key=key)
+    assert again[0].id == first[0].id and again[3] is True
+    assert pending_count(engine, "bob") == 3
+    # The database itself refuses a second row with the key, whoever writes it.
+    with pytest.raises(sa.exc.IntegrityError), begin(engine, write=True) as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO messages (sender, recipient, body, created_at, send_key) "
+                "VALUES ('alice', 'bob', 'dup', :at, :key)"
+            ),
+            {"at": utcnow(), "key": key},
+        )
 
 
 def test_sqlite_file_and_parent_dir_are_created(tmp_path):
