@@ -60,6 +60,13 @@ def _agent_task() -> list[Row]:
     return asyncio.run(agent_task.run(10))
 
 
+@bench("warm_agents")
+def _warm_agents() -> list[Row]:
+    from bench import warm_agents
+
+    return asyncio.run(warm_agents.run(40, cold_samples=12))
+
+
 @bench("recv_wake")
 def _recv_wake() -> list[Row]:
     from bench import recv_wake

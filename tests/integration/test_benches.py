@@ -20,6 +20,7 @@ from bench import (
     idle_agents,
     recv_wake,
     send_to_turn,
+    warm_agents,
 )
 from bench.common import Row
 
@@ -41,6 +42,13 @@ async def test_send_to_turn_measures_hive_and_its_baseline() -> None:
 
 async def test_agent_task_runs_the_real_claude_through_hive_and_bare() -> None:
     assert_measured(await agent_task.run(1), 2)
+
+
+async def test_warm_agents_measures_warm_and_cold_hives() -> None:
+    rows = await warm_agents.run(samples=2, cold_samples=1, agents=2, hops=2)
+    assert_measured(rows, 6)
+    assert "2 of 2 turns ran warm" in rows[0].result, rows[0].result
+    assert "0 of 1 turns ran warm" in rows[2].result, rows[2].result
 
 
 async def test_recv_wake_measures() -> None:
