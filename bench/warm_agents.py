@@ -41,10 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import re
-import statistics
 import sys
 import tempfile
 import time
@@ -53,11 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
-from activities.warm_claude import tree_rss_bytes, user_message_line
 from bench.common import (
     PYTHON,
     Row,
@@ -68,94 +60,37 @@ from bench.common import (
     print_rows,
     wait_idle,
 )
-from hyperhive.domain import OPERATOR_NAME
-from hyperhive.store import agents as agent_store
-from tests.fakes.anthropic_api import FakeAnthropic, RecordedRequest, Step, Text
-from tests.fakes.fixtures import DEFAULT_CLAUDE_BIN, clean_claude_env
-from tests.rig.agent_scripts import Wake, hive_responder, send
+from bench.warm_probes import Memory, measure_memory, sandboxes
+from bench.warm_rig import (
+    AGENT_NAMES,
+    Operator,
+    behaviour,
+    first_request_of,
+    spawn_and_warm_up,
+    start_hive,
+    turns_total,
+)
+from bench.warm_timing import Sample, bare_stdin_to_model, stage_medians, stages_of, turn_flags
+from tests.fakes.anthropic_api import FakeAnthropic
+from tests.rig.agent_scripts import hive_responder
 from tests.rig.c0re import RunningC0re
-from tests.rig.hive_process import HiveEnv, HiveProcess
-from tests.rig.ports import free_ports
 
-AGENT_NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
 TARGET_P50_S = 0.100
 TARGET_P99_S = 0.300
 TARGET_IDLE_CPU = 0.01  # of one core, per idle warm agent
-# The first seconds after a turn still carry claude's own end-of-turn work: idle starts later.
-IDLE_SETTLE_S = 2.0
-IDLE_WINDOW_S = 10.0
+IDLE_WINDOW_S = 10.0  # after IDLE_SETTLE_S (bench/warm_probes.py)
 # After an agent's workflow reports idle, let its turn's last writes land before the next send.
 SETTLE_S = 0.02
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-IS_UP = re.compile(r"(\S+) is up\b")  # workflows/spawn.py tells the requester
-HOP = re.compile(r"hop (\d+) of (\d+) \[(\w+)\]")
 
 
 # ---------------------------------------------------------------------------------------------
-# the fake model: what each agent does
-
-
-def behaviour(wake: Wake) -> Step | None:
-    """A hop is passed on to the other agent (the last one goes to the operator); anything else
-    is a latency sample, answered at once with no tool call."""
-    hop = HOP.fullmatch(wake.body)
-    if hop is None:
-        return Text("ok")
-    k, hops, label = int(hop.group(1)), int(hop.group(2)), hop.group(3)
-    if k >= hops:
-        return send(OPERATOR_NAME, f"hops done [{label}]")
-    other = AGENT_NAMES[1] if wake.agent == AGENT_NAMES[0] else AGENT_NAMES[0]
-    return send(other, f"hop {k + 1} of {hops} [{label}]")
-
-
-def first_request_of(body: str) -> Callable[[RecordedRequest], bool]:
-    """The first model request of the turn `body` woke (its prompt carries it; a tool round
-    trip's request has tool results instead). Bodies are unique across the run."""
-
-    def matches(request: RecordedRequest) -> bool:
-        return request.kind == "turn" and not request.tool_results and body in request.prompt
-
-    return matches
-
-
-# ---------------------------------------------------------------------------------------------
-# one hive
-
-
-@dataclass
-class Sample:
-    agent: str
-    sent: float
-    posted: float
-    message_id: int
-    model_at: float  # the fake model received the turn's first request
-
-    @property
-    def latency(self) -> float:
-        return self.model_at - self.sent
+# one hive: the measurements
 
 
 @dataclass
 class Exchange:
     wall_s: float  # operator's send of hop 0 → the operator holds the last turn's answer
     hops_s: float  # the model's first request of hop 0 → that of the last hop
-
-
-@dataclass
-class Memory:
-    rss: list[int]  # per warm claude's process tree
-    pss: list[int]
-    rss_by_role: dict[str, float]  # all trees: claude, bwrap, hive-agent mcp/run …
-    processes: int  # in all trees
-    metric_rss: float  # hive_warm_rss_bytes
-    metric_warm: float  # hive_warm_agents
-    cpu_by_role: dict[str, float]  # seconds over window_s, all trees
-    wakeups_by_role: dict[str, float]  # context switches (all threads) over window_s
-    window_s: float
-
-    @property
-    def cpu_s(self) -> float:
-        return sum(self.cpu_by_role.values())
 
 
 @dataclass
@@ -167,105 +102,6 @@ class HiveRun:
     memory: Memory | None
     idle_trees: int  # sandboxes alive while every agent is idle
     turn_starts: dict[str, float] = field(default_factory=dict)
-
-
-class Operator:
-    """The operator's side as the dashboard does it: a kept-alive connection, the CSRF header."""
-
-    def __init__(self, http: httpx.AsyncClient, headers: dict[str, str]) -> None:
-        self.http = http
-        self.headers = headers
-
-    async def send(self, to: str, body: str) -> tuple[float, float, int]:
-        """(sent, POST returned, message id)."""
-        sent = time.time()
-        response = await self.http.post(
-            "/api/messages", json={"to": to, "body": body}, headers=self.headers
-        )
-        posted = time.time()
-        if response.status_code != 201:
-            raise RuntimeError(f"send failed: {response.status_code} {response.text}")
-        return sent, posted, int(response.json()["id"])
-
-    async def metrics(self) -> dict[str, float]:
-        """`/metrics` as {"name{labels}": value}."""
-        text = (await self.http.get("/metrics")).text
-        found: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                found[name] = float(value)
-        return found
-
-
-async def start_hive(base: Path, fake: FakeAnthropic, warm_agents: int) -> RunningC0re:
-    env = HiveEnv.fresh(base / "state")
-    [manager_port] = free_ports(1)
-    # Unix socket paths are short (107 bytes): `base` is near the root (see run()).
-    run_dir = base / "run"
-    env.extra.update(
-        HIVE_RUN_DIR=str(run_dir),
-        HIVE_CLAUDE_BIN=str(DEFAULT_CLAUDE_BIN),
-        HIVE_CONTAINER_BACKEND="bwrap",
-        HIVE_CREATE_MANAGER="false",
-        HIVE_MANAGER_PORT=str(manager_port),
-        HIVE_MODEL_BASE_URL=fake.base_url,
-        HIVE_API_KEY="sk-ant-api03-bench",
-        HIVE_MAX_TURNS_PER_HOUR="100000",
-        HIVE_SEND_RATE_PER_MINUTE="100000",
-        HIVE_WARM_AGENTS=str(warm_agents),
-    )
-    process = HiveProcess(env, "up")
-    try:
-        process.wait_ready(120)
-        client = await Client.connect(env.temporal_target, data_converter=pydantic_data_converter)
-    except BaseException:
-        process.kill()
-        raise
-    return RunningC0re(env, process, client, [], run_dir)
-
-
-async def spawn_all(hive: RunningC0re, agents: Sequence[str], timeout: float = 300) -> None:
-    """`hive spawn` for every agent, `hive approve` for each approval as it shows up, until the
-    operator was told each one is up (all at once: a spawn takes seconds, mostly waiting)."""
-    for agent in agents:
-        requested = hive.hive("spawn", agent, "--purpose", "benchmarks")
-        if requested.returncode != 0:
-            raise RuntimeError(f"hive spawn {agent}: {requested.stdout}{requested.stderr}")
-    approved: set[str] = set()
-    up: set[str] = set()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while up != set(agents):
-        if loop.time() > deadline:
-            raise TimeoutError(f"spawned: {sorted(up)} of {list(agents)}")
-        for approval in hive.approvals():
-            pending = approval.kind == "spawn" and approval.status == "pending"
-            if pending and approval.agent not in approved:
-                decided = hive.hive("approve", str(approval.id))
-                if decided.returncode != 0:
-                    raise RuntimeError(f"hive approve: {decided.stdout}{decided.stderr}")
-                approved.add(approval.agent)
-        message = await hive.operator_recv(wait_seconds=1)
-        found = IS_UP.match(message.body) if message is not None else None
-        if found is not None:
-            up.add(found.group(1))
-
-
-async def spawn_and_warm_up(
-    hive: RunningC0re, op: Operator, agents: Sequence[str], label: str
-) -> None:
-    """Spawn the agents, then one turn each, all at once (it creates the session; in the warm
-    hive it leaves each agent's claude running)."""
-    await spawn_all(hive, agents)
-    for agent in agents:
-        await op.send(agent, f"warm-up of {agent} [{label}]")
-    for agent in agents:
-        await wait_idle(hive.client, agent, 1, timeout=120)
-
-
-async def turns_total(hive: RunningC0re, agent: str) -> int:
-    return (await hive.status(agent)).turns_total
 
 
 async def latency_samples(
@@ -312,256 +148,6 @@ async def hop_exchange(
 
 
 # ---------------------------------------------------------------------------------------------
-# where a warm send's time goes
-
-
-def turn_flags(hive: RunningC0re, agents: Sequence[str]) -> dict[int, tuple[str, bool, float]]:
-    """message id → (turn id, warm, time the turn's "hive" event was stored), from the store.
-
-    The event is stored right after the prompt was written to claude's stdin."""
-    engine = hive.engine()
-    try:
-        found: dict[int, tuple[str, bool, float]] = {}
-        for agent in agents:
-            for event in agent_store.turn_events(engine, agent, limit=100_000):
-                payload = event.payload
-                if event.kind == "hive" and "message_id" in payload:
-                    warm = bool(payload.get("warm"))
-                    stored = event.created_at.timestamp()
-                    found.setdefault(int(payload["message_id"]), (event.turn_id, warm, stored))
-        return found
-    finally:
-        engine.dispose()
-
-
-async def turn_timeline(hive: RunningC0re, agent: str) -> dict[str, dict[str, float]]:
-    """turn id → {"signal", "scheduled", "started"}: from the agent's workflow history, when
-    Temporal recorded the `notify` signal that woke the turn, scheduled `run_turn` and when the
-    worker started it."""
-    history = await hive.workflow(agent).fetch_history()
-    timeline: dict[str, dict[str, float]] = {}
-    by_event: dict[int, str] = {}
-    last_signal = 0.0
-    for event in history.events:
-        at = event.event_time.ToNanoseconds() / 1e9
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
-            last_signal = at
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            attributes = event.activity_task_scheduled_event_attributes
-            if attributes.activity_type.name != "run_turn":
-                continue
-            turn_id = str(json.loads(attributes.input.payloads[0].data)["turn_id"])
-            by_event[event.event_id] = turn_id
-            timeline[turn_id] = {"signal": last_signal, "scheduled": at}
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            turn = by_event.get(event.activity_task_started_event_attributes.scheduled_event_id)
-            if turn is not None:
-                timeline[turn].setdefault("started", at)
-    return timeline
-
-
-STAGES = ("posted", "signal", "scheduled", "started", "stdin", "model")
-STAGE_NAMES = {
-    "posted": "POST returned",
-    "signal": "signal recorded",
-    "scheduled": "`run_turn` scheduled",
-    "started": "activity started",
-    "stdin": "prompt on claude's stdin",
-    "model": "model request",
-}
-
-
-async def stages_of(
-    hive: RunningC0re, samples: Sequence[Sample], flags: dict[int, tuple[str, bool, float]]
-) -> list[dict[str, float]]:
-    """For each sample: every stage's time since the send (stages not found are left out)."""
-    timelines: dict[str, dict[str, float]] = {}
-    for agent in {s.agent for s in samples}:
-        timelines.update(await turn_timeline(hive, agent))
-    found: list[dict[str, float]] = []
-    for sample in samples:
-        turn_id, _, stored = flags.get(sample.message_id, ("", False, 0.0))
-        marks = {"posted": sample.posted, **timelines.get(turn_id, {}), "model": sample.model_at}
-        if stored:
-            marks["stdin"] = stored
-        found.append({k: v - sample.sent for k, v in marks.items() if v})
-    return found
-
-
-async def until_result(stdout: asyncio.StreamReader) -> None:
-    """Read a stream-json turn to its `result` event."""
-    while line := await stdout.readline():
-        if json.loads(line).get("type") == "result":
-            return
-    raise RuntimeError("bare claude exited before its turn's result")
-
-
-async def bare_stdin_to_model(fake: FakeAnthropic, count: int) -> list[float]:
-    """claude's own share of a warm turn's start: the same CLI run bare (no sandbox, no MCP
-    bridge, no model proxy) with `--input-format stream-json`, one warm-up turn, then `count`
-    user messages, each timed from its stdin write to the model's first request."""
-    with tempfile.TemporaryDirectory(prefix="hb-bare-", dir="/tmp") as tmp:
-        home, cwd = Path(tmp) / "home", Path(tmp) / "work"
-        home.mkdir()
-        cwd.mkdir()
-        claude = await asyncio.create_subprocess_exec(
-            str(DEFAULT_CLAUDE_BIN),
-            *("-p", "--input-format", "stream-json", "--output-format", "stream-json"),
-            *("--verbose", "--permission-mode", "bypassPermissions"),
-            env=clean_claude_env(fake.base_url, home),
-            cwd=cwd,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            limit=16 * 1024 * 1024,
-        )
-        assert claude.stdin is not None and claude.stdout is not None
-        latencies: list[float] = []
-        try:
-            for i in range(count + 1):
-                body = f"bare-{i} [{os.getpid()}-{time.monotonic_ns()}]"
-                written = time.time()
-                claude.stdin.write(user_message_line(body))
-                await claude.stdin.drain()
-                request = await fake.wait_for_async(first_request_of(body), timeout=120)
-                if i:  # the first one is claude's start-up
-                    latencies.append(request.received_at - written)
-                await until_result(claude.stdout)
-        finally:
-            claude.stdin.close()
-            await asyncio.wait_for(claude.wait(), 30)
-    return latencies
-
-
-# ---------------------------------------------------------------------------------------------
-# memory and CPU of the warm claudes
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
-def tree(root: int) -> list[int]:
-    pids, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        pids.append(pid)
-        stack += children(pid)
-    return pids
-
-
-def sandboxes(hive: RunningC0re) -> list[int]:
-    """The bwrap processes hive-c0re runs (it runs inside the `hive up` process): each is one
-    agent's claude with its sandbox, warm when the agent is idle."""
-    found = []
-    for pid in children(hive.process.proc.pid):
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "bwrap":
-                found.append(pid)
-        except OSError:
-            continue
-    return found
-
-
-def pss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # fields[0] is field 3 (state): utime is field 14, stime field 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def context_switches(pid: int) -> float:
-    """Voluntary and involuntary context switches of all the process's threads: how often an
-    idle process wakes up."""
-    total = 0
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return 0.0
-    for task in tasks:
-        try:
-            lines = (task / "status").read_text().splitlines()
-        except OSError:
-            continue
-        total += sum(int(line.split()[1]) for line in lines if "ctxt_switches:" in line)
-    return float(total)
-
-
-def role(pid: int) -> str:
-    """What a process of a warm agent's tree is: claude, bwrap, or which `hive-agent` (both
-    are the sandbox's Python: `run` forwards the model port, `mcp` is the MCP bridge)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return "gone"
-    for command in ("run", "mcp"):
-        if comm.startswith("python") and command.encode() in argv:
-            return f"hive-agent {command}"
-    return comm
-
-
-def by_role(pids: Sequence[int], value: Callable[[int], float]) -> dict[str, float]:
-    totals: dict[str, float] = {}
-    for pid in pids:
-        name = role(pid)
-        totals[name] = totals.get(name, 0.0) + value(pid)
-    return totals
-
-
-async def measure_memory(hive: RunningC0re, op: Operator, window_s: float) -> Memory:
-    roots = sandboxes(hive)
-    trees = [tree(root) for root in roots]
-    pids = [pid for pids in trees for pid in pids]
-    metrics = await op.metrics()
-    await asyncio.sleep(IDLE_SETTLE_S)
-    before = by_role(pids, cpu_seconds), by_role(pids, context_switches)
-    await asyncio.sleep(window_s)
-    after = by_role(pids, cpu_seconds), by_role(pids, context_switches)
-    return Memory(
-        rss=[tree_rss_bytes(root) for root in roots],
-        pss=[sum(pss_bytes(pid) for pid in pids) for pids in trees],
-        rss_by_role=by_role(pids, lambda pid: float(rss_bytes(pid))),
-        processes=len(pids),
-        metric_rss=metrics.get("hive_warm_rss_bytes", -1.0),
-        metric_warm=metrics.get("hive_warm_agents", -1.0),
-        cpu_by_role={k: v - before[0].get(k, 0.0) for k, v in after[0].items()},
-        wakeups_by_role={k: v - before[1].get(k, 0.0) for k, v in after[1].items()},
-        window_s=window_s,
-    )
-
-
-def rss_bytes(pid: int) -> int:
-    """VmRSS of `pid` alone (its children are counted under their own role)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
 # the two runs
 
 
@@ -585,8 +171,7 @@ async def measure(plan: Plan, fake: FakeAnthropic, base: Path) -> HiveRun:
     hive = await start_hive(base, fake, plan.warm_agents)
     try:
         async with httpx.AsyncClient(base_url=hive.env.dashboard, timeout=120) as http:
-            token = (await http.get("/api/csrf")).json()["token"]
-            op = Operator(http, {"X-Hive-CSRF": token})
+            op = Operator(http, await hive.csrf_headers(http))
             await spawn_and_warm_up(hive, op, agents, plan.label)
             progress(plan.label, f"up, {len(agents)} agents spawned and warmed up", started)
             started = time.perf_counter()
@@ -633,16 +218,6 @@ def warm_count(run: HiveRun) -> str:
     return f"{warm} of {len(run.warm)} turns ran warm"
 
 
-def stage_medians(run: HiveRun) -> str:
-    """Median time since the send at which each stage was reached."""
-    parts = []
-    for stage in STAGES:
-        values = [s[stage] for s in run.stages if stage in s]
-        if values:
-            parts.append(f"{STAGE_NAMES[stage]} +{ms(statistics.median(values))}")
-    return " → ".join(parts)
-
-
 def latency_rows(
     warm: HiveRun, cold: HiveRun, bare: Sequence[float], command: str, load: str
 ) -> list[Row]:
@@ -664,7 +239,7 @@ def latency_rows(
             "where a warm send's time goes (median time since the send each stage was reached: "
             "Temporal's workflow history, the turn's stored event, the fake model)",
             command,
-            f"{stage_medians(warm)}. The same claude bare (no sandbox, MCP bridge or model "
+            f"{stage_medians(warm.stages)}. The same claude bare (no sandbox, MCP bridge or model "
             f"proxy), warm: its stdin → model request {latency_summary(bare)}",
             "—",
             None,
