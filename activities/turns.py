@@ -130,7 +130,7 @@ class TurnActivities:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(claude.process.wait())
                 raise
-            self._warm.done(claude, keep=result.error_class == TurnErrorClass.NONE.value)
+            await self._warm.finish(claude, keep=result.error_class == TurnErrorClass.NONE.value)
         except ApplicationError as err:
             # Counted under its error type, then retried by Temporal.
             if self._metrics is not None:

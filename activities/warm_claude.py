@@ -184,6 +184,16 @@ class WarmPool:
         else:
             self.started_cold += 1
 
+    async def finish(self, claude: WarmClaude, *, keep: bool) -> None:
+        """`done`, and a claude not kept has exited when this returns: a turn is over only
+        once its process is gone (a cold turn always ended so)."""
+        if keep and self.enabled and claude.alive:
+            self.done(claude, keep=True)
+            return
+        if self._busy.get(claude.agent) is claude:
+            del self._busy[claude.agent]
+        await asyncio.shield(self._let_go(claude))
+
     def done(self, claude: WarmClaude, *, keep: bool) -> None:
         """Its turn is over: keep it warm for the next one, or let it go."""
         if self._busy.get(claude.agent) is claude:
@@ -255,10 +265,11 @@ class WarmPool:
         if timer is not None:
             timer.cancel()
 
-    def _let_go(self, claude: WarmClaude) -> None:
+    def _let_go(self, claude: WarmClaude) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(claude.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+        return task
 
 
 def tree_rss_bytes(root: int) -> int:

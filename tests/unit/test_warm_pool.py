@@ -284,3 +284,26 @@ async def test_the_pool_reports_the_memory_of_its_live_claudes(spawn, make_pool)
     await exited(alice)
     assert pool.rss_bytes() == 0
     assert tree_rss_bytes(alice.pid) == 0
+
+
+async def test_a_turn_that_does_not_keep_its_claude_ends_with_it_gone(
+    spawn: Spawn, make_pool: MakePool
+) -> None:
+    pool = make_pool()
+    ended = await spawn("alice")
+    pool.running(ended, warm=False)
+    await pool.finish(ended, keep=False)
+    # Already gone when finish returns: nothing of the turn outlives it.
+    assert ended.process.returncode == 0
+    assert pool.warm_agents() == frozenset()
+
+    off = make_pool(max_warm=0)
+    cold = await spawn("bob")
+    off.running(cold, warm=False)
+    await off.finish(cold, keep=True)  # warm agents off: kept by no one
+    assert cold.process.returncode == 0
+
+    warm = await spawn("carol")
+    pool.running(warm, warm=False)
+    await pool.finish(warm, keep=True)
+    assert warm.alive and pool.take("carol", FP) is warm
