@@ -154,22 +154,23 @@ def _printf(event: dict[str, Any]) -> str:
 
 FAKE_CLAUDE = (
     r"""#!/bin/bash
-t=$EPOCHREALTIME
-read -r -d '' prompt
-token=-
-[[ $prompt =~ bench-token-([0-9]+) ]] && token=${BASH_REMATCH[1]}
-printf '%s %s\n' "${t/,/.}" "$token" >> '@LOG@'
 sid=00000000-0000-4000-8000-000000000000
 prev=
 for arg in "$@"; do
   if [[ $prev == --session-id || $prev == --resume ]]; then sid=$arg; fi
   prev=$arg
 done
+# One turn per stdin line (--input-format stream-json), alive until stdin closes, as claude is.
+while read -r prompt; do
+t=$EPOCHREALTIME
+token=-
+[[ $prompt =~ bench-token-([0-9]+) ]] && token=${BASH_REMATCH[1]}
+printf '%s %s\n' "${t/,/.}" "$token" >> '@LOG@'
 """
     + _printf(_INIT)
     + "\n"
     + _printf(_RESULT)
-    + "\n"
+    + "\ndone\n"
 )
 
 

@@ -1,14 +1,14 @@
-"""send → the recipient's claude process started, through the real `hive up`.
+"""send → the message reaches the recipient's claude, through the real `hive up`.
 
     .venv/bin/python -m bench.send_to_turn [SENDS] [--agents K]
 
 `hive up` with the embedded Temporal, the process backend, a fresh state dir and free ports;
 K agents are registered in the store before start-up. HIVE_CLAUDE_BIN is a small bash script
-(bench/common.py: FAKE_CLAUDE) whose first statement reads the clock (EPOCHREALTIME, no fork),
-then it reads the prompt from stdin, appends "<time> <token of the message>" to a log and prints
-what claude prints for a trivial successful turn. So the time recorded is the process start
-(plus bash's own start-up, ~1 ms), not claude's Node start-up or a model call: the real CLI would
-add ~1-2 s per turn before doing anything, which is claude's cost, not hyperhive's.
+(bench/common.py: FAKE_CLAUDE) that, for each prompt line it reads from stdin, reads the clock
+(EPOCHREALTIME, no fork), appends "<time> <token of the message>" to a log and prints what
+claude prints for a trivial successful turn, living on between turns as a warm claude does. So
+the time recorded is the prompt reaching claude (on the first turn, a bash start-up later), not
+claude's Node start-up or a model call: bench/warm_agents.py measures those with the real CLI.
 
 The operator sends each message with `POST /api/messages` (CSRF header, a kept-alive HTTP
 connection, as the dashboard does), one at a time: the next send goes out only once the
