@@ -83,7 +83,7 @@ async def wait_start(log: Path, token: int, timeout: float = 30) -> float:
         if started is not None:
             return started
         await asyncio.sleep(0.002)
-    raise TimeoutError(f"no claude process started for message {token} within {timeout} s")
+    raise TimeoutError(f"message {token} never reached claude within {timeout} s")
 
 
 def agent_names(count: int) -> list[str]:
@@ -204,7 +204,7 @@ async def run(
         variant += f", Temporal's SQLite with {pragma}"
     return [
         Row(
-            "send → recipient's claude process started: operator `POST /api/messages` to an "
+            "send → the message on the recipient's claude's stdin: operator `POST /api/messages` to an "
             f"idle agent, real `hive up` (embedded Temporal{variant}, process backend, "
             f"{agent_count} agents)",
             command,
