@@ -204,7 +204,8 @@ async def run(
         variant += f", Temporal's SQLite with {pragma}"
     return [
         Row(
-            "send → the message on the recipient's claude's stdin: operator `POST /api/messages` to an "
+            "send → the message on the recipient's claude's stdin: operator "
+            "`POST /api/messages` to an "
             f"idle agent, real `hive up` (embedded Temporal{variant}, process backend, "
             f"{agent_count} agents)",
             command,
