@@ -277,6 +277,8 @@ class TurnActivities:
                     if not raw:
                         break
                     event = parse_line(raw.decode(errors="replace"))
+                    if event.type == "result":
+                        event = claude.with_turn_cost(event)
                     accumulator.feed(event)
                     seq += 1
                     await self._record_event(request, seq, event.type, event.raw)
@@ -327,7 +329,7 @@ class TurnActivities:
             error_class=error_class.value,
             error_message=outcome.error_message,
             retry_after_s=outcome.retry_after_s,
-            cost_usd=claude.turn_cost(outcome.cost_usd),
+            cost_usd=outcome.cost_usd,
             input_tokens=outcome.input_tokens,
             output_tokens=outcome.output_tokens,
             duration_ms=outcome.duration_ms or 0,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -27,6 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 
+from agent_harness.stream_parser import StreamEvent
 from hyperhive.child_process import kill_process_group
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,20 @@ class WarmClaude:
         cost = max(0.0, running_total - self._cost_so_far)
         self._cost_so_far = max(self._cost_so_far, running_total)
         return cost
+
+    def with_turn_cost(self, result: StreamEvent) -> StreamEvent:
+        """A `result` event as the turn's own: `total_cost_usd` is this turn's cost (what the
+        agent page, `hive logs` and the spend show); the process's running total is kept as
+        `process_total_cost_usd`."""
+        total = result.raw.get("total_cost_usd")
+        if isinstance(total, bool) or not isinstance(total, int | float):
+            return result
+        raw = {
+            **result.raw,
+            "total_cost_usd": self.turn_cost(float(total)),
+            "process_total_cost_usd": total,
+        }
+        return dataclasses.replace(result, raw=raw)
 
     def stderr_tail(self) -> str:
         return self._stderr.decode(errors="replace").strip()[-500:]

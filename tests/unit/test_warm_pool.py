@@ -6,6 +6,7 @@ exit is bounded."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -19,6 +20,7 @@ from activities.warm_claude import (
     tree_rss_bytes,
     user_message_line,
 )
+from agent_harness.stream_parser import parse_line
 
 EXIT_S = 10.0
 FP = "fingerprint-1"
@@ -307,3 +309,17 @@ async def test_a_turn_that_does_not_keep_its_claude_ends_with_it_gone(
     pool.running(warm, warm=False)
     await pool.finish(warm, keep=True)
     assert warm.alive and pool.take("carol", FP) is warm
+
+
+async def test_each_result_shows_its_own_turns_cost_not_the_processs_total(spawn: Spawn) -> None:
+    claude = await spawn("alice")
+    shown = []
+    for running_total in (0.23, 0.47, 0.70):
+        line = json.dumps({"type": "result", "subtype": "success", "total_cost_usd": running_total})
+        event = claude.with_turn_cost(parse_line(line))
+        shown.append(event.raw["total_cost_usd"])
+        assert event.raw["process_total_cost_usd"] == running_total
+    assert shown == pytest.approx([0.23, 0.24, 0.23])
+    # A result without a cost is left as it is.
+    bare = parse_line('{"type": "result", "subtype": "success"}')
+    assert claude.with_turn_cost(bare) is bare
