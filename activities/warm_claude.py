@@ -299,12 +299,13 @@ def tree_rss_bytes(root: int) -> int:
         if pid in seen:
             continue
         seen.add(pid)
-        total += _rss_bytes(pid)
+        total += rss_bytes(pid)
         stack.extend(_children(pid))
     return total
 
 
-def _rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int) -> int:
+    """VmRSS of `pid` alone, 0 for a process that is gone."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
             for line in status:

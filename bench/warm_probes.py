@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from activities.warm_claude import tree_rss_bytes
+from activities.warm_claude import rss_bytes, tree_rss_bytes
+from bench.idle_agents import children
 from bench.warm_rig import Operator
 from tests.rig.c0re import RunningC0re
 
@@ -35,16 +36,6 @@ class Memory:
     @property
     def cpu_s(self) -> float:
         return sum(self.cpu_by_role.values())
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
 
 
 def tree(root: int) -> list[int]:
@@ -73,17 +64,6 @@ def pss_bytes(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def rss_bytes(pid: int) -> int:
-    """VmRSS of `pid` alone (its children are counted under their own role)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
