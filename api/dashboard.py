@@ -95,7 +95,7 @@ def page_context(request: Request) -> dict[str, Any]:
         "version": __version__,
         "host_id": settings.host_id,
         "temporal_target": settings.temporal_target,
-        "temporal_ui": settings.temporal_ui_url(),
+        "temporal_ui": settings.temporal_web_ui(),
         "namespace": settings.temporal_namespace,
         "started_at": runtime.started_at,
     }

@@ -32,7 +32,7 @@ async def _temporal_status(runtime: CoreRuntime) -> dict[str, Any]:
         "address": runtime.settings.temporal_target,
         "namespace": runtime.settings.temporal_namespace,
         "embedded": runtime.settings.embedded_temporal,
-        "ui": runtime.settings.temporal_ui_url(),
+        "ui": runtime.settings.temporal_web_ui(),
     }
     try:
         status["ok"] = await runtime.client.service_client.check_health(

@@ -188,6 +188,7 @@ class Lifecycle:
                     requester=requester,
                     host_task_queue=self._settings.host_task_queue,
                     timing=self._timing(),
+                    build_timeout_s=self._settings.build_timeout_s,
                     respawn=respawn,
                     fresh=fresh and respawn,
                 ),
@@ -221,6 +222,7 @@ class Lifecycle:
                 requester="hive-c0re",
                 preapproved=True,
                 host_task_queue=self._settings.host_task_queue,
+                build_timeout_s=self._settings.build_timeout_s,
                 respawn=manager is not None,
             ),
             id=f"hive-spawn-{MANAGER_NAME}",
@@ -257,6 +259,7 @@ class Lifecycle:
                     requester=requester,
                     host_task_queue=self._settings.host_task_queue,
                     timing=self._timing(),
+                    build_timeout_s=self._settings.build_timeout_s,
                 ),
                 workflow_id,
                 WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
@@ -397,7 +400,10 @@ class Lifecycle:
                 Schedule(
                     action=ScheduleActionStartWorkflow(
                         "AutoUpdateWorkflow",
-                        AutoUpdateRequest(host_task_queue=self._settings.host_task_queue),
+                        AutoUpdateRequest(
+                            host_task_queue=self._settings.host_task_queue,
+                            build_timeout_s=self._settings.build_timeout_s,
+                        ),
                         id=AUTO_UPDATE_SCHEDULE,
                         task_queue=self._settings.core_task_queue,
                     ),

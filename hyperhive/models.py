@@ -161,6 +161,10 @@ class ApprovalTiming(BaseModel):
     remind_every_s: float = 24 * 3600.0
 
 
+# HIVE_BUILD_TIMEOUT_S's default; also what workflows started before it existed get.
+DEFAULT_BUILD_TIMEOUT_S = 1800.0
+
+
 class SpawnRequest(BaseModel):
     name: str
     host_task_queue: str = "hive-host-local"
@@ -175,6 +179,7 @@ class SpawnRequest(BaseModel):
     # Only the operator: discard its config repos (re-written from `purpose`), its undelivered
     # messages and its claude session first. Credentials and the work dir are kept.
     fresh: bool = False
+    build_timeout_s: float = DEFAULT_BUILD_TIMEOUT_S
 
 
 class ApplyRequest(BaseModel):
@@ -184,6 +189,7 @@ class ApplyRequest(BaseModel):
     description: str = ""
     requester: str = "hm1nd"
     timing: ApprovalTiming = ApprovalTiming()
+    build_timeout_s: float = DEFAULT_BUILD_TIMEOUT_S
 
 
 class KillRequest(BaseModel):
@@ -237,6 +243,7 @@ class LifecycleOutcome(BaseModel):
 class AutoUpdateRequest(BaseModel):
     host_task_queue: str = "hive-host-local"
     concurrency: int = 4
+    build_timeout_s: float = DEFAULT_BUILD_TIMEOUT_S
 
 
 class DeployedRecord(BaseModel):

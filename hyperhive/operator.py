@@ -130,7 +130,7 @@ class OperatorService:
 
     def history_url(self, agent: str) -> str | None:
         """The agent's workflows in the Temporal Web UI (search attribute HiveAgent)."""
-        ui = self._settings.temporal_ui_url()
+        ui = self._settings.temporal_web_ui()
         if ui is None:
             return None
         query = quote(f'HiveAgent="{agent}"')
@@ -222,7 +222,7 @@ class OperatorService:
         entry = "" if token is None else "?" + urlencode({"token": token})
         return Urls(
             dashboard=base + "/" + entry,
-            temporal_ui=self._settings.temporal_ui_url(),
+            temporal_ui=self._settings.temporal_web_ui(),
             metrics=base + "/metrics",
             agents={
                 a.name: (a.page_url or base + a.dashboard_path) + entry for a in await self.agents()

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hyperhive.models import DEFAULT_BUILD_TIMEOUT_S
+
 ContainerBackendName = Literal["auto", "nixos", "bwrap", "process"]
 
 # AF_UNIX paths are limited to 108 bytes including the NUL; `/agents/<9 chars>/model.sock` is 28.
@@ -52,6 +54,13 @@ class HiveSettings(BaseSettings):
     temporal_port: int = Field(default=7233, ge=1, le=65535, description="Embedded Temporal gRPC.")
     temporal_ui_port: int = Field(
         default=8233, ge=1, le=65535, description="Embedded Temporal Web UI."
+    )
+    temporal_ui_url: str = Field(
+        default="",
+        pattern=r"^(https?://\S+)?$",
+        description="The Temporal Web UI's URL, for links from the dashboard, `hive` and "
+        "approvals to workflow histories. Empty = the embedded server's UI; no links when "
+        "HIVE_TEMPORAL_ADDRESS is set (the NixOS module sets it when its UI is on).",
     )
 
     db_url: str = Field(
@@ -220,6 +229,12 @@ class HiveSettings(BaseSettings):
     auto_update_interval_s: float = Field(
         default=3600.0, gt=0, description="How often the hive-auto-update schedule runs."
     )
+    build_timeout_s: float = Field(
+        default=DEFAULT_BUILD_TIMEOUT_S,
+        ge=60,
+        description="How long one container build (create, or update to a new config) may "
+        "take before it is given up; a Nix build of a first system takes minutes.",
+    )
     hyperhive_flake_url: str = Field(
         default="",
         description="The hyperhive flake agents' flakes are pinned to. Empty = this git "
@@ -331,7 +346,10 @@ class HiveSettings(BaseSettings):
     def dashboard_url(self) -> str:
         return f"http://{self.bind_host}:{self.dashboard_port}"
 
-    def temporal_ui_url(self) -> str | None:
+    def temporal_web_ui(self) -> str | None:
+        """Where links to workflow histories point, or None when there is no Web UI to link."""
+        if self.temporal_ui_url:
+            return self.temporal_ui_url.rstrip("/")
         return (
             f"http://{self.bind_host}:{self.temporal_ui_port}" if self.embedded_temporal else None
         )

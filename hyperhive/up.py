@@ -44,7 +44,7 @@ def ready_banner(runtime: CoreRuntime) -> str:
     if s.embedded_temporal:
         rows += [
             ("temporal", f"{s.temporal_target} (embedded, history in {s.temporal_db_path})"),
-            ("temporal ui", s.temporal_ui_url() or ""),
+            ("temporal ui", s.temporal_web_ui() or ""),
         ]
     else:
         rows.append(("temporal", f"{s.temporal_target} (namespace {s.temporal_namespace})"))

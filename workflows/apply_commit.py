@@ -66,7 +66,7 @@ class ApplyCommitWorkflow(ApprovalGate):
             result_type=str,
         )
         try:
-            await self.host("container_update", name)
+            await self.build("container_update", name, timeout_s=request.build_timeout_s)
         except ActivityError as err:
             detail = failure_text(err)
             await self.host("revert_applied", RevertInput(agent=name, to_sha=previous))

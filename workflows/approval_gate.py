@@ -26,6 +26,17 @@ with workflow.unsafe.imports_passed_through():
     )
 
 HOST_ACTIVITY_TIMEOUT = timedelta(seconds=60)
+# A container build (a Nix build on NixOS) runs for minutes: it heartbeats instead, and is
+# bounded by the request's build_timeout_s (HIVE_BUILD_TIMEOUT_S).
+BUILD_HEARTBEAT_TIMEOUT = timedelta(seconds=60)
+# A build that failed fails the same way again: tried at most this often (a lost worker or a
+# flaky fetch are what a second try is for; a build error is non-retryable anyway).
+BUILD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=3,
+    non_retryable_error_types=["BackendError:permanent", "RepoError"],
+)
 HOST_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
@@ -68,6 +79,18 @@ class ApprovalGate:
             result_type=result_type,
             start_to_close_timeout=HOST_ACTIVITY_TIMEOUT,
             retry_policy=HOST_RETRY,
+        )
+
+    async def build(self, activity: str, name: str, *, timeout_s: float) -> None:
+        """Run a container build activity (container_create, container_update): it heartbeats
+        while it builds and may take up to `timeout_s`."""
+        await workflow.execute_activity(
+            activity,
+            name,
+            task_queue=self.host_queue,
+            start_to_close_timeout=timedelta(seconds=timeout_s),
+            heartbeat_timeout=BUILD_HEARTBEAT_TIMEOUT,
+            retry_policy=BUILD_RETRY,
         )
 
     async def tell(self, to: str, body: str, *, about: str) -> None:

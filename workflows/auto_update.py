@@ -37,7 +37,7 @@ class AutoUpdateWorkflow(ApprovalGate):
             async with slots:
                 try:
                     await self.host("set_recorded_rev", RevInput(agent=name, rev=rev))
-                    await self.host("container_update", name)
+                    await self.build("container_update", name, timeout_s=request.build_timeout_s)
                     await self.host("record_deployed", DeployedRecord(name=name, hyperhive_rev=rev))
                     result.updated.append(name)
                 except ActivityError as err:

@@ -89,7 +89,7 @@ class SpawnWorkflow(ApprovalGate):
             await self.host("init_agent_repos", InitReposInput(agent=name, purpose=request.purpose))
             await self.host("prepare_agent", name)
             made_container = True
-            await self.host("container_create", name)
+            await self.build("container_create", name, timeout_s=request.build_timeout_s)
             await self.host("container_start", name)
             await self.host(
                 "record_deployed",

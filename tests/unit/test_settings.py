@@ -40,7 +40,7 @@ def test_env_prefix_and_external_cluster(monkeypatch: pytest.MonkeyPatch, tmp_pa
     s = HiveSettings()
     assert not s.embedded_temporal
     assert s.temporal_target == "temporal.example:7233"
-    assert s.temporal_ui_url() is None
+    assert s.temporal_web_ui() is None
     assert s.database_url == "postgresql+psycopg://hive@db/hive"
     assert s.run_path == tmp_path / "run"
 
