@@ -43,9 +43,8 @@ from api.broker import error_responses
 from hyperhive import __version__
 from hyperhive.domain import MAX_STORE_ID, OPERATOR_NAME, ApprovalStatus
 from hyperhive.errors import HiveError
-from hyperhive.operator import AgentView, ControlAction, HiveStatus, OperatorService
+from hyperhive.operator import AgentView, ApprovalView, ControlAction, HiveStatus, OperatorService
 from hyperhive.runtime import CoreRuntime
-from hyperhive.store.approvals import Approval
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +104,11 @@ def render_agent_rows(agents: list[AgentView]) -> str:
     return TEMPLATES.get_template("dashboard_agents.html").render(agents=agents)
 
 
-def render_approval_rows(approvals: list[Approval]) -> str:
+def render_approval_rows(approvals: list[ApprovalView]) -> str:
     return TEMPLATES.get_template("dashboard_approvals.html").render(approvals=approvals)
 
 
-def pending_count(approvals: list[Approval]) -> int:
+def pending_count(approvals: list[ApprovalView]) -> int:
     return sum(a.status == ApprovalStatus.PENDING.value for a in approvals)
 
 
@@ -191,8 +190,8 @@ async def list_agents(request: Request) -> list[AgentView]:
     return await _operator(request).agents()
 
 
-@router.get("/api/approvals", response_model=list[Approval])
-async def list_approvals(request: Request) -> list[Approval]:
+@router.get("/api/approvals", response_model=list[ApprovalView])
+async def list_approvals(request: Request) -> list[ApprovalView]:
     """Approvals, pending first (oldest first), then decided ones (newest first)."""
     return await _operator(request).approvals()
 

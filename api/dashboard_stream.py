@@ -25,9 +25,8 @@ from api.stream_slots import CountedEventSource, client_of, slots_of
 from hyperhive.broker import MESSAGES_TOPIC, Broker
 from hyperhive.domain import MAX_STORE_ID, parse_resume_id
 from hyperhive.models import Message
-from hyperhive.operator import AgentView, OperatorService
+from hyperhive.operator import AgentView, ApprovalView, OperatorService
 from hyperhive.runtime import CoreRuntime
-from hyperhive.store.approvals import Approval
 
 router = APIRouter(tags=["dashboard"])
 
@@ -54,7 +53,7 @@ class Rows:
     taken_at: float
     # What was rendered: the same rows again are not rendered again (approvals carry diffs).
     agents_in: list[AgentView]
-    approvals_in: list[Approval]
+    approvals_in: list[ApprovalView]
 
 
 class SharedRows:

@@ -239,12 +239,14 @@ class Broker:
 
     async def notify_operator(self, agent: str, body: str) -> SendResult:
         """hive-c0re's own notice to the operator about `agent` (paused, over budget, needs a
-        login, …): stored as a message from `agent` to the operator. Unlike `send` it is exempt
+        login, …): stored as a message from hive-c0re to the operator (the agent did not write
+        it). Unlike `send` it is exempt
         from the agent's rate limit, and a body over the limit is cut rather than refused (the
         notice must get through). Raises UnknownAgentError / InvalidNameError / EmptyBodyError.
         """
         self._check_name(agent, "agent")
-        return await self._notice(agent, OPERATOR_NAME, body)
+        await self._require_known(agent)
+        return await self._notice(SYSTEM_SENDER, OPERATOR_NAME, body)
 
     async def system_notice(self, to: str, body: str) -> SendResult:
         """A notice from hive-c0re itself (sender `hive-c0re`) to an agent or the operator: an

@@ -39,6 +39,7 @@ from hyperhive.health_check import run_health_check
 from hyperhive.lifecycle import Lifecycle
 from hyperhive.metrics import HiveMetrics
 from hyperhive.operator import OperatorService
+from hyperhive.orphaned_approvals import sweep_forever
 from hyperhive.runtime import CoreRuntime
 from hyperhive.settings import HiveSettings
 from hyperhive.store.db import make_engine, migrate
@@ -204,6 +205,11 @@ async def run_c0re(
             if settings.create_manager:
                 await lifecycle.ensure_manager(backend.status)
             await lifecycle.ensure_auto_update()
+            await waker.follow_settings(registered)
+            sweeping = asyncio.create_task(
+                sweep_forever(client, engine, broker), name="orphaned approvals"
+            )
+            stack.callback(sweeping.cancel)
             serving = asyncio.create_task(server.serve(sockets=[listener]), name="dashboard")
             try:
                 result = await run_health_check(client, settings, within=READY_CHECK_TIMEOUT)

@@ -1,5 +1,5 @@
 """Starting lifecycle workflows and deciding approvals: what the manager's tools, the CLI and
-the dashboard call. Every operator path ends in the same `decide` signal."""
+the dashboard call. Every operator path ends in the same `decide` update."""
 
 from __future__ import annotations
 
@@ -19,11 +19,13 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
     WorkflowFailureError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from hyperhive import config_repo
@@ -41,6 +43,7 @@ from hyperhive.models import (
     ApprovalTiming,
     AutoUpdateRequest,
     Decision,
+    DecisionOutcome,
     KillRequest,
     LifecycleOutcome,
     SpawnRequest,
@@ -50,12 +53,13 @@ from hyperhive.repo_git import RepoError
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
+from hyperhive.waker import agent_search_attributes
 
 log = logging.getLogger(__name__)
 
 AUTO_UPDATE_SCHEDULE = "hive-auto-update"
-# The approval workflows' update that decides (workflows.approval_gate.ApprovalGate.settle).
-SETTLE_UPDATE = "settle"
+# The approval workflows' update that decides (workflows.approval_gate.ApprovalGate.decide).
+DECIDE_UPDATE = "decide"
 DECIDE_TIMEOUT_S = 30.0
 MAX_PURPOSE_CHARS = 4000
 # A workflow's approval is stored within moments of its start; after this long, only the store
@@ -181,6 +185,7 @@ class Lifecycle:
         workflow_id = f"hive-spawn-{name}"
         async with self._within_pending_limit(requester, workflow_id):
             await self._start_once(
+                name,
                 "SpawnWorkflow",
                 SpawnRequest(
                     name=name,
@@ -227,6 +232,7 @@ class Lifecycle:
             ),
             id=f"hive-spawn-{MANAGER_NAME}",
             task_queue=self._settings.core_task_queue,
+            search_attributes=agent_search_attributes(MANAGER_NAME),
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
@@ -251,6 +257,7 @@ class Lifecycle:
         workflow_id = f"hive-apply-{name}-{full[:12]}"
         async with self._within_pending_limit(requester, workflow_id):
             await self._start_once(
+                name,
                 "ApplyCommitWorkflow",
                 ApplyRequest(
                     name=name,
@@ -271,6 +278,7 @@ class Lifecycle:
 
     async def _start_once(
         self,
+        agent: str,
         workflow: str,
         request: object,
         workflow_id: str,
@@ -286,6 +294,7 @@ class Lifecycle:
                 task_queue=self._settings.core_task_queue,
                 id_reuse_policy=reuse,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                search_attributes=agent_search_attributes(agent),
             )
         except WorkflowAlreadyStartedError:
             raise already from None
@@ -303,6 +312,7 @@ class Lifecycle:
                 id=f"{prefix}-{name}",
                 task_queue=self._settings.core_task_queue,
                 result_type=LifecycleOutcome,
+                search_attributes=agent_search_attributes(name),
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 execution_timeout=timedelta(minutes=10),
@@ -352,9 +362,7 @@ class Lifecycle:
         handle = self._client.get_workflow_handle(approval.workflow_id)
         try:
             async with asyncio.timeout(DECIDE_TIMEOUT_S):
-                in_force = await handle.execute_update(
-                    SETTLE_UPDATE, decision, result_type=Decision
-                )
+                await handle.execute_update(DECIDE_UPDATE, decision, result_type=DecisionOutcome)
         except TimeoutError:
             raise LifecycleError(
                 f"the workflow of approval #{approval_id} did not answer within "
@@ -362,9 +370,14 @@ class Lifecycle:
                 "check that hive-c0re is running (its worker runs approval workflows), then "
                 "decide again",
             ) from None
-        except WorkflowUpdateFailedError:
+        except WorkflowUpdateFailedError as e:
+            # Refused by the workflow's validator: it says why (decided already, expired, …).
+            cause = e.cause
+            if isinstance(cause, ApplicationError) and len(cause.details) == 2:
+                what, hint = cause.details
+                raise LifecycleError(str(what), str(hint)) from None
             raise LifecycleError(
-                f"approval #{approval_id} expired before it was decided", "request it again"
+                getattr(cause, "message", None) or str(cause), "see `hive approvals`"
             ) from None
         except RPCError as e:
             if e.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
@@ -383,34 +396,40 @@ class Lifecycle:
                 f"cannot reach the workflow of approval #{approval_id}: {e}",
                 "check that hive-c0re and Temporal are running",
             ) from None
-        if in_force != decision:
-            raise _already(
-                approval_id,
-                (ApprovalStatus.APPROVED if in_force.approved else ApprovalStatus.DENIED).value,
-                in_force.by,
-            )
         return approval
 
     async def ensure_auto_update(self) -> None:
-        """The schedule is created once (idempotently) and triggered at every start-up."""
+        """The schedule is created once, brought in line with the settings at every start-up
+        (interval, queues, build timeout; a pause set in the Temporal UI stays), and
+        triggered."""
         every = timedelta(seconds=self._settings.auto_update_interval_s)
+        action = ScheduleActionStartWorkflow(
+            "AutoUpdateWorkflow",
+            AutoUpdateRequest(
+                host_task_queue=self._settings.host_task_queue,
+                build_timeout_s=self._settings.build_timeout_s,
+            ),
+            id=AUTO_UPDATE_SCHEDULE,
+            task_queue=self._settings.core_task_queue,
+        )
+        spec = ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)])
         try:
             handle = await self._client.create_schedule(
                 AUTO_UPDATE_SCHEDULE,
                 Schedule(
-                    action=ScheduleActionStartWorkflow(
-                        "AutoUpdateWorkflow",
-                        AutoUpdateRequest(
-                            host_task_queue=self._settings.host_task_queue,
-                            build_timeout_s=self._settings.build_timeout_s,
-                        ),
-                        id=AUTO_UPDATE_SCHEDULE,
-                        task_queue=self._settings.core_task_queue,
-                    ),
-                    spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+                    action=action,
+                    spec=spec,
                     policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
                 ),
             )
         except ScheduleAlreadyRunningError:
             handle = self._client.get_schedule_handle(AUTO_UPDATE_SCHEDULE)
+
+            def follow_settings(current: ScheduleUpdateInput) -> ScheduleUpdate:
+                schedule = current.description.schedule
+                schedule.action = action
+                schedule.spec = spec
+                return ScheduleUpdate(schedule=schedule)
+
+            await handle.update(follow_settings)
         await handle.trigger(overlap=ScheduleOverlapPolicy.SKIP)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class HealthCheckInput(BaseModel):
@@ -148,11 +149,45 @@ class OperatorNotice(BaseModel):
 # -- lifecycle ---------------------------------------------------------------------------------
 
 
+# Who decided an approval, and the note with it (the operator's surfaces say the same).
+MAX_DECIDER_CHARS = 64
+MAX_NOTE_CHARS = 2000
+
+
 class Decision(BaseModel):
-    """The `decide` signal of an approval workflow (dashboard, `hive approve`, temporal CLI)."""
+    """The `decide` update (or signal) of an approval workflow: the dashboard, `hive approve`,
+    `temporal workflow update execute --name decide --input '{"approved": true, "by": "ann"}'`.
+
+    Strict: `"yes"` is not true and a misspelt field is an error, not a default."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     approved: bool
-    by: str = "operator"
+    # Recorded as who decided and shown to every operator and agent: one line, no controls.
+    by: Annotated[str, Field(min_length=1, max_length=MAX_DECIDER_CHARS)] = "operator"
+    note: Annotated[str, Field(max_length=MAX_NOTE_CHARS)] = ""
+
+    @field_validator("by")
+    @classmethod
+    def _one_plain_line(cls, by: str) -> str:
+        if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in by):
+            raise ValueError("must be one line without control characters")
+        return by
+
+    @field_validator("note")
+    @classmethod
+    def _no_nul(cls, note: str) -> str:
+        if "\0" in note:
+            raise ValueError("must not contain a NUL character")
+        return note
+
+
+class DecisionOutcome(BaseModel):
+    """What the `decide` update answers: the decision in force on the approval."""
+
+    approval_id: int | None
+    status: str  # approved | denied
+    by: str
     note: str = ""
 
 
@@ -214,6 +249,14 @@ class NewApproval(BaseModel):
     workflow_id: str
     diff: str = ""
     expires_at: datetime | None = None
+
+
+class ApprovalCancel(BaseModel):
+    """Close the pending approval of workflow `workflow_id` as cancelled (`why`: shown to the
+    operator and the requester)."""
+
+    workflow_id: str
+    why: str
 
 
 class ApprovalUpdate(BaseModel):

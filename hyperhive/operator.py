@@ -30,7 +30,14 @@ from hyperhive.credentials import (
 )
 from hyperhive.domain import MANAGER_NAME, OPERATOR_NAME, ApprovalStatus
 from hyperhive.errors import HiveError
-from hyperhive.models import Decision, LifecycleOutcome, Message, SendResult
+from hyperhive.models import (
+    MAX_DECIDER_CHARS,
+    MAX_NOTE_CHARS,
+    Decision,
+    LifecycleOutcome,
+    Message,
+    SendResult,
+)
 from hyperhive.repo_git import RepoError
 from hyperhive.runtime import CoreRuntime
 from hyperhive.store import agents as agent_store
@@ -40,6 +47,13 @@ from hyperhive.store.agents import AgentOverview, TurnEvent
 from hyperhive.store.approvals import Approval
 
 MAX_LIST = 1000
+
+
+class ApprovalView(Approval):
+    """An approval as the operator's surfaces show it: with a link to its workflow's history
+    in the Temporal Web UI (None when there is no UI to link)."""
+
+    workflow_url: str | None = None
 
 
 class OperatorError(HiveError):
@@ -106,9 +120,6 @@ def _start_of_day(now: datetime) -> datetime:
     return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-MAX_DECIDER_CHARS = 64
-
-
 class OperatorService:
     def __init__(self, runtime: CoreRuntime) -> None:
         self._rt = runtime
@@ -129,12 +140,21 @@ class OperatorService:
         return self._rev
 
     def history_url(self, agent: str) -> str | None:
-        """The agent's workflows in the Temporal Web UI (search attribute HiveAgent)."""
+        """The agent's workflows in the Temporal Web UI (search attribute HiveAgent): its
+        spawns, applies, kills, starts and turn loop."""
+        return self._workflows_url(f'HiveAgent="{agent}"')
+
+    def _workflows_url(self, query: str) -> str | None:
         ui = self._settings.temporal_web_ui()
         if ui is None:
             return None
-        query = quote(f'HiveAgent="{agent}"')
-        return f"{ui}/namespaces/{quote(self._settings.temporal_namespace)}/workflows?query={query}"
+        namespace = quote(self._settings.temporal_namespace, safe="")
+        return f"{ui}/namespaces/{namespace}/workflows?query={quote(query, safe='')}"
+
+    def _view(self, approval: Approval) -> ApprovalView:
+        # By id, not run: the store does not know the run, and the list shows every run of it.
+        url = self._workflows_url(f'WorkflowId="{approval.workflow_id}"')
+        return ApprovalView(**approval.model_dump(), workflow_url=url)
 
     def page_url(self, name: str, port: int | None) -> str | None:
         """The agent's own page, if it is served on its stored port right now (else its page
@@ -182,8 +202,8 @@ class OperatorService:
                 return view
         raise OperatorError(f"there is no agent named {name!r}", "see `hive status`")
 
-    async def approvals(self, *, pending_only: bool = False) -> list[Approval]:
-        rows: list[Approval] = await self._db(approval_store.list_approvals)
+    async def approvals(self, *, pending_only: bool = False) -> list[ApprovalView]:
+        rows = [self._view(a) for a in await self._db(approval_store.list_approvals)]
         if pending_only:
             rows = [r for r in rows if r.status == ApprovalStatus.PENDING.value]
         # Pending first (oldest first: they have waited longest), then decided, newest first.
@@ -195,11 +215,11 @@ class OperatorService:
         )
         return pending + decided
 
-    async def approval(self, approval_id: int) -> Approval:
+    async def approval(self, approval_id: int) -> ApprovalView:
         row: Approval | None = await self._db(approval_store.get_approval, approval_id)
         if row is None:
             raise OperatorError(f"there is no approval #{approval_id}", "see `hive approvals`")
-        return row
+        return self._view(row)
 
     async def status(self) -> HiveStatus:
         agents = await self.agents()
@@ -279,8 +299,8 @@ class OperatorService:
                 f"characters, got {by[:80]!r}",
                 "give a plain name (e.g. your login)",
             )
-        if len(note) > 2000:
-            raise OperatorError("the note is over 2000 characters", "shorten it")
+        if len(note) > MAX_NOTE_CHARS:
+            raise OperatorError(f"the note is over {MAX_NOTE_CHARS} characters", "shorten it")
         if "\0" in note:
             raise OperatorError("the note contains a NUL character", "send plain text")
         return await self._rt.lifecycle.decide(

@@ -9,11 +9,17 @@ from temporalio.common import (
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
 )
+from temporalio.service import RPCError, RPCStatusCode
 
 from hyperhive.models import AgentLimits, AgentWorkflowInput
 from hyperhive.settings import HiveSettings
 
 HIVE_AGENT = SearchAttributeKey.for_keyword("HiveAgent")
+
+
+def agent_search_attributes(agent: str) -> TypedSearchAttributes:
+    """What every workflow of `agent` carries, so that `HiveAgent='<agent>'` finds them all."""
+    return TypedSearchAttributes([SearchAttributePair(HIVE_AGENT, agent)])
 
 
 def agent_workflow_id(agent: str) -> str:
@@ -48,5 +54,21 @@ class TemporalWaker:
             task_queue=self._settings.core_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             start_signal="notify",
-            search_attributes=TypedSearchAttributes([SearchAttributePair(HIVE_AGENT, agent)]),
+            search_attributes=agent_search_attributes(agent),
         )
+
+    async def follow_settings(self, agents: list[str]) -> list[str]:
+        """Send the settings' limits to the running turn loops of `agents` (a loop keeps the
+        limits it started with otherwise); returns the agents that got them."""
+        limits = agent_limits(self._settings)
+        told = []
+        for agent in agents:
+            handle = self._client.get_workflow_handle(agent_workflow_id(agent))
+            try:
+                await handle.signal("set_limits", limits)
+            except RPCError as e:
+                if e.status != RPCStatusCode.NOT_FOUND:  # not running: it starts with them
+                    raise
+                continue
+            told.append(agent)
+        return told

@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from hyperhive.domain import AgentState, TurnErrorClass
     from hyperhive.models import (
+        AgentLimits,
         AgentLoopState,
         AgentStateChange,
         AgentStatus,
@@ -83,6 +84,12 @@ class AgentWorkflow:
         self.s.over_budget = False
         self.wake = True
         self.state_dirty = True
+
+    @workflow.signal
+    def set_limits(self, limits: AgentLimits) -> None:
+        """hive-c0re sends its settings' limits at start-up: a long-running loop follows a
+        changed HIVE_MAX_TURNS_PER_HOUR (and the rest) from its next turn on."""
+        self.limits = limits
 
     @workflow.signal
     def stop(self) -> None:
@@ -259,7 +266,8 @@ class AgentWorkflow:
                 break
             if self.state_dirty:
                 self.state_dirty = False
-                await self._record_state(self.s.pause_reason)
+                # "" would keep the stored status text ("paused by the operator") beside "idle".
+                await self._record_state(self.s.pause_reason or "resumed by the operator")
                 continue
             exceeded = self._budget_exceeded()
             if exceeded:

@@ -20,6 +20,7 @@ class ApplyCommitWorkflow(ApprovalGate):
     def __init__(self, request: ApplyRequest) -> None:
         self.decision = None
         self.host_queue = request.host_task_queue
+        self.gated = True
 
     @workflow.run
     async def run(self, request: ApplyRequest) -> LifecycleOutcome:

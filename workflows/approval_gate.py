@@ -1,26 +1,34 @@
-"""The approval part of lifecycle workflows: wait for a decision, remind, expire.
+"""The approval part of lifecycle workflows: wait for a decision, remind, expire, cancel.
 
-A decision arrives as the `settle` update (what hive-c0re's surfaces send: the caller learns the
-decision in force, which is the first one, whoever sent it) or as the `decide` signal (for
-`temporal workflow signal`; a signal cannot answer). Either way the first decision stands."""
+A decision arrives as the `decide` update (what hive-c0re's surfaces and `temporal workflow
+update execute` send): its validator refuses a malformed, late or conflicting decision with the
+reason and changes nothing; an accepted one returns the outcome. The `decide` signal stays for
+scripts written before the update (a signal cannot answer: a refused one is only logged).
+Either way the first decision stands."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import JsonValue
+
+    from hyperhive.decisions import BadDecision, parse_decision
     from hyperhive.domain import OPERATOR_NAME, ApprovalStatus
     from hyperhive.models import (
         AgentMessage,
+        ApprovalCancel,
         ApprovalTiming,
         ApprovalUpdate,
         Decision,
+        DecisionOutcome,
         LifecycleOutcome,
         NewApproval,
     )
@@ -50,17 +58,79 @@ class ApprovalGate:
 
     decision: Decision | None = None
     host_queue: str = "hive-host-local"
-    # Set once the wait is over (decided or expired): a decision after that changes nothing.
-    closed: bool = False
+    # Whether this workflow asks for a decision at all (kill, start, auto-update and hm1nd's own
+    # spawn never do); set in the workflow's __init__.
+    gated: bool = False
+    approval_id: int | None = None
+    # Set once the wait is over: why a decision can no longer be taken ("expired", …).
+    closed: str = ""
 
-    @workflow.signal
-    def decide(self, decision: Decision) -> None:
+    def _refusal(self, decision: Decision) -> tuple[str, str] | None:
+        """Why `decision` cannot be taken now and what to do, or None when it can (or already
+        was, identically: a retried call gets the same answer)."""
+        which = f"approval #{self.approval_id}" if self.approval_id else "this approval"
+        if not self.gated:
+            return (
+                f"workflow {workflow.info().workflow_id} has no approval to decide",
+                "decide the workflow of the approval: see `hive approvals`",
+            )
+        if self.decision is not None:
+            if self.decision == decision:
+                return None
+            verdict = "approved" if self.decision.approved else "denied"
+            return (
+                f"{which} is already {verdict} by {self.decision.by}",
+                "nothing to do: the first decision stands",
+            )
+        if self.closed:
+            return f"{which} {self.closed} before it was decided", "request it again"
+        return None
+
+    def _outcome(self) -> DecisionOutcome:
+        assert self.decision is not None
+        return DecisionOutcome(
+            approval_id=self.approval_id,
+            status=(ApprovalStatus.APPROVED if self.decision.approved else ApprovalStatus.DENIED),
+            by=self.decision.by,
+            note=self.decision.note,
+        )
+
+    @workflow.update(name="decide")
+    def decide(self, raw: JsonValue) -> DecisionOutcome:
+        """Approve or deny; returns the decision in force (the validator let only this one or
+        an identical repeat through)."""
         if self.decision is None:
+            self.decision = parse_decision(raw)
+        return self._outcome()
+
+    @decide.validator
+    def _refuse_bad_decision(self, raw: JsonValue) -> None:
+        try:
+            problem = self._refusal(parse_decision(raw))
+        except BadDecision as e:
+            raise ApplicationError(str(e), type="BadDecision") from None
+        if problem is not None:
+            what, hint = problem
+            # The message for `temporal` users; what and hint apart for hive's own surfaces.
+            raise ApplicationError(f"{what} ({hint})", what, hint, type="DecisionRefused")
+
+    @workflow.signal(name="decide")
+    def decide_signal(self, raw: JsonValue) -> None:
+        try:
+            decision = parse_decision(raw)
+        except BadDecision as e:
+            workflow.logger.warning("decide signal ignored: %s", e)
+            return
+        problem = self._refusal(decision)
+        if problem is not None:
+            workflow.logger.warning("decide signal ignored: %s (%s)", *problem)
+        elif self.decision is None:
             self.decision = decision
 
     @workflow.update
     def settle(self, decision: Decision) -> Decision:
-        """Decide, unless decided already; return the decision in force."""
+        """The update hive-c0re sent before `decide` was one: kept so that histories with it
+        replay. Decide unless decided already; returns the decision in force."""
         if self.decision is None:
             self.decision = decision
         return self.decision
@@ -111,7 +181,7 @@ class ApprovalGate:
         while self.decision is None:
             remaining = (deadline - workflow.now()).total_seconds()
             if remaining <= 0:
-                self.closed = True
+                self.closed = "expired"
                 return None
             try:
                 await workflow.wait_condition(
@@ -127,7 +197,6 @@ class ApprovalGate:
                         f"`hive deny {approval_id}`.",
                         about=about,
                     )
-        self.closed = True
         return self.decision
 
     async def seek_approval(
@@ -145,9 +214,26 @@ class ApprovalGate:
 
         Returns the approval id and, unless it was approved, the outcome to end with (the
         approval is marked and the requester told "<subject> was denied …" / "… expired")."""
-        approval_id = int(await self.host("create_approval", new, result_type=int))
-        await self.tell(OPERATOR_NAME, announce(approval_id), about=announce_about)
-        decision = await self.await_decision(approval_id, timing, about=new.agent, what=what)
+        try:
+            approval_id = int(await self.host("create_approval", new, result_type=int))
+            self.approval_id = approval_id
+            await self.tell(OPERATOR_NAME, announce(approval_id), about=announce_about)
+            decision = await self.await_decision(approval_id, timing, about=new.agent, what=what)
+        except (asyncio.CancelledError, ActivityError) as err:
+            if isinstance(err, ActivityError) and not isinstance(err.cause, CancelledError):
+                raise
+            # Cancelled from the Temporal UI or CLI while waiting: the approval must not stay
+            # pending for ever. (A terminated workflow runs no code: hive-c0re's sweep of
+            # orphaned approvals closes those.)
+            self.closed = "was cancelled"
+            await self.host(
+                "cancel_approval",
+                ApprovalCancel(
+                    workflow_id=workflow.info().workflow_id,
+                    why=f"its workflow {workflow.info().workflow_id} was cancelled in Temporal",
+                ),
+            )
+            raise
         if decision is None:
             await self.mark(approval_id, ApprovalStatus.EXPIRED.value, by=None, note="")
             await tell_requester(f"{subject} expired unapproved.")

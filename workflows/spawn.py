@@ -54,6 +54,7 @@ class SpawnWorkflow(ApprovalGate):
     def __init__(self, request: SpawnRequest) -> None:
         self.decision = None
         self.host_queue = request.host_task_queue
+        self.gated = not request.preapproved
 
     @workflow.run
     async def run(self, request: SpawnRequest) -> LifecycleOutcome:

@@ -82,6 +82,34 @@ def set_approval_status(
         conn.execute(sa.update(APPROVALS).where(APPROVALS.c.id == approval_id).values(**values))
 
 
+def cancel_pending(engine: Engine, workflow_id: str, *, note: str) -> list[Approval]:
+    """Mark the pending approvals of `workflow_id` cancelled; returns those this call changed
+    (none when something else, a decision or another cancel, got there first)."""
+    pending = (APPROVALS.c.workflow_id == workflow_id) & (
+        APPROVALS.c.status == ApprovalStatus.PENDING
+    )
+    with begin(engine, write=True) as conn:
+        # One statement: of two racing callers, only one gets each row back.
+        rows = conn.execute(
+            sa.update(APPROVALS)
+            .where(pending)
+            .values(status=ApprovalStatus.CANCELLED, decided_at=utcnow(), note=note)
+            .returning(*APPROVALS.c)
+        ).all()
+    return [_approval(row) for row in rows]
+
+
+def pending_approvals(engine: Engine) -> list[Approval]:
+    """Every approval still waiting, oldest first."""
+    with begin(engine) as conn:
+        rows = conn.execute(
+            sa.select(APPROVALS)
+            .where(APPROVALS.c.status == ApprovalStatus.PENDING)
+            .order_by(APPROVALS.c.id)
+        ).all()
+    return [_approval(row) for row in rows]
+
+
 def get_approval(engine: Engine, approval_id: int) -> Approval | None:
     with begin(engine) as conn:
         row = conn.execute(sa.select(APPROVALS).where(APPROVALS.c.id == approval_id)).first()

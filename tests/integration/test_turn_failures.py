@@ -89,7 +89,7 @@ async def test_401_means_needs_login_without_a_retry_storm(start_c0re, fake_mode
     status = await hive.wait_status("a", lambda s: s.state == "needs_login")
     assert status.last_error_class == "needs_login"
     notice = await hive.operator_recv(wait_seconds=60)
-    assert notice is not None and notice.sender == "a"
+    assert notice is not None and notice.sender == "hive-c0re"  # about a, not written by it
     assert "not logged in" in notice.body
     assert len(_wakes(fake_model, "a", "do something")) == 1, "no retries while logged out"
 

@@ -519,7 +519,8 @@ async def test_notify_operator_gets_through_whatever_the_rate_or_size(broker, en
     assert result.recipient == OPERATOR_NAME
     long = await broker.notify_operator("alice", "é" * 5000 + "\x00")
     got = [await broker.recv(OPERATOR_NAME), await broker.recv(OPERATOR_NAME)]
-    assert got[0] is not None and got[0].sender == "alice"
+    # hive-c0re wrote it, not alice: the operator must not read it as the agent's own words.
+    assert got[0] is not None and got[0].sender == "hive-c0re"
     assert got[0].body == "alice is paused: over budget"
     assert got[1] is not None and got[1].id == long.id
     assert got[1].body.endswith(" … (cut)") and len(got[1].body.encode()) <= 1000

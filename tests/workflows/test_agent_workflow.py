@@ -51,6 +51,15 @@ class ScriptedHost:
     # What the store says the agent's last claude session was ("" = none), and who asked.
     last_session: str = ""
     session_lookups: list[str] = field(default_factory=list)
+    # Set whenever a state is recorded or the operator told (what `told` waits on).
+    reported: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def told(self, check: Callable[[], bool], timeout: float = 30) -> None:
+        """Until `check()` holds over what the loop recorded and said."""
+        async with asyncio.timeout(timeout):
+            while not check():
+                self.reported.clear()
+                await self.reported.wait()
 
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="run_turn")
@@ -78,10 +87,12 @@ class ScriptedHost:
         @activity.defn(name="set_agent_state")
         async def set_agent_state(change: AgentStateChange) -> None:
             self.states.append(change)
+            self.reported.set()
 
         @activity.defn(name="notify_operator")
         async def notify_operator(notice: OperatorNotice) -> None:
             self.notices.append(notice.body)
+            self.reported.set()
 
         @activity.defn(name="release_turn_message")
         async def release_turn_message(turn_id: str) -> bool:
@@ -212,6 +223,37 @@ async def test_turn_budget_pauses_and_tells_the_operator(time_skipping_server, t
         await handle.signal(AgentWorkflow.resume)
         await wait_status(handle, lambda s: s.turns_total == 3)
         assert host.handled == [1, 2, 3]
+
+
+async def test_a_resume_replaces_the_pause_reason_in_the_stored_status(
+    time_skipping_server, task_queue
+):
+    host = ScriptedHost(inbox=deque())
+    async with agent_loop(time_skipping_server, task_queue, host) as handle:
+        await handle.signal(AgentWorkflow.pause)
+        await wait_status(handle, lambda s: s.state == "paused")
+        await handle.signal(AgentWorkflow.resume)
+        await host.told(lambda: bool(host.states) and host.states[-1].state == "idle")
+    # What `hive list` shows beside the state: never "paused by the operator" next to idle.
+    assert [(c.state, c.note) for c in host.states[-2:]] == [
+        ("paused", "paused by the operator"),
+        ("idle", "resumed by the operator"),
+    ]
+
+
+async def test_limits_sent_by_hive_c0re_apply_from_the_next_turn(time_skipping_server, task_queue):
+    host = ScriptedHost(inbox=deque([1, 2]))
+    async with agent_loop(time_skipping_server, task_queue, host) as handle:
+        await wait_status(handle, lambda s: s.turns_total == 2 and s.state == "idle")
+        # hive-c0re restarted with HIVE_MAX_TURNS_PER_HOUR=2: the running loop follows it.
+        await handle.signal(AgentWorkflow.set_limits, AgentLimits(max_turns_per_hour=2))
+        host.inbox.append(3)
+        await handle.signal(AgentWorkflow.notify)
+        await host.told(
+            lambda: any("2 turns in the last hour (budget 2/h)" in n for n in host.notices)
+        )
+        status = await wait_status(handle, lambda s: s.state == "over_budget")
+        assert status.turns_total == 2 and host.handled == [1, 2]
 
 
 async def test_spend_budget_pauses(time_skipping_server, task_queue):

@@ -1,7 +1,8 @@
 """Spawn, apply-commit, kill/start and auto-update on the time-skipping server.
 
 The host activities are replaced by name with a `LifecycleHost` that records what was asked and
-can be told to fail; the decisions arrive as `decide` signals, as from the dashboard or the CLI.
+can be told to fail; the decisions arrive as `decide` signals, as from old `temporal workflow
+signal` scripts (the `decide` update is in test_approval_decide.py).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,6 +26,7 @@ from hyperhive.models import (
     AgentMessage,
     AgentStateChange,
     ApplyRequest,
+    ApprovalCancel,
     ApprovalTiming,
     ApprovalUpdate,
     AutoUpdateRequest,
@@ -48,6 +51,17 @@ class LifecycleHost:
     notices: list[AgentMessage] = field(default_factory=list)
     fail: dict[str, Exception] = field(default_factory=dict)
     stale: list[str] = field(default_factory=list)
+    # An activity named here waits for its event before it returns ...
+    hold: dict[str, asyncio.Event] = field(default_factory=dict)
+    # ... and every activity sets its event here once it is called.
+    reached: defaultdict[str, asyncio.Event] = field(
+        default_factory=lambda: defaultdict(asyncio.Event)
+    )
+
+    async def arrive(self, name: str) -> None:
+        self.reached[name].set()
+        if name in self.hold:
+            await self.hold[name].wait()
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
@@ -57,6 +71,7 @@ class LifecycleHost:
             @activity.defn(name=name)
             async def run(*args: Any) -> Any:
                 self.calls.append((name, args[0] if args else None))
+                await self.arrive(name)
                 if name in self.fail:
                     raise self.fail[name]
                 return None
@@ -73,10 +88,19 @@ class LifecycleHost:
         @activity.defn(name="update_approval")
         async def update_approval(update: ApprovalUpdate) -> None:
             self.approvals[update.approval_id] = update.status
+            await self.arrive("update_approval")
 
         @activity.defn(name="send_notice")
         async def send_notice(notice: AgentMessage) -> None:
             self.notices.append(notice)
+            await self.arrive("send_notice")
+
+        @activity.defn(name="cancel_approval")
+        async def cancel_approval(cancel: ApprovalCancel) -> list[int]:
+            self.calls.append(("cancel_approval", cancel))
+            closed = [i for i, status in self.approvals.items() if status == "pending"]
+            self.approvals.update(dict.fromkeys(closed, "cancelled"))
+            return closed
 
         @activity.defn(name="validate_commit")
         async def validate_commit(ref: CommitRef) -> CommitCheck:
@@ -122,6 +146,7 @@ class LifecycleHost:
             create_approval,
             update_approval,
             send_notice,
+            cancel_approval,
             validate_commit,
             applied_head,
             apply_commit,
