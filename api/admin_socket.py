@@ -65,6 +65,12 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK = 64 * 1024
 WHAT = "the admin socket"
+# How long a `spawn` waits for its workflow to store the approval (its first activity, well under
+# a second when the workers are idle), so that `hive spawn` can say which number to approve.
+APPROVAL_WAIT_S = 5.0
+# The store is asked again after 20 ms, then ever less often, up to every 250 ms.
+APPROVAL_POLL_FIRST_S = 0.02
+APPROVAL_POLL_MAX_S = 0.25
 
 
 class AdminSocketError(HiveError):
@@ -161,10 +167,12 @@ class AdminSocket:
         settings: HiveSettings,
         *,
         max_line_bytes: int = MAX_LINE_BYTES,
+        approval_wait_s: float = APPROVAL_WAIT_S,
     ) -> None:
         self._operator = operator
         self._settings = settings
         self._max_line_bytes = max_line_bytes
+        self._approval_wait_s = approval_wait_s
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -330,9 +338,11 @@ class AdminSocket:
             case SendRequest(to=to, body=body):
                 return await operator.send(to, body)
             case SpawnRequest(name=name, purpose=purpose, fresh=fresh):
+                workflow_id = await operator.spawn(name, purpose, fresh=fresh)
                 return {
                     "name": name,
-                    "workflow_id": await operator.spawn(name, purpose, fresh=fresh),
+                    "workflow_id": workflow_id,
+                    "approval_id": await self._stored_approval(workflow_id),
                 }
             case DestroyRequest(confirm=False, name=name):
                 raise HiveError(
@@ -356,3 +366,30 @@ class AdminSocket:
                 # The answer is the kind and a masked hint, never the secret.
                 return await operator.login(name, CredentialKind(kind), secret.get_secret_value())
         assert_never(request)
+
+    async def _stored_approval(self, workflow_id: str) -> int | None:
+        """The id of the approval `workflow_id` stores as its first step, once it is there; None
+        if it is not within `approval_wait_s` (the spawn stands either way).
+
+        Polled: nothing publishes "approval stored". Its pending approval is the one: a workflow
+        id has one running workflow at a time, whose approval stays pending until someone
+        decides it (and nobody knows its number yet); a pending row left by an earlier run of
+        the same id is what that workflow's create_approval hands back, so it is the right
+        number too."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._approval_wait_s
+        pause = APPROVAL_POLL_FIRST_S
+        while True:
+            found = await self._operator.pending_approval_id(workflow_id)
+            if found is not None:
+                return found
+            left = deadline - loop.time()
+            if left <= 0:
+                log.info(
+                    "the approval of %s was not stored within %.1f s",
+                    workflow_id,
+                    self._approval_wait_s,
+                )
+                return None
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, APPROVAL_POLL_MAX_S)

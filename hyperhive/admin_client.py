@@ -6,7 +6,9 @@ scripts:
         admin.call("approve", id=3, note="ok")
 
 `call` returns the result, or raises `AdminRefused` (hive-c0re said no; `.code` is the
-protocol's error code) or `AdminUnavailable` (no hive-c0re to ask).
+protocol's error code), `AdminUnavailable` (no hive-c0re answers: not running, or it stopped
+answering) or `AdminUnusable` (the socket cannot be used from here: permissions, path, not an
+admin socket), which the CLI tells apart by exit code (3 and 2).
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ DEFAULT_TIMEOUT_S = 11 * 60.0
 
 
 class AdminUnavailable(HiveError):
-    """The admin socket cannot be reached (or stopped answering)."""
+    """No hive-c0re answers on the admin socket: it is not running (no socket, or nothing
+    listening on it), or it stopped answering mid-request."""
+
+
+class AdminUnusable(HiveError):
+    """The admin socket is there but cannot be used from here (permissions, a path too long, not
+    an admin socket): a setup problem, not a missing hive-c0re."""
 
 
 class AdminRefused(HiveError):
@@ -83,14 +91,14 @@ class AdminClient:
         self._sock, self._file = sock, sock.makefile("rb")
         return self._sock, self._file
 
-    def _unreachable(self, e: OSError) -> AdminUnavailable:
+    def _unreachable(self, e: OSError) -> AdminUnavailable | AdminUnusable:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             return AdminUnavailable(
                 f"hive-c0re is not running (no {self.path})",
                 "start it with `hive up` (or check HIVE_RUN_DIR / HIVE_STATE_DIR)",
             )
         if e.errno in (errno.EACCES, errno.EPERM):
-            return AdminUnavailable(
+            return AdminUnusable(
                 f"permission denied on {self.path}",
                 "the admin socket is for its owner and the admin group: add yourself to that "
                 "group (then log in again), or run `hive` as the user that runs hive-c0re",
@@ -101,7 +109,7 @@ class AdminClient:
                 "start it with `hive up`",
             )
         if e.errno is not None and e.errno in (errno.ENAMETOOLONG, errno.EINVAL):
-            return AdminUnavailable(
+            return AdminUnusable(
                 f"cannot use {self.path}: {e.strerror}",
                 "unix socket paths are limited to 107 bytes: use a shorter HIVE_RUN_DIR",
             )
@@ -138,7 +146,7 @@ class AdminClient:
         response = parse_response(answer)
         if response is None:
             self.close()
-            raise AdminUnavailable(
+            raise AdminUnusable(
                 f"{self.path} answered something that is not an admin response: {answer[:80]!r}",
                 "check that HIVE_RUN_DIR points at hive-c0re's run directory",
             )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import re
+import select
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -16,6 +18,7 @@ from pydantic import ValidationError
 
 from hyperhive import __version__
 from hyperhive.cli_admin import add_commands
+from hyperhive.cli_common import EXIT_OK
 from hyperhive.errors import HiveError
 from hyperhive.logs import setup_logging
 from hyperhive.settings import HiveSettings
@@ -141,13 +144,48 @@ def run(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether the reader of stdout closed its end (a pipe or socket whose other end is gone
+    polls as an error): only then is a BrokenPipeError ours to swallow."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _stdout_to_devnull() -> None:
+    """Point fd 1 at /dev/null: what is still buffered for the reader that left is flushed there
+    instead of failing again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The `hive` console script. Ends the process without interpreter teardown: after a
     Temporal client has run, tearing down its native runtime at exit sometimes crashes
-    (SIGSEGV/SIGABRT after the work is done), which would turn a success into a failure."""
-    code = run(argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    (SIGSEGV/SIGABRT after the work is done), which would turn a success into a failure.
+
+    A reader that closes its end early (`hive status | head -1`, `hive logs bob -f | grep -m1 x`)
+    took what it wanted: `hive` then ends quietly, with the command's own code (0 when it was
+    cut short while printing), not a traceback. A broken pipe that is not stdout's is a failure.
+    """
+    code = EXIT_OK
+    try:
+        code = run(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise
+        _stdout_to_devnull()
+    # The flushes os._exit would skip; a closed stderr has nobody left to tell.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(BrokenPipeError):
+            stream.flush()
     logging.shutdown()
     os._exit(code)
 

@@ -3,13 +3,15 @@ and `hive login` (its own module: hyperhive.cli_login): the admin socket from a 
 command asks the running hive-c0re over `<run>/host.sock` (see hyperhive/admin_protocol.py) and
 prints a table, or with `--json` the raw result.
 
-Exit codes: 0 done, 1 hive-c0re refused (nothing changed) or `hive login` refused its input,
-2 usage or no hive-c0re to ask.
+Exit codes (hyperhive.cli_common): 0 done, 1 hive-c0re refused (nothing changed) or `hive login`
+refused its input, 2 usage or a setup problem (the socket's permissions or path), 3 no hive-c0re
+answers (not running, or it stopped answering).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import sys
@@ -19,8 +21,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent_harness.stream_parser import StreamEvent, render
-from hyperhive.admin_client import AdminClient, AdminRefused, AdminUnavailable
-from hyperhive.cli_common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, print_json, say
+from hyperhive.admin_client import AdminClient, AdminRefused, AdminUnavailable, AdminUnusable
+from hyperhive.cli_common import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    print_json,
+    say,
+)
 from hyperhive.cli_login import LOGIN_KINDS, InputRefused, cmd_login
 from hyperhive.errors import HiveError
 from hyperhive.settings import HiveSettings
@@ -36,7 +45,10 @@ class UsageError(HiveError):
 
 
 def _fail(e: HiveError) -> None:
-    say(f"hive: {e.what}" + (f"\n  → {e.hint}" if e.hint else ""), file=sys.stderr)
+    # A closed stderr must not turn the failure into a BrokenPipeError (which `hive` reads as
+    # its reader having gone away, exit 0): the exit code still says what happened.
+    with contextlib.suppress(BrokenPipeError):
+        say(f"hive: {e.what}" + (f"\n  → {e.hint}" if e.hint else ""), file=sys.stderr)
 
 
 def _run(load: Callable[[], HiveSettings], handler: Handler, args: argparse.Namespace) -> int:
@@ -50,7 +62,10 @@ def _run(load: Callable[[], HiveSettings], handler: Handler, args: argparse.Name
     except InputRefused as e:
         _fail(e)
         return EXIT_REFUSED
-    except (AdminUnavailable, UsageError) as e:
+    except AdminUnavailable as e:
+        _fail(e)
+        return EXIT_UNAVAILABLE
+    except (AdminUnusable, UsageError) as e:
         _fail(e)
         return EXIT_USAGE
 
@@ -285,11 +300,23 @@ def cmd_spawn(admin: AdminClient, args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        say(
-            f"spawn of {args.name} requested ({result['workflow_id']}); "
-            "approve it with `hive approve`"
-        )
+        say(spawn_text(args.name, result))
     return EXIT_OK
+
+
+def spawn_text(name: str, result: dict[str, Any]) -> str:
+    """What `hive spawn` says: the approval to decide, by number, or, when hive-c0re could not
+    see it stored in time (a busy worker), where it will show up."""
+    approval_id = result.get("approval_id")
+    if approval_id is not None:
+        return (
+            f"spawn of {name} requested: approval #{approval_id} — approve it with "
+            f"`hive approve {approval_id}` (or deny it with `hive deny {approval_id}`)"
+        )
+    return (
+        f"spawn of {name} requested ({result['workflow_id']}), but its approval was not stored "
+        "yet — find its number with `hive approvals --pending`, then `hive approve ID`"
+    )
 
 
 def cmd_control(admin: AdminClient, args: argparse.Namespace) -> int:

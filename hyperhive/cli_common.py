@@ -1,7 +1,11 @@
 """What every `hive` command on the admin socket shares, whichever module holds it
 (hyperhive.cli_admin, hyperhive.cli_login): its exit codes and its output, which carries text
 agents wrote (statuses, messages, approval descriptions, claude's stream) and so is made safe
-for the operator's terminal."""
+for the operator's terminal.
+
+Exit codes (README, "Commands"): 0 done; 1 refused, nothing changed; 2 usage, or a setup
+problem the user must fix (argparse uses 2 too); 3 no hive-c0re answers on the admin socket, so
+a script can tell "start it" from "fix the command line"."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Any, TextIO
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
 
 # Bidi overrides and isolates reorder what the terminal shows (the "Trojan Source" trick);
 # line and paragraph separators break lines where none is seen.

@@ -215,6 +215,11 @@ class OperatorService:
         )
         return pending + decided
 
+    async def pending_approval_id(self, workflow_id: str) -> int | None:
+        """The approval workflow `workflow_id` waits on, once it has stored it."""
+        found: int | None = await self._db(approval_store.pending_id, workflow_id)
+        return found
+
     async def approval(self, approval_id: int) -> ApprovalView:
         row: Approval | None = await self._db(approval_store.get_approval, approval_id)
         if row is None:

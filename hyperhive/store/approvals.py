@@ -99,6 +99,18 @@ def cancel_pending(engine: Engine, workflow_id: str, *, note: str) -> list[Appro
     return [_approval(row) for row in rows]
 
 
+def pending_id(engine: Engine, workflow_id: str) -> int | None:
+    """The id of the approval `workflow_id` waits on, if it has stored one."""
+    with begin(engine) as conn:
+        found = conn.execute(
+            sa.select(APPROVALS.c.id).where(
+                APPROVALS.c.workflow_id == workflow_id,
+                APPROVALS.c.status == ApprovalStatus.PENDING,
+            )
+        ).first()
+    return None if found is None else int(found.id)
+
+
 def pending_approvals(engine: Engine) -> list[Approval]:
     """Every approval still waiting, oldest first."""
     with begin(engine) as conn:

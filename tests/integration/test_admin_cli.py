@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -61,9 +62,11 @@ async def test_status_send_logs_and_approvals_over_the_admin_socket(
     assert run_hive(hive.env, "approvals").stdout.strip() == "no approvals"
     assert json.loads(run_hive(hive.env, "approvals", "--json").stdout) == []
     spawn = run_hive(hive.env, "spawn", "bob", "--purpose", "answers questions", "--json")
-    assert json.loads(spawn.stdout)["workflow_id"] == "hive-spawn-bob"
+    spawned = json.loads(spawn.stdout)
+    assert spawned["workflow_id"] == "hive-spawn-bob" and isinstance(spawned["approval_id"], int)
     listed = run_hive(hive.env, "approvals")
     assert "pending" in listed.stdout and "spawn" in listed.stdout and "bob" in listed.stdout
+    assert f"#{spawned['approval_id']} " in listed.stdout
 
     urls = run_hive(hive.env, "urls", "--json")
     assert set(json.loads(urls.stdout)["agents"]) == {"alice"}
@@ -82,9 +85,51 @@ async def test_refusals_and_a_missing_daemon_have_their_exit_codes(start_c0re, f
     assert missing.returncode == 1 and "there is no approval #4242" in missing.stderr
 
     hive.process.interrupt()
+    # Not a usage error (2): its own code, so a script knows to start hive-c0re.
     gone = run_hive(hive.env, "status")
-    assert gone.returncode == 2
-    assert "hive-c0re is not running" in gone.stderr and "hive up" in gone.stderr
+    assert gone.returncode == 3 and gone.stdout == ""
+    assert gone.stderr == (
+        f"hive: hive-c0re is not running (no {hive.run_dir}/host.sock)\n"
+        "  → start it with `hive up` (or check HIVE_RUN_DIR / HIVE_STATE_DIR)\n"
+    )
+    assert run_hive(hive.env, "spawn", "bob", "--purpose", "p").returncode == 3
+    assert run_hive(hive.env, "frobnicate").returncode == 2  # usage stays 2
+
+
+async def test_spawn_prints_the_approval_to_approve(start_c0re, fake_model):
+    """What an operator reads after `hive spawn`: the approval's number, which `hive approvals`
+    lists and `hive approve` takes; the same for a re-spawn of a destroyed agent."""
+    hive = await start_c0re(agents=["alice"])
+    spawn = run_hive(hive.env, "spawn", "bob", "--purpose", "answers questions")
+    assert spawn.returncode == 0, spawn.stdout + spawn.stderr
+    said = re.fullmatch(
+        r"spawn of bob requested: approval #(\d+) — approve it with `hive approve (\d+)` "
+        r"\(or deny it with `hive deny (\d+)`\)\n",
+        spawn.stdout,
+    )
+    assert said is not None, spawn.stdout
+    approval_id = int(said[1])
+    assert said[2] == said[3] == str(approval_id)
+    [stored] = [a for a in hive.approvals() if a.workflow_id == "hive-spawn-bob"]
+    assert stored.id == approval_id and stored.status == "pending"
+
+    listed = run_hive(hive.env, "approvals", "--pending")
+    [row] = [line for line in listed.stdout.splitlines() if line.startswith(f"#{approval_id} ")]
+    assert row.split()[1:2] == ["pending"] and " spawn " in row and " bob " in row
+    as_json = json.loads(run_hive(hive.env, "approvals", "--pending", "--json").stdout)
+    assert [(a["id"], a["workflow_id"]) for a in as_json] == [(approval_id, "hive-spawn-bob")]
+
+    denied = run_hive(hive.env, "deny", str(approval_id), "--note", "not now")
+    assert denied.returncode == 0 and denied.stdout.startswith(f"#{approval_id} denied")
+
+    # alice's container gone (destroyed): `hive spawn alice` brings it back, by approval too.
+    assert run_hive(hive.env, "destroy", "alice", "--yes").returncode == 0
+    again = run_hive(hive.env, "spawn", "alice", "--purpose", "back again")
+    assert again.returncode == 0, again.stdout + again.stderr
+    [respawn] = [
+        a for a in hive.approvals() if a.workflow_id == "hive-spawn-alice" and a.status == "pending"
+    ]
+    assert f"approval #{respawn.id} — approve it with `hive approve {respawn.id}`" in again.stdout
 
 
 def hive_login(env: HiveEnv, *args: str, stdin: str) -> subprocess.CompletedProcess[str]:

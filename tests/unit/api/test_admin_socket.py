@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import pwd
+import socket
 import stat
 import uuid
 from collections.abc import AsyncIterator
@@ -32,7 +33,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from api.admin_socket import AdminSocket, AdminSocketError
-from hyperhive import cli
+from hyperhive import cli, cli_admin
 from hyperhive.admin_protocol import MAX_LINE_BYTES
 from hyperhive.broker import Broker
 from hyperhive.domain import ApprovalStatus
@@ -58,6 +59,8 @@ from workflows.approval_gate import ApprovalGate
 _TAG = uuid.uuid4().hex[:5]
 ALICE, BOB, SLOW = f"a{_TAG}", f"b{_TAG}", f"s{_TAG}"
 ME = pwd.getpwuid(os.getuid()).pw_name
+# A spawn with this purpose stands for one whose workers are too busy to store its approval.
+NEVER_STORED = "its approval is never stored"
 
 
 # -- stand-in lifecycle workflows ---------------------------------------------------------------
@@ -76,6 +79,11 @@ class Gate:
     async def hold(self, name: str) -> None:
         self.entered.set()
         await self.release.wait()
+
+    @activity.defn(name="store_approval")
+    async def store_approval(self, new: NewApproval) -> int:
+        """What the real SpawnWorkflow's first activity (create_approval) does."""
+        return approval_store.create_approval(self.engine, new)
 
     @activity.defn(name="record_decision")
     async def record_decision(self, decision: Decision) -> None:
@@ -114,10 +122,24 @@ class StubSpawn(ApprovalGate):
 
     def __init__(self) -> None:
         self._request: SpawnRequest | None = None
+        self.gated = True
 
     @workflow.run
     async def run(self, request: SpawnRequest) -> Decision:
         self._request = request
+        if request.purpose != NEVER_STORED:
+            self.approval_id = await workflow.execute_activity(
+                "store_approval",
+                NewApproval(
+                    kind="spawn",
+                    agent=request.name,
+                    requester=request.requester,
+                    description=f"spawn {request.name}",
+                    workflow_id=workflow.info().workflow_id,
+                ),
+                result_type=int,
+                start_to_close_timeout=timedelta(seconds=30),
+            )
         await workflow.wait_condition(lambda: self.decision is not None)
         assert self.decision is not None
         await workflow.execute_activity(
@@ -167,7 +189,7 @@ async def temporal(
         dev_server.client,
         task_queue=task_queue,
         workflows=[StubKill, StubStart, StubSpawn],
-        activities=[gate.hold, gate.record_decision],
+        activities=[gate.hold, gate.store_approval, gate.record_decision],
         workflow_runner=UnsandboxedWorkflowRunner(),
     )
     async with worker:
@@ -276,7 +298,8 @@ def _messages(engine: sa.Engine) -> int:
 
 
 def _approval(engine: sa.Engine, workflow_id: str, agent: str) -> int:
-    """What the real SpawnWorkflow's first activity stores."""
+    """What the real SpawnWorkflow's first activity stores (the stand-in stored it already: the
+    same row comes back)."""
     return approval_store.create_approval(
         engine,
         NewApproval(
@@ -407,10 +430,13 @@ async def test_refused_requests_change_nothing(conn, store_engine, temporal, wak
 async def test_spawn_then_approve_and_deny_reach_the_workflow(conn, temporal, store_engine):
     new, other = f"n{_TAG}", f"o{_TAG}"
     spawned = await conn.ok("spawn", name=new, purpose="answers questions")
-    assert spawned == {"name": new, "workflow_id": f"hive-spawn-{new}"}
     first = _approval(store_engine, spawned["workflow_id"], new)
-    second_wf = (await conn.ok("spawn", name=other, purpose="p"))["workflow_id"]
+    # The answer waited for the workflow to store its approval, and names it.
+    assert spawned == {"name": new, "workflow_id": f"hive-spawn-{new}", "approval_id": first}
+    second_spawn = await conn.ok("spawn", name=other, purpose="p")
+    second_wf = second_spawn["workflow_id"]
     second = _approval(store_engine, second_wf, other)
+    assert second_spawn["approval_id"] == second != first
 
     pending = await conn.ok("approvals", pending_only=True)
     assert [a["id"] for a in pending] == [first, second]
@@ -728,10 +754,61 @@ async def test_cli_exit_codes(hive_cli, hive_settings, monkeypatch):
     code, _, err = await hive_cli("destroy", BOB)
     assert code == 2 and "--yes" in err
 
+    # No hive-c0re has its own code (3), apart from usage (2): a script can tell "start it".
     monkeypatch.setenv("HIVE_RUN_DIR", str(hive_settings.run_dir / "elsewhere"))
-    code, _, err = await hive_cli("status")
-    assert code == 2
+    code, out, err = await hive_cli("status")
+    assert code == 3 and out == ""
     assert "hive-c0re is not running (no " in err and "hive up" in err
+
+    # A socket left behind by a hive-c0re that crashed: nothing answers on it.
+    stale = hive_settings.run_dir / "stale"
+    stale.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(os.fspath(stale / "host.sock"))
+    monkeypatch.setenv("HIVE_RUN_DIR", str(stale))
+    code, out, err = await hive_cli("list")
+    assert code == 3 and out == ""
+    assert "hive-c0re is not running (nothing answers on " in err and "hive up" in err
+
+
+async def test_cli_spawn_names_the_approval_that_approvals_lists(hive_cli, store_engine):
+    name = f"c{_TAG}"
+    code, out, err = await hive_cli("spawn", name, "--purpose", "answers questions")
+    assert code == 0, err
+    [approval] = [a for a in approval_store.list_approvals(store_engine) if a.agent == name]
+    assert out == (
+        f"spawn of {name} requested: approval #{approval.id} — approve it with "
+        f"`hive approve {approval.id}` (or deny it with `hive deny {approval.id}`)\n"
+    )
+    code, out, err = await hive_cli("approvals", "--pending")
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if line.startswith(f"#{approval.id} "))
+    assert row.split()[1:2] == ["pending"] and "spawn" in row and name in row
+
+    code, out, err = await hive_cli("approve", str(approval.id))
+    assert code == 0, err
+    assert out.startswith(f"#{approval.id} approved")
+
+
+async def test_a_spawn_whose_approval_is_not_stored_in_time_says_so(
+    operator, hive_settings, temporal, store_engine
+):
+    name = f"l{_TAG}"
+    admin = AdminSocket(operator, hive_settings, approval_wait_s=0.3)
+    line = json.dumps({"version": 1, "cmd": "spawn", "name": name, "purpose": NEVER_STORED})
+    answer = json.loads(await admin.answer(line.encode() + b"\n", "t"))
+    # The spawn stands (its workflow runs); only the number is not known yet.
+    assert answer["ok"] is True, answer
+    assert answer["result"] == {
+        "name": name,
+        "workflow_id": f"hive-spawn-{name}",
+        "approval_id": None,
+    }
+    assert await _workflow_exists(temporal, f"hive-spawn-{name}")
+    said = cli_admin.spawn_text(name, answer["result"])
+    assert "not stored yet" in said and "hive approvals --pending" in said
+    assert "#" not in said  # no number made up
+    await temporal.get_workflow_handle(f"hive-spawn-{name}").terminate("test over")
 
 
 async def test_cli_logs_render_events(hive_cli, store_engine):
