@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,17 +21,24 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.backends import (
     BackendError,
-    BackendErrorKind,
     ContainerBackend,
     ContainerSpec,
     ContainerStatus,
 )
 from activities.backends.mounts import agent_mounts
+from activities.heartbeat import beat_interval, heartbeating
 from hyperhive import agent_flake, config_repo
 from hyperhive.agent_runtime import AgentRuntime
 from hyperhive.broker import Broker
 from hyperhive.domain import ApprovalStatus
-from hyperhive.models import AgentMessage, ApprovalUpdate, DeployedRecord, NewApproval
+from hyperhive.models import (
+    AgentMessage,
+    ApprovalCancel,
+    ApprovalUpdate,
+    DeployedRecord,
+    NewApproval,
+)
+from hyperhive.orphaned_approvals import close_orphaned
 from hyperhive.repo_git import RepoError
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
@@ -40,22 +48,20 @@ from hyperhive.waker import agent_workflow_id
 
 log = logging.getLogger(__name__)
 
-# Retrying cannot fix these: the workflow should clean up and report instead.
-PERMANENT = {
-    BackendErrorKind.INVALID_NAME,
-    BackendErrorKind.NAME_TOO_LONG,
-    BackendErrorKind.BUILD_FAILED,
-    BackendErrorKind.UNAVAILABLE,
-}
+# How often a build heartbeats (at most: a third of its heartbeat timeout if that is shorter).
+# The SDK sends them on to the server batched (at most every 0.8 heartbeat timeouts); a
+# cancellation comes back with a heartbeat's answer and kills the build.
+BUILD_BEAT_S = 10.0
 
 
 def _as_activity_error(err: BackendError) -> ApplicationError:
-    permanent = err.kind in PERMANENT
+    """Permanent failures (backends.base.PERMANENT: a build error, a bad name or path, …) fail
+    at once, so the workflow cleans up and reports; the others are retried."""
     return ApplicationError(
         str(err),
         err.kind.value,
-        type="BackendError:permanent" if permanent else "BackendError",
-        non_retryable=permanent,
+        type="BackendError:permanent" if err.permanent else "BackendError",
+        non_retryable=err.permanent,
     )
 
 
@@ -97,6 +103,10 @@ class LifecycleActivities:
             by=update.by,
             note=update.note,
         )
+
+    @activity.defn(name="cancel_approval")
+    async def cancel_approval(self, cancel: ApprovalCancel) -> list[int]:
+        return await close_orphaned(self._engine, self._broker, cancel.workflow_id, cancel.why)
 
     @activity.defn(name="send_notice")
     async def send_notice(self, notice: AgentMessage) -> None:
@@ -212,9 +222,19 @@ class LifecycleActivities:
         status = await self._backend.status(name)
         await self._db(agent_store.set_container_status, name, status.value)
 
+    async def _build(self, name: str, op: Callable[[], Awaitable[None]]) -> None:
+        """A container build (create, update): on NixOS minutes of Nix, silent meanwhile. It
+        heartbeats throughout (the workflow bounds it with a heartbeat timeout and
+        HIVE_BUILD_TIMEOUT_S); cancelled, the backend kills the build."""
+        started = time.monotonic()
+        async with heartbeating(beat_interval(at_most_s=BUILD_BEAT_S)):
+            await self._container(name, op)
+        took = time.monotonic() - started
+        log.info("%s %s: built in %.0f s", activity.info().activity_type, name, took)
+
     @activity.defn(name="container_create")
     async def container_create(self, name: str) -> None:
-        await self._container(name, lambda: self._backend.create(self._spec(name)))
+        await self._build(name, lambda: self._backend.create(self._spec(name)))
 
     @activity.defn(name="container_start")
     async def container_start(self, name: str) -> None:
@@ -236,7 +256,7 @@ class LifecycleActivities:
 
     @activity.defn(name="container_update")
     async def container_update(self, name: str) -> None:
-        await self._container(name, lambda: self._backend.update(self._spec(name)))
+        await self._build(name, lambda: self._backend.update(self._spec(name)))
 
     @activity.defn(name="container_destroy")
     async def container_destroy(self, name: str) -> None:
@@ -246,6 +266,7 @@ class LifecycleActivities:
         return [
             self.create_approval,
             self.update_approval,
+            self.cancel_approval,
             self.send_notice,
             self.prepare_agent,
             self.wake_agent,

@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.backends import ContainerBackend
 from activities.backends.mounts import CONFIG_SUBDIR
+from activities.heartbeat import beat_interval, heartbeat_every
 from activities.warm_claude import WarmClaude, WarmPool, fingerprint
 from agent_harness.claude_command import (
     HIVE_SERVER,
@@ -259,8 +260,9 @@ class TurnActivities:
         )
         await self._db(agent_store.touch_activity, request.agent)
         accumulator = TurnAccumulator()
-        beat_every = info.heartbeat_timeout.total_seconds() / 3 if info.heartbeat_timeout else 5.0
-        beat = asyncio.create_task(_heartbeat_every(max(0.5, beat_every)))
+        # Keeps the turn alive (and lets cancellation reach it) while claude thinks silently;
+        # a hung claude is caught by the idle timeout instead.
+        beat = asyncio.create_task(heartbeat_every(beat_interval()))
         try:
             async with asyncio.timeout(settings.turn_timeout_s):
                 while True:
@@ -369,11 +371,3 @@ class TurnActivities:
 
 def _clip(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-async def _heartbeat_every(interval_s: float) -> None:
-    """Keeps the turn alive in Temporal's eyes (and lets cancellation reach us) while claude
-    thinks silently; a hung claude is caught by the idle timeout instead."""
-    while True:
-        await asyncio.sleep(interval_s)
-        activity.heartbeat()

@@ -37,8 +37,9 @@ HOST_ACTIVITY_TIMEOUT = timedelta(seconds=60)
 # A container build (a Nix build on NixOS) runs for minutes: it heartbeats instead, and is
 # bounded by the request's build_timeout_s (HIVE_BUILD_TIMEOUT_S).
 BUILD_HEARTBEAT_TIMEOUT = timedelta(seconds=60)
-# A build that failed fails the same way again: tried at most this often (a lost worker or a
-# flaky fetch are what a second try is for; a build error is non-retryable anyway).
+# A build that failed fails the same way again, so its error is non-retryable (nix retries its
+# own downloads); what a second or third try is for is a lost worker (no heartbeat) or a
+# container that did not reload into its new system.
 BUILD_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
     maximum_interval=timedelta(seconds=60),

@@ -58,7 +58,28 @@ class BackendErrorKind(StrEnum):
     UPDATE_FAILED = "update_failed"
     NOT_RUNNING = "not_running"
     UNAVAILABLE = "unavailable"
+    # A host path the backend cannot hand to the container as it is (where the state or run dir
+    # lies): moving the dir is the fix.
+    BAD_PATH = "bad_path"
     FAILED = "failed"
+
+
+# What the same call would fail with again: only a person can fix these (the agent's flake, its
+# name, the host, the state dir's path), so the lifecycle activities fail them at once and the
+# workflow reports instead of retrying. A nix build failure is one: nix itself already retried
+# its downloads (`download-attempts`), and what is left is the agent's config, nixpkgs or the
+# hyperhive flake, which a rebuild of the same commit builds the same way. The others (a start
+# or stop that failed, a reload, a CLI failure nobody recognized) may go another way next time.
+PERMANENT: frozenset[BackendErrorKind] = frozenset(
+    {
+        BackendErrorKind.NOT_FOUND,
+        BackendErrorKind.INVALID_NAME,
+        BackendErrorKind.NAME_TOO_LONG,
+        BackendErrorKind.BUILD_FAILED,
+        BackendErrorKind.UNAVAILABLE,
+        BackendErrorKind.BAD_PATH,
+    }
+)
 
 
 class BackendError(HiveError):
@@ -67,6 +88,11 @@ class BackendError(HiveError):
     def __init__(self, kind: BackendErrorKind, what: str, hint: str = "") -> None:
         self.kind = kind
         super().__init__(what, hint)
+
+    @property
+    def permanent(self) -> bool:
+        """Retrying cannot help (see PERMANENT)."""
+        return self.kind in PERMANENT
 
 
 class ContainerBackend(Protocol):

@@ -3,16 +3,15 @@
 How the CLI behaves (REFERENCE §4; nixpkgs `nixos-container.pl`), and what this module does
 about it:
 
-- Exit codes are unstable (Perl `die` exits with errno): any non-zero is a failure and the kind of
-  failure is read from stderr, preferring its last line (the `die` message) over the nix output
-  before it, which may say "does not exist" about a file.
+- Exit codes are unstable (Perl `die` exits with errno): any non-zero is a failure, classified
+  from stderr (nixos_errors), and the error carries the output's last lines (nix's error).
+- `create`/`update --flake` build a NixOS system: minutes, printing little. The lifecycle
+  activities heartbeat meanwhile; a cancelled call kills the CLI's process group (the build).
 - `create`/`update --flake` run `nix build -o .tmp` in the *current directory*: every call runs in
   a writable dir of its own per container (`<work_dir>/h-<name>`), and create/update of one
   container are serialized, so no two builds share a ./.tmp.
-- Bind mounts have no CLI flag: they go into the container's .conf as EXTRA_NSPAWN_FLAGS, which
-  reaches systemd-nspawn unquoted (bash word-splits it; ':' separates source from target), so
-  paths with spaces, ':' or shell-special characters are refused. `create` writes a fresh .conf,
-  `update` keeps it: the flags are (re)written after both.
+- Bind mounts have no CLI flag: they go into the container's .conf as EXTRA_NSPAWN_FLAGS
+  (nixos_conf), rewritten after every `create` (a fresh .conf) and `update` (which keeps it).
 - A failed flake build in `create` leaves the .conf behind (the script only cleans up after a
   failed `nix-env`), and so does a hive-c0re that dies mid-build: a create that finds the
   container "already exists" without a system profile finishes the build with `update`, and a
@@ -37,7 +36,6 @@ import secrets
 import shlex
 import signal
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from activities.backends.base import (
@@ -46,9 +44,21 @@ from activities.backends.base import (
     BackendErrorKind,
     ContainerSpec,
     ContainerStatus,
-    Mount,
 )
 from activities.backends.mounts import CONTAINER_VIEW
+from activities.backends.nixos_conf import (
+    make_sources,
+    make_sources_from_conf,
+    nspawn_flags,
+    write_flags,
+)
+from activities.backends.nixos_errors import (
+    HINTS,
+    UPDATE_BUILD_HINT,
+    CliResult,
+    classify,
+    failure,
+)
 from hyperhive.child_process import die_with_parent, kill_process_group
 from hyperhive.domain import InvalidName, container_name
 from hyperhive.settings import HiveSettings
@@ -69,132 +79,9 @@ CONTAINER_PATH = ":".join(
         "/run/current-system/sw/bin",
     )
 )
-STDERR_TAIL_CHARS = 800
 
-# What survives EXTRA_NSPAWN_FLAGS unquoted: bash word splitting and globbing, and nspawn's
-# SOURCE:TARGET syntax.
-_SAFE_PATH = re.compile(r"/[A-Za-z0-9._+,@=%/-]*")
-_SAFE_PATH_CHARS = "letters, digits and . _ + , @ = % / -"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FLAKE_DIR_FORBIDDEN = re.compile(r"[\s#?\"]")
-_FLAGS_LINE = "EXTRA_NSPAWN_FLAGS="
-
-# The CLI's own messages (its `die`s), most specific first.
-_CLASSIFY: tuple[tuple[re.Pattern[str], BackendErrorKind], ...] = (
-    (re.compile(r"container ‘[^’]*’ already exists"), Kind.ALREADY_EXISTS),
-    (re.compile(r"container ‘[^’]*’ does not exist"), Kind.NOT_FOUND),
-    (re.compile(r"container name ‘[^’]*’ is too long"), Kind.NAME_TOO_LONG),
-    (re.compile(r"invalid container name"), Kind.INVALID_NAME),
-    (re.compile(r"failed to (build|set)( initial)? container"), Kind.BUILD_FAILED),
-    (re.compile(r"failed to start container"), Kind.START_FAILED),
-    (re.compile(r"failed to (stop|terminate) container"), Kind.STOP_FAILED),
-    (re.compile(r"failed to reload container"), Kind.UPDATE_FAILED),
-    (re.compile(r"unable to get container's main PID"), Kind.NOT_RUNNING),
-    (re.compile(r"Permission denied|Operation not permitted|must be root"), Kind.UNAVAILABLE),
-)
-
-_SUMMARY = {
-    Kind.ALREADY_EXISTS: "container {name} already exists",
-    Kind.NOT_FOUND: "container {name} does not exist",
-    Kind.NAME_TOO_LONG: "container name {name} is too long for nixos-container (at most 11)",
-    Kind.INVALID_NAME: "nixos-container refused the container name {name}",
-    Kind.BUILD_FAILED: "building container {name} from its flake failed",
-    Kind.START_FAILED: "container {name} failed to start",
-    Kind.STOP_FAILED: "container {name} failed to stop",
-    Kind.UPDATE_FAILED: "updating container {name} failed",
-    Kind.NOT_RUNNING: "container {name} is not running",
-    Kind.UNAVAILABLE: "nixos-container cannot manage containers here",
-    Kind.FAILED: "nixos-container {verb} {name} failed",
-}
-
-_HINT = {
-    Kind.ALREADY_EXISTS: "destroy it first if it is to be made afresh",
-    Kind.NOT_FOUND: "spawn the agent first; if it exists, check that the backend's conf_dir is "
-    "the host's nixos-container dir",
-    Kind.NAME_TOO_LONG: "agent names have at most 9 characters (h-<name> must fit in 11)",
-    Kind.INVALID_NAME: "agent names use lowercase letters, digits and '-'",
-    Kind.BUILD_FAILED: "fix the agent's flake (the nix error is above); nothing was left behind, "
-    "so the create can simply be retried",
-    Kind.START_FAILED: "see `systemctl status container@{name}` and "
-    "`journalctl -u container@{name}`",
-    Kind.STOP_FAILED: "see `journalctl -u container@{name}`; `nixos-container terminate {name}` "
-    "kills it",
-    Kind.UPDATE_FAILED: "the container keeps its previous system; fix the agent's flake (the nix "
-    "error is above) and apply again",
-    Kind.NOT_RUNNING: "start the container first",
-    Kind.UNAVAILABLE: "the nixos backend needs NixOS with boot.enableContainers = true and "
-    "hive-c0re running as root; elsewhere set HIVE_CONTAINER_BACKEND=bwrap",
-    Kind.FAILED: "see the message above; `journalctl -u container@{name}` may say more",
-}
-
-
-def classify(stderr: str) -> BackendErrorKind | None:
-    """The kind of a nixos-container failure from its stderr, or None if unrecognized."""
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    for text in (lines[-1] if lines else "", stderr):
-        for pattern, kind in _CLASSIFY:
-            if pattern.search(text):
-                return kind
-    return None
-
-
-def nspawn_flags(container: str, mounts: Sequence[Mount]) -> str:
-    """EXTRA_NSPAWN_FLAGS for `mounts`; BackendError for a path nspawn would not get intact."""
-    flags = []
-    for mount in mounts:
-        for what, path in (("host path", str(mount.host)), ("container path", mount.container)):
-            if _SAFE_PATH.fullmatch(path):
-                continue
-            if not path.startswith("/"):
-                problem = "is not absolute"
-            else:
-                bad = next(ch for ch in path if not _SAFE_PATH.fullmatch(f"/{ch}"))
-                problem = {" ": "contains a space", ":": "contains ':'"}.get(
-                    bad, f"contains {bad!r}"
-                )
-            raise BackendError(
-                Kind.FAILED,
-                f"cannot bind-mount {mount.host} at {mount.container} in {container}: the {what} "
-                f"{path!r} {problem}, and nixos-container hands bind mounts to systemd-nspawn "
-                "unquoted (EXTRA_NSPAWN_FLAGS is split on whitespace, ':' separates source and "
-                f"target), so paths may contain only {_SAFE_PATH_CHARS}",
-                "move the hive state and run dirs (HIVE_STATE_DIR, HIVE_RUN_DIR) to such a path",
-            )
-        option = "--bind" if mount.writable else "--bind-ro"
-        flags.append(f"{option}={mount.host}:{mount.container}")
-    return " ".join(flags)
-
-
-def _bind_sources(flags_value: str) -> list[Path]:
-    sources = []
-    for flag in flags_value.split():
-        option, _, spec = flag.partition("=")
-        if option in ("--bind", "--bind-ro") and spec.startswith("/"):
-            sources.append(Path(spec.partition(":")[0]))
-    return sources
-
-
-def _tail(text: str) -> str:
-    text = text.strip()
-    if len(text) > STDERR_TAIL_CHARS:
-        text = "…" + text[-STDERR_TAIL_CHARS:]
-    return text
-
-
-@dataclass(frozen=True)
-class CliResult:
-    argv: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def verb(self) -> str:
-        return self.argv[1] if len(self.argv) > 1 else ""
-
-    @property
-    def container(self) -> str:
-        return self.argv[2] if len(self.argv) > 2 else ""
 
 
 class NixosBackend:
@@ -253,14 +140,14 @@ class NixosBackend:
                     built = await self._call(name, "update", name, "--flake", ref)
                     if built.returncode != 0:
                         await self._undo_create(name)
-                        raise self._failure(built, classify(built.stderr) or Kind.BUILD_FAILED)
-            self._make_sources(spec.mounts)
-            self._write_flags(name, flags)
+                        raise self._failure(built, classify(built.stderr) or Kind.FAILED)
+            make_sources(spec.mounts)
+            write_flags(self._conf(name), name, flags)
 
     async def start(self, agent: str) -> None:
         name = self._container(agent)
         # nspawn refuses to start when a bind source is missing (e.g. the run dir after a reboot).
-        self._make_sources_from_conf(name)
+        make_sources_from_conf(self._conf(name))
         result = await self._call(name, "start", name)
         if result.returncode != 0:
             raise self._failure(result, classify(result.stderr) or Kind.START_FAILED)
@@ -280,20 +167,9 @@ class NixosBackend:
         async with self._build_lock(name):
             result = await self._call(name, "update", name, "--flake", ref)
             if result.returncode != 0:
-                kind = classify(result.stderr)
-                if kind is Kind.UPDATE_FAILED:  # the reload, after the new system was set
-                    raise self._failure(
-                        result,
-                        kind,
-                        "the new system is installed but the running container did not switch "
-                        "to it: restart the container (stop, start); "
-                        f"`journalctl -u container@{name}` says why",
-                    )
-                if kind not in (Kind.NOT_FOUND, Kind.INVALID_NAME, Kind.UNAVAILABLE):
-                    kind = Kind.UPDATE_FAILED
-                raise self._failure(result, kind)
-            self._make_sources(spec.mounts)
-            mounts_changed = self._write_flags(name, flags)
+                raise self._update_failure(result)
+            make_sources(spec.mounts)
+            mounts_changed = write_flags(self._conf(name), name, flags)
         if mounts_changed and await self.status(spec.agent) is ContainerStatus.UP:
             # nspawn reads its bind mounts only when the container starts (e.g. a hyperhive
             # update that adds one): restart it so the next turn has them.
@@ -396,7 +272,7 @@ class NixosBackend:
         bad = _FLAKE_DIR_FORBIDDEN.search(path)
         if bad:
             raise BackendError(
-                Kind.FAILED,
+                Kind.BAD_PATH,
                 f"cannot build {name} from {path!r}: a flake reference cannot hold "
                 f"{bad.group()!r} unescaped",
                 "move the hive state dir (HIVE_STATE_DIR) to a path without spaces, '#' or '?'",
@@ -423,7 +299,7 @@ class NixosBackend:
         return BackendError(
             Kind.UNAVAILABLE,
             f"cannot run {self._cli}: {exc.strerror or exc}",
-            _HINT[Kind.UNAVAILABLE],
+            HINTS[Kind.UNAVAILABLE],
         )
 
     async def _call(self, name: str, *args: str) -> CliResult:
@@ -461,14 +337,29 @@ class NixosBackend:
         )
 
     def _failure(self, result: CliResult, kind: BackendErrorKind, hint: str = "") -> BackendError:
-        name = result.container
-        summary = _SUMMARY[kind].format(name=name, verb=result.verb)
-        said = _tail(result.stderr) or _tail(result.stdout) or "no output"
-        return BackendError(
-            kind,
-            f"{summary} (`{shlex.join(result.argv)}` exited with {result.returncode}): {said}",
-            hint or _HINT[kind].format(name=name),
-        )
+        return failure(result, kind, hint)
+
+    def _update_failure(self, result: CliResult) -> BackendError:
+        kind = classify(result.stderr)
+        if kind is Kind.BUILD_FAILED:
+            # Deterministic (see base.PERMANENT), and the running container is untouched.
+            return self._failure(result, kind, UPDATE_BUILD_HINT)
+        if kind is Kind.UPDATE_FAILED:
+            # The reload, after the new system was built and set: no build failure, so it stays
+            # retryable. A retry costs a no-op build (the system is in the store) and another
+            # reload, which may well work (a container mid-start, a unit slow to stop); one that
+            # fails every time ends after the workflow's few attempts with this hint.
+            name = result.container
+            return self._failure(
+                result,
+                kind,
+                "the new system is installed but the running container did not switch to it: "
+                f"restart the container (stop, start); `journalctl -u container@{name}` says why",
+            )
+        if kind in (Kind.NOT_FOUND, Kind.INVALID_NAME, Kind.UNAVAILABLE):
+            return self._failure(result, kind)
+        # Unrecognized (a crash, a `die` without a message): retryable, like any unknown.
+        return self._failure(result, Kind.UPDATE_FAILED)
 
     async def _undo_create(self, name: str) -> None:
         result = await self._call(name, "destroy", name)
@@ -480,47 +371,6 @@ class NixosBackend:
 
     def _conf(self, name: str) -> Path:
         return self._conf_dir / f"{name}.conf"
-
-    def _write_flags(self, name: str, flags: str) -> bool:
-        """Put EXTRA_NSPAWN_FLAGS into an existing .conf (never create one: that is the CLI's
-        record that the container exists). True if that changed the .conf."""
-        conf = self._conf(name)
-        try:
-            text = conf.read_text()
-            mode = conf.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            raise BackendError(
-                Kind.FAILED,
-                f"nixos-container made {name} but its config {conf} is not there",
-                "point the backend's conf_dir at the host's nixos-container dir "
-                "(/etc/nixos-containers; /etc/containers before system.stateVersion 22.05)",
-            ) from None
-        lines = [line for line in text.splitlines() if not line.startswith(_FLAGS_LINE)]
-        if flags:
-            lines.append(f'{_FLAGS_LINE}"{flags}"')
-        new = "".join(f"{line}\n" for line in lines)
-        if new == text:
-            return False
-        temp = conf.with_name(f".{conf.name}.hive-tmp")
-        temp.write_text(new)
-        os.chmod(temp, mode)
-        os.replace(temp, conf)
-        return True
-
-    def _make_sources(self, mounts: Sequence[Mount]) -> None:
-        for mount in mounts:
-            mount.host.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-    def _make_sources_from_conf(self, name: str) -> None:
-        try:
-            text = self._conf(name).read_text()
-        except FileNotFoundError:
-            return  # the CLI says it does not exist
-        for line in text.splitlines():
-            if line.startswith(_FLAGS_LINE):
-                value = line[len(_FLAGS_LINE) :].strip().strip('"')
-                for source in _bind_sources(value):
-                    source.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _inner_command(self, workdir: str, argv: Sequence[str], env_file: str) -> list[str]:
         return [

@@ -25,12 +25,23 @@ hyperhive depends on, in the order the real Perl script does it:
   SIGQUIT and exits with the child's code. Stdio passes straight through.
 
 A "flake" is a directory: the build fails when it has no flake.nix, when flake.nix does not
-mention the attribute, or when it contains a file named BROKEN. A system built from a flake dir
-containing FAIL_START, FAIL_STOP or FAIL_RELOAD fails that systemctl operation.
+mention the attribute, or when it contains a file named BROKEN (its text is the failed builder's
+log). A system built from a flake dir containing FAIL_START, FAIL_STOP or FAIL_RELOAD fails that
+systemctl operation.
+
+A flake build that takes time (FAKE_NIXOS_BUILD_SECONDS) prints what `nix build` prints on a
+non-terminal meanwhile: the derivations it will build, then `building '…drv'...` as it starts
+each; an instant one prints nothing, as for a system already in the store. A failed builder ends
+stderr as nix ends it: `error: builder for '…drv' failed with exit code 1;`, its last log lines
+(at most `log-lines`, 25), the `nix log` hint, the failed dependency of the system, then the
+CLI's own `die`.
 
 Environment: FAKE_NIXOS_ROOT (required; all state lives under it, see the paths below),
 FAKE_NIXOS_LOG (append one JSON line {"argv", "cwd"} per invocation), FAKE_NIXOS_BUILD_DELAY
-(seconds between writing ./.tmp and reading it back; widens the race window).
+(seconds between writing ./.tmp and reading it back; widens the race window),
+FAKE_NIXOS_BUILD_SECONDS (how long each flake build of `create`/`update` takes),
+FAKE_NIXOS_BUILD_FAILURE (when set, every flake build fails, after its build time, with this as
+the builder's log, as a BROKEN file does).
 """
 
 from __future__ import annotations
@@ -116,6 +127,9 @@ ALL_OPTIONS = FLAG_OPTIONS + VALUE_OPTIONS + PAIR_OPTIONS
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
 FLAKE_ATTR_RE = re.compile(r"^(.*)#([^#\"]+)$")
 MARKERS = ("FAIL_START", "FAIL_STOP", "FAIL_RELOAD")
+# What a container's system needs built besides itself (the last one is where a build fails).
+DEPENDENCIES = ("hive-agent-0.1.0", "unit-hive-agent.service", "system-units", "etc")
+LOG_LINES = 25  # nix.conf `log-lines`: how much of a failed builder's log nix shows
 
 
 def die(message: str, *, line: int | None = None) -> NoReturn:
@@ -274,12 +288,14 @@ def nix_build(paths: Paths, ref: str, attr: str) -> Path | None:
         if entry.is_file():
             digest.update(entry.name.encode() + b"\0" + entry.read_bytes() + b"\0")
     drv = f"{digest.hexdigest()[:32]}-nixos-system-{attr}"
+    deps = [f"{hashlib.sha256(f'{drv}/{n}'.encode()).hexdigest()[:32]}-{n}" for n in DEPENDENCIES]
+    failure = os.environ.get("FAKE_NIXOS_BUILD_FAILURE")
     if (directory / "BROKEN").exists():
-        reason = (directory / "BROKEN").read_text(errors="replace").strip() or "BROKEN"
-        sys.stderr.write(
-            f"error: builder for '/nix/store/{drv}.drv' failed with exit code 1;\n"
-            f"       last 1 log lines:\n       > {reason}\n"
-        )
+        failure = (directory / "BROKEN").read_text(errors="replace").strip() or "BROKEN"
+    # A failed builder stops the build: the system that needed it is never started.
+    build_progress([*deps, drv], deps if failure else [*deps, drv])
+    if failure:
+        builder_failed(deps[-1], drv, failure)
         return None
     out = paths.store / drv
     out.mkdir(parents=True, exist_ok=True)
@@ -298,6 +314,33 @@ def nix_build(paths: Paths, ref: str, attr: str) -> Path | None:
         sys.stderr.write(f"error: creating symlink '{current_dir()}/{link}': {exc.strerror}\n")
         return None
     return out
+
+
+def build_progress(planned: list[str], built: list[str]) -> None:
+    """What `nix build` prints while it builds: the `planned` derivations, then each of `built`
+    as it starts, FAKE_NIXOS_BUILD_SECONDS in all; nothing when that is 0."""
+    seconds = float(os.environ.get("FAKE_NIXOS_BUILD_SECONDS", "0") or 0)
+    if seconds <= 0:
+        return
+    sys.stderr.write(f"these {len(planned)} derivations will be built:\n")
+    sys.stderr.write("".join(f"  /nix/store/{drv}.drv\n" for drv in planned))
+    for drv in built:
+        sys.stderr.write(f"building '/nix/store/{drv}.drv'...\n")
+        sys.stderr.flush()
+        time.sleep(seconds / len(built))
+
+
+def builder_failed(failed: str, system: str, log: str) -> None:
+    """nix's report of a builder that failed with `log`, and of the system that needed it."""
+    lines = log.splitlines()[-LOG_LINES:] or [""]
+    sys.stderr.write(
+        f"error: builder for '/nix/store/{failed}.drv' failed with exit code 1;\n"
+        f"       last {len(lines)} log lines:\n"
+        + "".join(f"       > {line}\n" for line in lines)
+        + "       For full logs, run:\n"
+        f"         nix log /nix/store/{failed}.drv\n"
+        f"error: 1 dependencies of derivation '/nix/store/{system}.drv' failed to build\n"
+    )
 
 
 def build_flake(paths: Paths, flake: str, attr: str) -> Path:

@@ -326,6 +326,105 @@ def test_ensure_unique_name(fake: FakeInstall, tmp_path: Path) -> None:
     assert result.returncode == 0 and result.stdout == "h-a-0\n"
 
 
+# --- long and failing builds ------------------------------------------------------------------
+
+BUILDER_LOG = "\n".join(f"builder step {i}" for i in range(1, 31)) + "\nerror: the real error"
+
+
+def test_a_long_build_prints_nix_progress_meanwhile(
+    fake: FakeInstall, tmp_path: Path, cwd: Path
+) -> None:
+    flake = make_flake(tmp_path / "f")
+    started = time.monotonic()
+    process = subprocess.Popen(
+        ["nixos-container", "create", "h-a", "--flake", f"{flake}#container"],
+        cwd=cwd,
+        env={**fake.env(), "FAKE_NIXOS_BUILD_SECONDS": "1.5"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    # The plan and the first derivation come at once, before the build is over.
+    first = [process.stderr.readline() for _ in range(7)]
+    assert process.poll() is None, "the build ended before its first progress lines were read"
+    rest = process.stderr.read()
+    assert process.wait(timeout=30) == 0
+    elapsed = time.monotonic() - started
+
+    assert elapsed >= 1.5
+    assert first[0] == "host IP is 10.233.1.1, container IP is 10.233.1.2\n"
+    assert first[1] == "these 5 derivations will be built:\n"
+    planned = [line.strip() for line in first[2:7]]
+    assert all(d.startswith("/nix/store/") and d.endswith(".drv") for d in planned), planned
+    assert planned[-1].endswith("-nixos-system-container.drv")
+    started_lines = rest.splitlines()
+    assert started_lines == [f"building '{drv}'..." for drv in planned]
+    assert fake.system_source("h-a") == flake
+
+
+def test_an_instant_build_prints_no_progress(fake: FakeInstall, tmp_path: Path, cwd: Path) -> None:
+    flake = make_flake(tmp_path / "f")
+    result = run(
+        fake,
+        "create",
+        "h-a",
+        "--flake",
+        str(flake),
+        cwd=cwd,
+        extra_env={"FAKE_NIXOS_BUILD_SECONDS": "0"},
+    )
+    assert result.returncode == 0 and "derivations will be built" not in result.stderr
+
+
+@pytest.mark.parametrize("action", ["create", "update"])
+def test_a_failing_build_prints_what_nix_and_the_cli_print(
+    fake: FakeInstall, tmp_path: Path, cwd: Path, action: str
+) -> None:
+    flake = make_flake(tmp_path / "f")
+    if action == "update":
+        assert run(fake, "create", "h-a", "--flake", str(flake), cwd=cwd).returncode == 0
+    failing = {"FAKE_NIXOS_BUILD_FAILURE": BUILDER_LOG, "FAKE_NIXOS_BUILD_SECONDS": "0.5"}
+    started = time.monotonic()
+
+    result = run(fake, action, "h-a", "--flake", f"{flake}#container", cwd=cwd, extra_env=failing)
+
+    assert time.monotonic() - started >= 0.5  # it fails after building for a while
+    failed(result, "error: builder for '/nix/store/")
+    lines = result.stderr.splitlines()
+    [plan] = [i for i, line in enumerate(lines) if line.endswith("derivations will be built:")]
+    built = [line for line in lines if line.startswith("building '")]
+    # The failed builder's derivation was the last to start; the system never started.
+    failed_drv = built[-1][len("building '") : -len("'...")]
+    assert lines[plan + 1 : plan + 6][3].strip() == failed_drv
+    assert not any("nixos-system-container.drv'..." in line for line in built)
+    # nix shows the builder's last `log-lines` (25) lines, then points at the rest.
+    at = lines.index(f"error: builder for '{failed_drv}' failed with exit code 1;")
+    assert lines[at + 1] == "       last 25 log lines:"
+    assert lines[at + 2 : at + 27] == [
+        f"       > {line}" for line in BUILDER_LOG.splitlines()[-25:]
+    ]
+    assert lines[at + 26] == "       > error: the real error"
+    assert lines[at + 27 :] == [
+        "       For full logs, run:",
+        f"         nix log {failed_drv}",
+        f"error: 1 dependencies of derivation '{lines[plan + 5].strip()}' failed to build",
+        f"{prog(fake)}: failed to build container from flake '{flake}'",
+    ]
+    if action == "create":  # like the real script, it leaves the .conf behind
+        assert fake.conf("h-a").exists() and fake.system_source("h-a") is None
+    else:  # the container keeps the system it had
+        assert fake.system_source("h-a") == flake
+
+
+def test_a_broken_flake_s_text_is_the_builder_log(
+    fake: FakeInstall, tmp_path: Path, cwd: Path
+) -> None:
+    flake = make_flake(tmp_path / "f")
+    (flake / "BROKEN").write_text("compiling\nerror: attribute 'x' missing\n")
+    result = run(fake, "create", "h-a", "--flake", str(flake), cwd=cwd)
+    failed(result, "       last 2 log lines:\n       > compiling\n       > error: attribute 'x'")
+
+
 # --- other actions -----------------------------------------------------------------------------
 
 

@@ -24,7 +24,8 @@ from activities.backends.base import (
     Mount,
 )
 from activities.backends.mounts import CONTAINER_VIEW, agent_mounts
-from activities.backends.nixos import NixosBackend, classify
+from activities.backends.nixos import NixosBackend
+from activities.backends.nixos_errors import classify
 from hyperhive.child_process import kill_process_group
 from hyperhive.settings import HiveSettings
 from tests.fakes.nixos_container import FakeInstall
@@ -206,7 +207,8 @@ async def test_create_build_failure_is_classified_and_cleaned_up(
     assert "building container h-alpha from its flake failed" in error.what
     assert f"failed to build container from flake '{broken.flake_dir}'" in error.what
     assert "builder for" in error.what  # the nix error, from the CLI's stderr
-    assert "fix the agent's flake" in error.hint
+    assert "fix what nix's error above points at" in error.hint
+    assert error.permanent  # the same flake fails the same way: not retried
     # The real CLI leaves the .conf after a failed flake build; the backend removes it.
     assert fake.argvs() == [
         ["create", "h-alpha", "--flake", ref(settings, "alpha")],
@@ -353,7 +355,7 @@ async def test_unsafe_mount_paths_are_refused(
     for operation in (backend.create, backend.update):
         with pytest.raises(BackendError) as caught:
             await operation(bad_spec)
-        assert caught.value.kind is Kind.FAILED
+        assert caught.value.kind is Kind.BAD_PATH and caught.value.permanent
         assert problem in caught.value.what
         assert "unquoted" in caught.value.what
         assert "HIVE_STATE_DIR" in caught.value.hint
@@ -366,7 +368,8 @@ async def test_flake_dir_that_is_no_flake_reference_is_refused(
     for name in ("a#b", "a b", "a?b"):
         with pytest.raises(BackendError) as caught:
             await backend.create(ContainerSpec("alpha", tmp_path / name))
-        assert caught.value.kind is Kind.FAILED
+        assert caught.value.kind is Kind.BAD_PATH and caught.value.permanent
+        assert "HIVE_STATE_DIR" in caught.value.hint
     assert fake.calls() == []
 
 
@@ -563,7 +566,7 @@ async def test_update_restarts_a_running_container_whose_bind_mounts_changed(
     assert [a[0] for a in fake.argvs()[calls:]] == ["update"]
 
 
-async def test_update_build_failure_is_update_failed(
+async def test_update_build_failure_is_a_permanent_build_failure(
     backend: NixosBackend, settings: HiveSettings, fake: FakeInstall
 ) -> None:
     the_spec = spec(settings, "alpha")
@@ -575,10 +578,11 @@ async def test_update_build_failure_is_update_failed(
     with pytest.raises(BackendError) as caught:
         await backend.update(the_spec)
 
-    assert caught.value.kind is Kind.UPDATE_FAILED
+    assert caught.value.kind is Kind.BUILD_FAILED and caught.value.permanent
     assert "failed to build container from flake" in caught.value.what
     assert "attribute 'x' missing" in caught.value.what
     assert "keeps its previous system" in caught.value.hint
+    assert "apply again" in caught.value.hint
     assert fake.unit("h-alpha")["system"] == running
     assert await backend.status("alpha") is ContainerStatus.UP
 
@@ -594,7 +598,8 @@ async def test_update_reload_failure_is_update_failed(
     with pytest.raises(BackendError) as caught:
         await backend.update(the_spec)
 
-    assert caught.value.kind is Kind.UPDATE_FAILED
+    # Not a build failure: the new system is built and set; a retry only reloads again.
+    assert caught.value.kind is Kind.UPDATE_FAILED and not caught.value.permanent
     assert "failed to reload container" in caught.value.what
     assert "restart the container" in caught.value.hint
 
