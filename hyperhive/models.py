@@ -289,6 +289,15 @@ class AutoUpdateRequest(BaseModel):
     build_timeout_s: float = DEFAULT_BUILD_TIMEOUT_S
 
 
+class AgentUpdateRequest(BaseModel):
+    """One agent's part of an auto-update: rebuild its container with hyperhive `rev`."""
+
+    name: str
+    rev: str
+    host_task_queue: str = "hive-host-local"
+    build_timeout_s: float = DEFAULT_BUILD_TIMEOUT_S
+
+
 class DeployedRecord(BaseModel):
     name: str
     sha: str | None = None

@@ -1,7 +1,9 @@
 """AutoUpdateWorkflow: bring every container whose hyperhive revision is stale up to date.
 
 Started by the Temporal Schedule `hive-auto-update` (and once at daemon start). No approval: the
-agent's own config does not change, only the hyperhive it is built with.
+agent's own config does not change, only the hyperhive it is built with. Each agent's update is
+its own child workflow, `AgentUpdateWorkflow` (`hive-update-<name>`), carrying `HiveAgent`, so
+it shows in the agent's history beside its spawns and applies.
 """
 
 from __future__ import annotations
@@ -9,14 +11,43 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from hyperhive.models import AutoUpdateRequest, AutoUpdateResult, DeployedRecord
+    from hyperhive.models import (
+        AgentUpdateRequest,
+        AutoUpdateRequest,
+        AutoUpdateResult,
+        DeployedRecord,
+    )
     from hyperhive.repo_models import RevInput
 
+from workflows.agent import HIVE_AGENT
 from workflows.approval_gate import ApprovalGate
 from workflows.spawn import failure_text
+
+# Runs started before each agent's update was a child workflow did the activities inline.
+PER_AGENT_WORKFLOWS_PATCH = "auto-update-per-agent-workflows"
+
+
+@workflow.defn(name="AgentUpdateWorkflow")
+class AgentUpdateWorkflow(ApprovalGate):
+    @workflow.init
+    def __init__(self, request: AgentUpdateRequest) -> None:
+        self.host_queue = request.host_task_queue
+
+    @workflow.run
+    async def run(self, request: AgentUpdateRequest) -> None:
+        await rebuild(self, request)
+
+
+async def rebuild(gate: ApprovalGate, request: AgentUpdateRequest) -> None:
+    """Record the new revision first (a crash mid-build finds the agent still stale)."""
+    name, rev = request.name, request.rev
+    await gate.host("set_recorded_rev", RevInput(agent=name, rev=rev))
+    await gate.build("container_update", name, timeout_s=request.build_timeout_s)
+    await gate.host("record_deployed", DeployedRecord(name=name, hyperhive_rev=rev))
 
 
 @workflow.defn(name="AutoUpdateWorkflow")
@@ -35,12 +66,27 @@ class AutoUpdateWorkflow(ApprovalGate):
 
         async def update(name: str) -> None:
             async with slots:
+                one = AgentUpdateRequest(
+                    name=name,
+                    rev=rev,
+                    host_task_queue=request.host_task_queue,
+                    build_timeout_s=request.build_timeout_s,
+                )
                 try:
-                    await self.host("set_recorded_rev", RevInput(agent=name, rev=rev))
-                    await self.build("container_update", name, timeout_s=request.build_timeout_s)
-                    await self.host("record_deployed", DeployedRecord(name=name, hyperhive_rev=rev))
+                    if workflow.patched(PER_AGENT_WORKFLOWS_PATCH):
+                        await workflow.execute_child_workflow(
+                            AgentUpdateWorkflow.run,
+                            one,
+                            id=f"hive-update-{name}",
+                            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                            search_attributes=TypedSearchAttributes(
+                                [SearchAttributePair(HIVE_AGENT, name)]
+                            ),
+                        )
+                    else:
+                        await rebuild(self, one)
                     result.updated.append(name)
-                except ActivityError as err:
+                except (ActivityError, ChildWorkflowError) as err:
                     result.failed[name] = failure_text(err)
 
         await asyncio.gather(*(update(name) for name in stale))

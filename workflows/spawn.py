@@ -6,7 +6,7 @@ A re-spawn (`respawn`: the agent's container is gone) keeps its repos, inbox and
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from hyperhive.domain import OPERATOR_NAME, AgentState, ApprovalKind, ApprovalStatus
@@ -22,9 +22,13 @@ with workflow.unsafe.imports_passed_through():
 from workflows.approval_gate import ApprovalGate
 
 
-def failure_text(err: ActivityError) -> str:
-    cause = err.cause
-    return str(cause.message if isinstance(cause, ApplicationError) else cause or err)
+def failure_text(err: BaseException) -> str:
+    """What went wrong: the first application error in the chain of causes (through a child
+    workflow and its activity), else the innermost cause (a timeout)."""
+    cause: BaseException = err
+    while not isinstance(cause, ApplicationError) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    return str(cause.message if isinstance(cause, FailureError) else cause)
 
 
 def spawn_description(request: SpawnRequest) -> str:

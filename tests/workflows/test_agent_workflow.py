@@ -180,7 +180,7 @@ async def test_needs_login_waits_without_retrying_then_reruns_the_same_turn(
         await wait_status(handle, lambda s: s.state == "needs_login")
         await time_skipping_server.sleep(timedelta(hours=2))
         assert len(host.turns) == 1, "no retry storm while logged out"
-        assert any("not logged in" in n for n in host.notices)
+        await host.told(lambda: any("not logged in" in n for n in host.notices))
         await handle.signal(AgentWorkflow.credentials_updated)
         await wait_status(handle, lambda s: s.turns_total == 1 and s.state == "idle")
         assert host.turns[1].turn_id == host.turns[0].turn_id
@@ -217,9 +217,10 @@ async def test_hung_turn_is_retried_with_the_same_turn_and_session(
 async def test_turn_budget_pauses_and_tells_the_operator(time_skipping_server, task_queue):
     host = ScriptedHost(inbox=deque([1, 2, 3]))
     async with agent_loop(time_skipping_server, task_queue, host, max_turns_per_hour=2) as handle:
+        # The state flips before the notice's activity has run: wait for the notice itself.
+        await host.told(lambda: any("2 turns in the last hour" in n for n in host.notices))
         status = await wait_status(handle, lambda s: s.state == "over_budget")
         assert status.turns_total == 2 and host.handled == [1, 2]
-        assert any("2 turns in the last hour" in n for n in host.notices)
         await handle.signal(AgentWorkflow.resume)
         await wait_status(handle, lambda s: s.turns_total == 3)
         assert host.handled == [1, 2, 3]
@@ -231,7 +232,7 @@ async def test_a_resume_replaces_the_pause_reason_in_the_stored_status(
     host = ScriptedHost(inbox=deque())
     async with agent_loop(time_skipping_server, task_queue, host) as handle:
         await handle.signal(AgentWorkflow.pause)
-        await wait_status(handle, lambda s: s.state == "paused")
+        await host.told(lambda: bool(host.states) and host.states[-1].state == "paused")
         await handle.signal(AgentWorkflow.resume)
         await host.told(lambda: bool(host.states) and host.states[-1].state == "idle")
     # What `hive list` shows beside the state: never "paused by the operator" next to idle.
@@ -264,7 +265,7 @@ async def test_spend_budget_pauses(time_skipping_server, task_queue):
     ) as handle:
         status = await wait_status(handle, lambda s: s.state == "over_budget")
         assert host.handled == [1] and status.spend_today_usd == pytest.approx(3.0)
-        assert any("spent $3.00 today" in n for n in host.notices)
+        await host.told(lambda: any("spent $3.00 today" in n for n in host.notices))
 
 
 async def test_cancel_kills_the_turn_and_keeps_the_message(time_skipping_server, task_queue):
@@ -318,7 +319,7 @@ async def test_a_turn_that_keeps_failing_pauses_and_keeps_its_message(
         assert "cannot start claude" in status.pause_reason
         assert len(host.turns) == 1, "a non-retryable failure is not retried"
         assert list(host.inbox) == [21, 22], "the message is kept, at the head"
-        assert any("is paused" in n for n in host.notices)
+        await host.told(lambda: any("is paused" in n for n in host.notices))
         await handle.signal(AgentWorkflow.resume)
         await wait_status(handle, lambda s: s.turns_total == 2 and s.state == "idle")
         assert host.handled == [21, 22]
