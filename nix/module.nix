@@ -3,7 +3,8 @@
 # - hive-c0re.service runs `hive c0re` as root (nixos-container needs root) with the state dir
 #   /var/lib/hyperhive and the run dir /run/hyperhive (host.sock, agents/<name>/mcp.sock).
 # - Temporal: services.hive-c0re.temporal.address, or (null, the default) hive-temporal.service,
-#   an embedded `temporal server start-dev` on loopback with its SQLite DB in the state dir.
+#   an embedded `temporal server start-dev` on loopback with its SQLite DB in the state dir; with
+#   its Web UI on, HIVE_TEMPORAL_UI_URL points the dashboard's workflow links at it.
 # - Agents are imperative nixos-containers h-<name> on private veth networks (ve-*), with NAT
 #   egress; see nix/agent.nix for how they are kept off the host's services.
 # - `hive` on the system PATH is the CLI with the daemon's environment; it speaks to the admin
@@ -24,6 +25,15 @@ let
   embeddedTemporal = cfg.temporal.address == null;
   temporalAddress =
     if embeddedTemporal then "${loopback}:${toString cfg.ports.temporal}" else cfg.temporal.address;
+  # hive links workflow histories to the embedded UI only when it starts Temporal itself; here
+  # HIVE_TEMPORAL_ADDRESS is always set, so the module names the UI it runs.
+  temporalUiUrl =
+    if cfg.temporal.ui.url != null then
+      cfg.temporal.ui.url
+    else if embeddedTemporal && cfg.temporal.ui.enable then
+      "http://${loopback}:${toString cfg.ports.temporalUi}"
+    else
+      null;
 
   natInterface = cfg.nat.externalInterface;
 
@@ -51,6 +61,7 @@ let
     HIVE_HYPERHIVE_FLAKE_URL = cfg.flake.url;
     HIVE_HYPERHIVE_REV = cfg.flake.rev;
   }
+  // lib.optionalAttrs (temporalUiUrl != null) { HIVE_TEMPORAL_UI_URL = temporalUiUrl; }
   // cfg.extraEnvironment;
 
   temporalArgs = [
@@ -179,13 +190,27 @@ in
         defaultText = lib.literalExpression "pkgs.temporal-cli";
         description = "The `temporal` CLI: the embedded server, and `temporal …` for operators.";
       };
-      ui.enable = lib.mkOption {
-        type = lib.types.bool;
-        default = false;
-        description = ''
-          Serve the embedded server's Web UI on 127.0.0.1:ports.temporalUi. Off, the server runs
-          with --headless (no UI).
-        '';
+      ui = {
+        enable = lib.mkOption {
+          type = lib.types.bool;
+          default = false;
+          description = ''
+            Serve the embedded server's Web UI on 127.0.0.1:ports.temporalUi, which the dashboard,
+            `hive urls` and approvals then link workflow histories to (HIVE_TEMPORAL_UI_URL). Off,
+            the server runs with --headless (no UI) and there are no such links.
+          '';
+        };
+        url = lib.mkOption {
+          type = lib.types.nullOr (lib.types.strMatching "https?://[^[:space:]]+");
+          default = null;
+          example = "https://temporal.example.org";
+          description = ''
+            The Temporal Web UI's URL for those links (HIVE_TEMPORAL_UI_URL). null: the embedded
+            server's UI, http://127.0.0.1:ports.temporalUi, when ui.enable is on, else no links.
+            Set it when people reach the UI elsewhere (a reverse proxy, a tunnel on another port)
+            or for a cluster's UI (temporal.address).
+          '';
+        };
       };
     };
 

@@ -13,8 +13,8 @@
 # hive-c0re pins the agent's flake to HIVE_HYPERHIVE_FLAKE_URL/HIVE_HYPERHIVE_REV (set by the
 # module): an installed hyperhive has no git checkout to pin to.
 #
-# `hive` here is the module's CLI wrapper; it talks to Temporal and the store directly, as root.
-# When the admin socket (<run dir>/host.sock) lands, the same commands go through it.
+# `hive` here is the module's CLI wrapper, run as root; it asks hive-c0re over the admin socket
+# /run/hyperhive/host.sock, as the members of services.hive-c0re.adminGroup do.
 {
   pkgs,
   self,

@@ -49,10 +49,35 @@ in
     formatter = hyperhive.formatter.${system}.name;
     unfreeAllowed = hyperhive.packages.${system}.claude-code._unfreeAllowed;
     ruff = hyperhive.checks.${system}.ruff.script;
-    pytest = {
-      inherit (hyperhive.checks.${system}.pytest) script;
-      inputs = names hyperhive.checks.${system}.pytest.env.nativeBuildInputs;
-    };
+    pytest =
+      let
+        check = hyperhive.checks.${system}.pytest;
+        inputs = check.env.nativeBuildInputs;
+        input = pname: lib.head (lib.filter (p: (p.pname or null) == pname) inputs);
+        python = input "python3";
+        testServer = input "temporal-test-server";
+      in
+      {
+        inherit (check) script;
+        inputs = names inputs;
+        pythonPackages = names python.pythonPackages;
+        editable = map (p: {
+          inherit (p) pname version root scripts;
+          dependencies = names p.dependencies;
+        }) (lib.filter (p: p.editable or false) python.pythonPackages);
+        testServer = {
+          inherit (testServer)
+            version
+            unpackPhase
+            installPhase
+            dontStrip
+            ;
+          inherit (testServer.src) url hash;
+          inherit (testServer.meta) platforms mainProgram;
+          nativeBuildInputs = names testServer.nativeBuildInputs;
+        };
+        source = hyperhive.outPath;
+      };
     vm = {
       inherit (vm) name testScript;
       host = summary (system' [ vm.nodes.host ]);

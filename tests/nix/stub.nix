@@ -120,10 +120,18 @@ let
         spdxId = "MIT";
         free = true;
       };
+      asl20 = {
+        spdxId = "Apache-2.0";
+        free = true;
+      };
       unfree = {
         shortName = "unfree";
         free = false;
       };
+    };
+    sourceTypes.binaryNativeCode = {
+      shortName = "binaryNativeCode";
+      isSource = false;
     };
     platforms.linux = [
       "x86_64-linux"
@@ -260,6 +268,29 @@ let
               throw "stub buildPythonApplication: set pyproject = true"
             else
               mkDrv "${attrs.pname}-${attrs.version}" (attrs // (attrs.passthru or { }));
+          # As nixpkgs: root is a string (expanded at run time), scripts are PEP 621's.
+          mkPythonEditablePackage =
+            {
+              pname,
+              version,
+              root,
+              dependencies ? [ ],
+              scripts ? { },
+              ...
+            }:
+            if !(isString root) then
+              throw "stub mkPythonEditablePackage: root must be a string"
+            else
+              mkDrv "python3.13-${pname}-${version}" {
+                inherit
+                  pname
+                  version
+                  root
+                  dependencies
+                  scripts
+                  ;
+                editable = true;
+              };
           mcp = py "mcp" mcpVersion;
           mcp_1 = py "mcp" "1.27.1";
         }
@@ -284,7 +315,24 @@ let
 
       pkgs = {
         inherit lib system config;
-        stdenv.hostPlatform.system = system;
+        stdenv = {
+          hostPlatform.system = system;
+          mkDerivation =
+            attrs:
+            if !(attrs ? pname && attrs ? version) then
+              throw "stub stdenv.mkDerivation: give pname and version"
+            else
+              mkDrv "${attrs.pname}-${attrs.version}" attrs;
+        };
+        # A fixed-output fetch: it needs a hash.
+        fetchurl =
+          {
+            url,
+            hash,
+          }:
+          mkDrv (baseNameOf url) { inherit url hash; };
+        unzip = tool "unzip-6.0" "unzip";
+        autoPatchelfHook = mkDrv "auto-patchelf-hook" { };
         callPackage = callPackageWith pkgs;
         inherit python3Packages;
         python3 = tool "python3-3.13" "python3" // {
@@ -321,6 +369,7 @@ let
         findutils = mkDrv "findutils-4.10" { };
         e2fsprogs = mkDrv "e2fsprogs-1.47" { };
         iproute2 = tool "iproute2-6.16" "ip";
+        procps = tool "procps-4.0" "ps";
         bubblewrap = tool "bubblewrap-0.11" "bwrap";
         curl = tool "curl-8.16" "curl";
         ruff = tool "ruff-0.14" "ruff";

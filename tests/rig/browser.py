@@ -1,6 +1,6 @@
 """Pytest plugin: Debian's chromium driven by Playwright (async API), for the browser tests.
 
-Enabled through ``pytest_plugins`` in ``tests/conftest.py``. Fixtures:
+Enabled by ``tests/browser/conftest.py`` for the browser tests alone. Fixtures:
 
 - ``browser`` (session): one headless chromium for the whole run, launched from
   ``$HIVE_TEST_CHROMIUM`` (default ``/usr/bin/chromium``, which ``scripts/install-system-deps.sh``
