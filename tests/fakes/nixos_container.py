@@ -58,7 +58,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 PROG = sys.argv[0]
 EXIT_CODES = (1, 2, 17, 22, 255)
@@ -789,6 +789,18 @@ class FakeInstall:
         env["FAKE_NIXOS_ROOT"] = str(self.paths.root)
         env["FAKE_NIXOS_LOG"] = str(self.log)
         return env
+
+    def apply(self, monkeypatch: Any) -> None:
+        """This process's environment (so hive-c0re's children) gets the fake, with builds as
+        fast and sound as by default; a test sets a knob after this."""
+        for key, value in self.env().items():
+            monkeypatch.setenv(key, value)
+        for knob in (
+            "FAKE_NIXOS_BUILD_DELAY",
+            "FAKE_NIXOS_BUILD_SECONDS",
+            "FAKE_NIXOS_BUILD_FAILURE",
+        ):
+            monkeypatch.delenv(knob, raising=False)
 
     def calls(self) -> list[dict[str, object]]:
         if not self.log.exists():

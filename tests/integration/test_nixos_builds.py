@@ -37,10 +37,7 @@ BUILDER_LOG = "\n".join(f"compiling part {i}" for i in range(1, 41)) + f"\n{REAL
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeInstall:
     """The fake on hive-c0re's PATH, and `hive` started as tests/fakes/nixos_hive.py."""
     install = FakeInstall(tmp_path / "fake")
-    for key, value in install.env().items():
-        monkeypatch.setenv(key, value)
-    for knob in ("FAKE_NIXOS_BUILD_DELAY", "FAKE_NIXOS_BUILD_SECONDS", "FAKE_NIXOS_BUILD_FAILURE"):
-        monkeypatch.delenv(knob, raising=False)
+    install.apply(monkeypatch)
     hive = nixos_hive_command(tmp_path / "hive-bin")
     monkeypatch.setattr(tests.rig.hive_process, "HIVE", str(hive))
     return install

@@ -79,10 +79,7 @@ def settings(tmp_path: Path) -> HiveSettings:
 @pytest.fixture
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeInstall:
     install = FakeInstall(tmp_path / "fake")
-    for key, value in install.env().items():
-        monkeypatch.setenv(key, value)
-    for knob in ("FAKE_NIXOS_BUILD_DELAY", "FAKE_NIXOS_BUILD_SECONDS", "FAKE_NIXOS_BUILD_FAILURE"):
-        monkeypatch.delenv(knob, raising=False)
+    install.apply(monkeypatch)
     return install
 
 
