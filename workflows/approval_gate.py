@@ -109,11 +109,14 @@ class ApprovalGate:
         try:
             problem = self._refusal(parse_decision(raw))
         except BadDecision as e:
-            raise ApplicationError(str(e), type="BadDecision") from None
+            # Not retryable: the `temporal` CLI would say "retryable: true" to the operator.
+            raise ApplicationError(str(e), type="BadDecision", non_retryable=True) from None
         if problem is not None:
             what, hint = problem
             # The message for `temporal` users; what and hint apart for hive's own surfaces.
-            raise ApplicationError(f"{what} ({hint})", what, hint, type="DecisionRefused")
+            raise ApplicationError(
+                f"{what} ({hint})", what, hint, type="DecisionRefused", non_retryable=True
+            )
 
     @workflow.signal(name="decide")
     def decide_signal(self, raw: JsonValue) -> None:

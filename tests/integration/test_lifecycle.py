@@ -171,6 +171,9 @@ async def test_manager_applies_a_config_commit_exactly_as_approved(start_c0re, f
     assert "# more memory for bob" in (applied / "agent.nix").read_text()
     assert "firewall" not in (applied / "agent.nix").read_text()
     assert sha in _git(applied, "log", "-1", "--format=%B")
+    # The apply is among bob's workflows in Temporal, beside his spawn and his turn loop.
+    found = {w.id async for w in hive.client.list_workflows("HiveAgent='bob'")}
+    assert {f"hive-apply-bob-{sha[:12]}", "hive-spawn-bob", "hive-agent-bob"} <= found, found
 
 
 async def test_a_symlink_commit_is_refused_and_no_tool_for_non_managers(start_c0re, fake_model):
