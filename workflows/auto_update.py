@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import workflow
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
@@ -22,8 +22,8 @@ with workflow.unsafe.imports_passed_through():
         DeployedRecord,
     )
     from hyperhive.repo_models import RevInput
+    from hyperhive.waker import agent_search_attributes
 
-from workflows.agent import HIVE_AGENT
 from workflows.approval_gate import ApprovalGate
 from workflows.spawn import failure_text
 
@@ -79,9 +79,7 @@ class AutoUpdateWorkflow(ApprovalGate):
                             one,
                             id=f"hive-update-{name}",
                             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                            search_attributes=TypedSearchAttributes(
-                                [SearchAttributePair(HIVE_AGENT, name)]
-                            ),
+                            search_attributes=agent_search_attributes(name),
                         )
                     else:
                         await rebuild(self, one)

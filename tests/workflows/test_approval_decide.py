@@ -15,7 +15,6 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpda
 from temporalio.exceptions import CancelledError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from hyperhive.models import (
     ApprovalCancel,
@@ -26,7 +25,6 @@ from hyperhive.models import (
     SpawnRequest,
 )
 from tests.workflows.test_lifecycle_workflows import LifecycleHost
-from workflows.registry import ALL_WORKFLOWS
 
 
 @contextlib.asynccontextmanager
@@ -34,11 +32,7 @@ async def spawn_waiting(
     env: WorkflowEnvironment, task_queue: str, host: LifecycleHost, **request: Any
 ) -> AsyncIterator[WorkflowHandle[Any, LifecycleOutcome]]:
     """A SpawnWorkflow of bob, its approval stored and waiting for a decision."""
-    host_queue = f"{task_queue}-host"
-    async with (
-        Worker(env.client, task_queue=task_queue, workflows=ALL_WORKFLOWS),
-        Worker(env.client, task_queue=host_queue, activities=host.activities()),
-    ):
+    async with host.workers(env, task_queue) as host_queue:
         handle = await env.client.start_workflow(
             "SpawnWorkflow",
             SpawnRequest(
@@ -146,14 +140,10 @@ async def test_a_late_decision_is_refused_while_the_approved_spawn_builds(
 
 async def test_a_workflow_without_an_approval_refuses_decisions(time_skipping_server, task_queue):
     host = LifecycleHost()
-    host_queue = f"{task_queue}-host"
     gate = asyncio.Event()
     host.hold["stop_agent_loop"] = gate
     env = time_skipping_server
-    async with (
-        Worker(env.client, task_queue=task_queue, workflows=ALL_WORKFLOWS),
-        Worker(env.client, task_queue=host_queue, activities=host.activities()),
-    ):
+    async with host.workers(env, task_queue) as host_queue:
         handle = await env.client.start_workflow(
             "KillWorkflow",
             KillRequest(name="bob", host_task_queue=host_queue),

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -62,6 +62,16 @@ class LifecycleHost:
         self.reached[name].set()
         if name in self.hold:
             await self.hold[name].wait()
+
+    @contextlib.asynccontextmanager
+    async def workers(self, env: WorkflowEnvironment, task_queue: str) -> AsyncIterator[str]:
+        """Every workflow on `task_queue`, these activities on the host queue (yielded)."""
+        host_queue = f"{task_queue}-host"
+        async with (
+            Worker(env.client, task_queue=task_queue, workflows=ALL_WORKFLOWS),
+            Worker(env.client, task_queue=host_queue, activities=self.activities()),
+        ):
+            yield host_queue
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
@@ -167,12 +177,8 @@ async def run_workflow(
     skip: timedelta | None = None,
     result_type: type = LifecycleOutcome,
 ) -> Any:
-    host_queue = f"{task_queue}-host"
-    request.host_task_queue = host_queue
-    async with (
-        Worker(env.client, task_queue=task_queue, workflows=ALL_WORKFLOWS),
-        Worker(env.client, task_queue=host_queue, activities=host.activities()),
-    ):
+    async with host.workers(env, task_queue) as host_queue:
+        request.host_task_queue = host_queue
         handle = await env.client.start_workflow(
             workflow,
             request,
@@ -499,12 +505,8 @@ async def test_racing_decisions_all_learn_the_one_in_force(time_skipping_server,
     """Approve and deny sent at the same instant as `settle` updates (what hive-c0re's surfaces
     send): the first stands, and every caller is answered with it, not with what it asked."""
     host = LifecycleHost()
-    host_queue = f"{task_queue}-host"
     env = time_skipping_server
-    async with (
-        Worker(env.client, task_queue=task_queue, workflows=ALL_WORKFLOWS),
-        Worker(env.client, task_queue=host_queue, activities=host.activities()),
-    ):
+    async with host.workers(env, task_queue) as host_queue:
         handle = await env.client.start_workflow(
             "SpawnWorkflow",
             SpawnRequest(name="bob", purpose="x", requester="hm1nd", host_task_queue=host_queue),
