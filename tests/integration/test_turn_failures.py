@@ -138,7 +138,9 @@ async def test_a_hung_claude_is_killed_and_its_turn_retried_in_the_same_session(
         return Text("answered")
 
     fake_model.responder = respond
-    hive = await start_c0re(agents=["a"], turn_idle_timeout_s="3")
+    # Long enough for claude to start and print its init on a loaded machine (in CI a 3 s
+    # budget killed every attempt before claude reached the model).
+    hive = await start_c0re(agents=["a"], turn_idle_timeout_s="15")
     await hive.send("a", "are you there")
     await fake_model.wait_for_async(lambda r: wake_of(r) is not None)
     work = hive.env.state_dir / "agents" / "a" / "work"

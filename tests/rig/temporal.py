@@ -60,8 +60,10 @@ async def dev_server(temporal_bin: str) -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def time_skipping_server(temporal_test_server_bin: str) -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server per test (about 0.1 s to start). Shared across tests, a workflow
+    or activity one test left behind holds the clock, and a later test's sleep timed out."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=temporal_test_server_bin,

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -195,11 +196,11 @@ async def run_workflow(
                 return await handle.result()
             # Move the clock explicitly, step by step, rather than rely on the server's
             # auto-skipping: the workflow's timers may not exist yet when the test gets here.
-            result = asyncio.ensure_future(handle.result())
-            while not result.done():
+            # Nothing else waits on the server meanwhile: a result() long poll running beside
+            # the sleep made the server's sleep call time out now and then.
+            while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
                 await env.sleep(skip)
-                await asyncio.wait({result}, timeout=0.2)
-            return result.result()
+            return await handle.result()
         finally:
             # Nothing may stay running on the shared time-skipping server (it stops skipping).
             with contextlib.suppress(RPCError):
