@@ -5,6 +5,12 @@
 text:  2026-01-02 03:04:05,678 INFO    activities.turns: turn finished
 json:  {"ts": "2026-01-02T03:04:05.678Z", "level": "INFO", "logger": "activities.turns",
         "msg": "turn finished", "agent": "alice", "turn_id": "…"}
+
+The JSON formatter is ours rather than python-json-logger's on purpose: keeping this output with
+that library takes overriding the very methods written here (its extras overwrite the record's
+own fields, a dict message is spread into the object instead of written as `msg`, timestamps
+and datetime extras come out in another format, and a self-referencing extra loses the whole
+line), so it would add a dependency without removing code.
 """
 
 from __future__ import annotations

@@ -12,6 +12,13 @@ Rules:
   transactional on both SQLite and PostgreSQL), so a failure leaves the previous version intact.
 - After changing a model in `tables.py`, add a migration here; the unit test that compares the
   migrated schema with the models fails until you do.
+
+Ours rather than Alembic's, on purpose: Alembic reads a store's version once and takes no lock,
+so keeping what `db.migrate` guarantees (one revision per transaction under a lock, the version
+re-read inside it, so two hive-c0re processes on one PostgreSQL never both migrate) meant driving
+Alembic from the same loop, plus a hand-over for stores made before it. Tried (issue 16): the
+migration code grew from 440 to 556 lines for the same behaviour. Worth revisiting with the first
+column change SQLite cannot do in place, where Alembic's batch mode would save a table copy.
 """
 
 from __future__ import annotations
