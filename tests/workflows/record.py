@@ -2,10 +2,11 @@
 
     .venv/bin/python -m tests.workflows.record [NAME …]
 
-NAMEs (e.g. `agent_resumes_session`, `health_check`) record only those; none records them all.
-Each scenario runs the real workflow code (activities replaced by name, as in the workflow tests)
-and writes tests/workflows/histories/<name>.json. Re-record only for a deliberate, compatible
-change; keep old histories so live runs of older code keep replaying.
+NAMEs (e.g. `agent_resumes_session`, `health_check`, `spawn_approved`: the lifecycle scenarios
+are in record_lifecycle.py) record only those; none records them all. Each scenario runs the real
+workflow code (activities replaced by name, as in the workflow tests) and writes
+tests/workflows/histories/<name>.json. Re-record only for a deliberate, compatible change; keep
+old histories so live runs of older code keep replaying.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from hyperhive.models import AgentStatus, HealthCheckInput, StoreHealth
+from tests.workflows.record_lifecycle import LIFECYCLE, record_lifecycle
 from tests.workflows.test_agent_workflow import ScriptedHost, agent_loop, wait_status
 from workflows.agent import AgentWorkflow
 from workflows.health_check import HealthCheckWorkflow
@@ -161,9 +163,18 @@ async def record(only: set[str]) -> None:
         for name, scenario in SCENARIOS.items():
             if wanted(name):
                 await record_agent(env, name, scenario)
+        for name in LIFECYCLE:
+            if wanted(name):
+                for out, history in (await record_lifecycle(env, name)).items():
+                    write(out, history)
     finally:
         await env.shutdown()
 
 
 if __name__ == "__main__":
-    asyncio.run(record(set(sys.argv[1:])))
+    names = set(sys.argv[1:])
+    known = {"health_check", *LIFECYCLE, *SCENARIOS, *(f"agent_{name}" for name in SCENARIOS)}
+    if unknown := names - known:
+        # Else a misspelt name would record nothing, silently.
+        sys.exit(f"no scenario {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    asyncio.run(record(names))
