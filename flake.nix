@@ -47,6 +47,7 @@
                 ps.psycopg
                 ps.pytest
                 ps.pytest-asyncio
+                ps.pytest-timeout
                 ps.httpx
                 ps.mypy
               ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -15,9 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 from temporalio import activity
-from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
 from activities.backends import (
     BackendError,
@@ -28,7 +25,6 @@ from activities.backends import (
 from activities.backends.mounts import agent_mounts
 from activities.heartbeat import beat_interval, heartbeating
 from hyperhive import agent_flake, config_repo
-from hyperhive.agent_runtime import AgentRuntime
 from hyperhive.broker import Broker
 from hyperhive.domain import ApprovalStatus
 from hyperhive.models import (
@@ -39,12 +35,13 @@ from hyperhive.models import (
     NewApproval,
 )
 from hyperhive.orphaned_approvals import close_orphaned
+from hyperhive.ports import AgentLoops, AgentServing
 from hyperhive.repo_git import RepoError
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
 from hyperhive.store import messages as message_store
-from hyperhive.waker import agent_workflow_id
+from hyperhive.store.off_loop import StoreCalls
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +49,8 @@ log = logging.getLogger(__name__)
 # The SDK sends them on to the server batched (at most every 0.8 heartbeat timeouts); a
 # cancellation comes back with a heartbeat's answer and kills the build.
 BUILD_BEAT_S = 10.0
+# How often stopping a turn loop heartbeats while it waits for the loop to end.
+STOP_BEAT_S = 1.0
 
 
 def _as_activity_error(err: BackendError) -> ApplicationError:
@@ -72,20 +71,18 @@ class LifecycleActivities:
         engine: Engine,
         broker: Broker,
         backend: ContainerBackend,
-        agents: AgentRuntime,
+        agents: AgentServing,
         wake: Callable[[str], Awaitable[None]],
-        client: Client,
+        loops: AgentLoops,
     ) -> None:
-        self._client = client
+        self._loops = loops
         self._settings = settings
         self._engine = engine
+        self._db = StoreCalls(engine)
         self._broker = broker
         self._backend = backend
         self._agents = agents
         self._wake = wake
-
-    async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, self._engine, *args, **kwargs)
 
     # -- approvals and notices ------------------------------------------------------------------
 
@@ -127,19 +124,9 @@ class LifecycleActivities:
     async def stop_agent_loop(self, name: str) -> None:
         """Signal the turn loop to stop and wait until it has: a start right after a kill must
         not reach a run that is still finishing (its wake-up would be lost)."""
-        handle = self._client.get_workflow_handle(agent_workflow_id(name))
-        try:
-            await handle.signal("stop")
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                return  # not running: nothing to stop
-            raise
-        waiting = asyncio.create_task(handle.result())
-        while not waiting.done():
-            activity.heartbeat()
-            await asyncio.wait({waiting}, timeout=1.0)
-        with contextlib.suppress(WorkflowFailureError):
-            waiting.result()
+        # Heartbeats are how a cancellation of this activity reaches it while it waits.
+        async with heartbeating(STOP_BEAT_S):
+            await self._loops.stop(name)
 
     @activity.defn(name="record_deployed")
     async def record_deployed(self, record: DeployedRecord) -> None:
@@ -180,10 +167,13 @@ class LifecycleActivities:
         home = self._settings.agent_state_dir(name) / "home"
         await asyncio.to_thread(_remove_sessions, home)
         dropped: list[int] = await self._db(message_store.discard_undelivered, name)
+        # Once per spawn run: a retried attempt records the same reset. (The SDK types the run
+        # id optional for activities started outside a workflow, which this one never is.)
+        info = activity.info()
         await self._db(
             agent_store.record_session_reset,
             name,
-            activity.info().workflow_run_id,
+            info.workflow_run_id or info.activity_id,
             f"fresh re-spawn: claude conversation, config repos and {len(dropped)} undelivered "
             "message(s) discarded",
             discarded_messages=dropped,

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.backends import ContainerBackend
 from activities.backends.mounts import CONFIG_SUBDIR
-from activities.heartbeat import beat_interval, heartbeat_every
-from activities.warm_claude import WarmClaude, WarmPool, fingerprint
-from agent_harness.claude_command import (
+from activities.claude_command import (
     HIVE_SERVER,
     claude_argv,
     claude_env,
@@ -28,8 +25,9 @@ from agent_harness.claude_command import (
     session_exists,
     session_file,
 )
-from agent_harness.stream_parser import TurnAccumulator, init_server_status, parse_line
-from agent_harness.wake_prompt import wake_prompt
+from activities.heartbeat import beat_interval, heartbeat_every
+from activities.wake_prompt import wake_prompt
+from activities.warm_claude import WarmClaude, WarmPool, fingerprint
 from hyperhive import config_repo
 from hyperhive.agent_config import (
     INSTRUCTIONS_FILE,
@@ -44,6 +42,8 @@ from hyperhive.agent_config import (
 )
 from hyperhive.broker import agent_events_topic
 from hyperhive.bus import Bus
+from hyperhive.claude_stream.events import ResultEvent, parse_line
+from hyperhive.claude_stream.outcome import TurnAccumulator, init_server_status
 from hyperhive.credentials import turn_credentials
 from hyperhive.domain import MANAGER_NAME, AgentState, TurnErrorClass
 from hyperhive.models import Message, TurnRequest, TurnResult
@@ -52,6 +52,7 @@ from hyperhive.repo_git import RepoError
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import messages as message_store
+from hyperhive.store.off_loop import StoreCalls
 from hyperhive.turn_sends import TurnSends
 
 if TYPE_CHECKING:
@@ -80,15 +81,12 @@ class TurnActivities:
         turn_sends: TurnSends | None = None,
     ) -> None:
         self._settings = settings
-        self._engine = engine
+        self._db = StoreCalls(engine)
         self._bus = bus
         self._backend = backend
         self._metrics = metrics
         self._warm = warm or WarmPool(0, 0)
         self._turn_sends = turn_sends or TurnSends()
-
-    async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, self._engine, *args, **kwargs)
 
     @activity.defn(name="release_turn_message")
     async def release_turn_message(self, turn_id: str) -> bool:
@@ -279,7 +277,7 @@ class TurnActivities:
                     if not raw:
                         break
                     event = parse_line(raw.decode(errors="replace"))
-                    if event.type == "result":
+                    if isinstance(event, ResultEvent):
                         event = claude.with_turn_cost(event)
                     accumulator.feed(event)
                     seq += 1

@@ -28,8 +28,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 
-from agent_harness.stream_parser import StreamEvent
 from hyperhive.child_process import kill_process_group
+from hyperhive.claude_stream.events import ResultEvent
 
 log = logging.getLogger(__name__)
 
@@ -110,19 +110,19 @@ class WarmClaude:
         self._cost_so_far = max(self._cost_so_far, running_total)
         return cost
 
-    def with_turn_cost(self, result: StreamEvent) -> StreamEvent:
+    def with_turn_cost(self, result: ResultEvent) -> ResultEvent:
         """A `result` event as the turn's own: `total_cost_usd` is this turn's cost (what the
         agent page, `hive logs` and the spend show); the process's running total is kept as
         `process_total_cost_usd`."""
-        total = result.raw.get("total_cost_usd")
-        if isinstance(total, bool) or not isinstance(total, int | float):
+        if result.total_cost_usd is None:
             return result
+        cost = self.turn_cost(result.total_cost_usd)
         raw = {
             **result.raw,
-            "total_cost_usd": self.turn_cost(float(total)),
-            "process_total_cost_usd": total,
+            "total_cost_usd": cost,
+            "process_total_cost_usd": result.raw["total_cost_usd"],
         }
-        return dataclasses.replace(result, raw=raw)
+        return dataclasses.replace(result, raw=raw, total_cost_usd=cost)
 
     def stderr_tail(self) -> str:
         return self._stderr.decode(errors="replace").strip()[-500:]

@@ -4,17 +4,41 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 # Standard library only: cheap to import for every command.
 from agent_harness import sandbox_run
-from hyperhive import __version__
+from agent_harness.version import hive_agent_version
+
+
+class PrintVersion(argparse.Action):
+    """argparse's `version` action, but looking the version up only when `--version` is given."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(
+            option_strings,
+            dest=argparse.SUPPRESS,
+            default=argparse.SUPPRESS,
+            nargs=0,
+            help="show program's version number and exit",
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        print(f"hive-agent {hive_agent_version()}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hive-agent", description="hyperhive's in-container harness."
     )
-    parser.add_argument("--version", action="version", version=f"hive-agent {__version__}")
+    parser.add_argument("--version", action=PrintVersion)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     mcp = commands.add_parser(
         "mcp",

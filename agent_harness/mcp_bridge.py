@@ -44,7 +44,7 @@ from mcp_types import (
     TextContent,
 )
 
-from hyperhive import __version__
+from agent_harness.version import hive_agent_version
 
 log = logging.getLogger("hive-agent.mcp")
 
@@ -93,7 +93,7 @@ class Upstream:
                 httpx2.AsyncClient(transport=transport, timeout=timeout) as http,
                 Client(
                     streamable_http_client(URL, http_client=http),
-                    client_info=Implementation(name="hive-agent-mcp", version=__version__),
+                    client_info=Implementation(name="hive-agent-mcp", version=hive_agent_version()),
                     cache=None,  # every answer comes from the socket
                 ) as client,
             ):
@@ -195,7 +195,7 @@ def build_bridge(upstream: Upstream, info: UpstreamInfo | None) -> Server[Any]:
 
     return Server(
         info.name if info else FALLBACK_NAME,
-        version=info.version if info else __version__,
+        version=info.version if info else hive_agent_version(),
         instructions=info.instructions if info else None,
         on_list_tools=list_tools,
         on_call_tool=call_tool,

@@ -19,14 +19,13 @@ pass through untouched.
 from __future__ import annotations
 
 import hmac
-import json
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.asgi_body import send_json
+from api.refusals import RequestRefused
 
 COOKIE = "hive_access"
 QUERY = "token"
@@ -77,7 +76,7 @@ class AccessTokenMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        await send_json(send, 401, _refusal(given), [(b"www-authenticate", b"Bearer")])
+        await _refusal(given).response()(scope, receive, send)
 
     async def _enter(self, scope: Scope, send: Send, rest: list[tuple[str, str]]) -> None:
         """The same page without the token in its URL, with the cookie that stands for it."""
@@ -102,18 +101,17 @@ class AccessTokenMiddleware:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _refusal(given: list[str]) -> bytes:
+def _refusal(given: list[str]) -> RequestRefused:
     what = (
         "that access token is not this hive-c0re's"
         if given
         else "this hive-c0re asks for its access token (HIVE_ACCESS_TOKEN_REQUIRED)"
     )
-    return json.dumps(
-        {
-            "ok": False,
-            "error": "unauthorized",
-            "message": what,
-            "hint": "open the link `hive urls` prints (it carries the token), or send "
-            "Authorization: Bearer <token> with the token from <run_dir>/access-token",
-        }
-    ).encode()
+    return RequestRefused(
+        401,
+        "unauthorized",
+        what,
+        "open the link `hive urls` prints (it carries the token), or send "
+        "Authorization: Bearer <token> with the token from <run_dir>/access-token",
+        headers={"WWW-Authenticate": "Bearer"},
+    )

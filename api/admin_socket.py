@@ -28,6 +28,7 @@ from typing import Any, assert_never
 from pydantic import BaseModel
 
 from api.unix_socket import bind_unix_socket, remove_socket
+from control.operator import ControlAction, OperatorService
 from hyperhive.admin_protocol import (
     MAX_LINE_BYTES,
     ApprovalsRequest,
@@ -57,7 +58,6 @@ from hyperhive.admin_protocol import (
 from hyperhive.credentials import CredentialKind
 from hyperhive.domain import OPERATOR_NAME
 from hyperhive.errors import HiveError
-from hyperhive.operator import ControlAction, OperatorService
 from hyperhive.settings import HiveSettings
 from hyperhive.store.db import explain_store_failure
 

@@ -35,11 +35,11 @@ from api.http_protocol import header_deadline_protocol
 from api.operator_guards import guard_operator_app
 from api.stream_slots import StreamSlots
 from api.unix_socket import GRACEFUL_SHUTDOWN_S, START_TIMEOUT_S, STOP_TIMEOUT_S, QuietServer
+from control.operator import OperatorService
+from control.runtime import CoreRuntime
 from hyperhive import __version__
 from hyperhive.agent_ports import NoFreePort, assign_port
 from hyperhive.domain import check_agent_name
-from hyperhive.operator import OperatorService
-from hyperhive.runtime import CoreRuntime
 
 log = logging.getLogger(__name__)
 

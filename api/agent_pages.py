@@ -14,8 +14,9 @@ Routes, relative to the mount point:
   `POST api/login` {kind, secret} (JSON or form), `GET api/credentials`
 
 The apps mounting it hold `state.runtime` (CoreRuntime), `state.operator` (OperatorService) and
-`state.csrf` (CsrfGuard), and refuse unsafe requests without the CSRF token (CsrfMiddleware).
-A refused call answers `{"ok": false, "error", "message", "hint"}` with a 4xx status.
+`state.csrf` (CsrfGuard) for api/deps.py, and refuse unsafe requests without the CSRF token
+(CsrfMiddleware). A refused call answers `{"ok": false, "error", "message", "hint"}` with a 4xx
+status (api/refusals.py); the page itself, a short HTML page saying why.
 """
 
 from __future__ import annotations
@@ -24,29 +25,29 @@ import asyncio
 import contextlib
 import html
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from agent_harness.stream_parser import StreamEvent, render
 from api.body_fields import BodyError, BodyProblem, body_fields
-from api.broker import error_responses
-from api.dashboard import page_context
-from api.stream_slots import CountedEventSource, client_of, slots_of
+from api.dashboard import PageContext
+from api.deps import Operator, Runtime, Slots
+from api.refusals import RequestRefused, error_responses
+from api.sse import RETRY_MS, Event, Feed, Next, live_stream
+from control.operator import AgentSignal, AgentView, OperatorError, OperatorService
+from control.runtime import CoreRuntime
 from hyperhive.broker import agent_events_topic
-from hyperhive.bus import Subscription
+from hyperhive.claude_stream.events import parse_object
+from hyperhive.claude_stream.render import render
 from hyperhive.credentials import CredentialError, CredentialKind
 from hyperhive.domain import InvalidName, check_agent_name, parse_resume_id
-from hyperhive.errors import HiveError
-from hyperhive.operator import AgentSignal, AgentView, OperatorError, OperatorService
-from hyperhive.runtime import CoreRuntime
 from hyperhive.store.agents import TURN_EVENTS, TurnEvent
 from hyperhive.store.db import begin
 
@@ -61,10 +62,6 @@ REPLAY_LIMIT = 200
 BATCH = 40
 # How often a quiet stream re-reads the agent's state (state changes publish nothing).
 STATUS_POLL_S = 3.0
-# Keeps idle connections (and proxies between) from timing out.
-PING_S = 15
-# Tells EventSource how soon to reconnect after the stream ends (hive-c0re restarting).
-RETRY_MS = 2000
 MAX_FIELD_BYTES = 1 << 20
 
 LOGIN_KINDS: dict[CredentialKind, str] = {
@@ -74,40 +71,7 @@ LOGIN_KINDS: dict[CredentialKind, str] = {
 }
 
 
-class PageError(HiveError):
-    """A refused agent-page request; `status` and `code` go into the JSON answer."""
-
-    def __init__(self, status: int, code: str, what: str, hint: str = "") -> None:
-        super().__init__(what, hint)
-        self.status = status
-        self.code = code
-
-
-def error_response(status: int, code: str, what: str, hint: str) -> JSONResponse:
-    return JSONResponse(
-        {"ok": False, "error": code, "message": what, "hint": hint}, status_code=status
-    )
-
-
-def _page_error(e: PageError) -> JSONResponse:
-    return error_response(e.status, e.code, e.what, e.hint)
-
-
 # -- what an event looks like on the page ----------------------------------------------------
-
-
-def stream_event_of(event: TurnEvent) -> StreamEvent:
-    """The StreamEvent a stored payload was parsed from (the store keeps claude's object)."""
-    raw = event.payload
-    subtype = raw.get("subtype")
-    session_id = raw.get("session_id")
-    type_ = raw.get("type")
-    return StreamEvent(
-        type=type_ if isinstance(type_, str) else event.kind,
-        subtype=subtype if isinstance(subtype, str) else None,
-        session_id=session_id if isinstance(session_id, str) else None,
-        raw=raw,
-    )
 
 
 def rendered_items(event: TurnEvent) -> list[dict[str, Any]]:
@@ -117,7 +81,10 @@ def rendered_items(event: TurnEvent) -> list[dict[str, Any]]:
         text = payload.get("text") or payload.get("message") or json.dumps(payload)
         is_error = payload.get("is_error") is True or payload.get("level") == "error"
         return [{"kind": "note", "text": str(text), "is_error": is_error, "detail": payload}]
-    return [item.model_dump(mode="json") for item in render(stream_event_of(event))]
+    # The store keeps claude's object as the payload (a noise line's is empty) and its type as
+    # the kind.
+    claude_event = parse_object(event.payload, default_type=event.kind)
+    return [item.model_dump(mode="json") for item in render(claude_event)]
 
 
 def event_data(event: TurnEvent) -> dict[str, Any]:
@@ -162,67 +129,48 @@ def parse_last_event_id(value: str | None) -> int | None:
     return parse_resume_id(value)
 
 
-async def _wait_for_change(sub: Subscription, closing: asyncio.Event | None) -> None:
-    """Until the agent publishes something, the poll interval passes, or the server stops."""
-    if closing is None:
-        await sub.wait(STATUS_POLL_S)
-        return
-    tasks: list[asyncio.Task[Any]] = [
-        asyncio.create_task(sub.wait(STATUS_POLL_S)),
-        asyncio.create_task(closing.wait()),
-    ]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+class TurnEventFeed(Feed):
+    """The agent's stored events after `after` (None: its newest REPLAY_LIMIT), then each new
+    one as it is stored, and its status whenever it changed."""
 
+    def __init__(
+        self, engine: Engine, operator: OperatorService, agent: str, after: int | None
+    ) -> None:
+        super().__init__(agent_events_topic(agent), wake_buffer=16, poll_s=STATUS_POLL_S)
+        self._engine = engine
+        self._operator = operator
+        self._agent = agent
+        self._resume_after = after
+        self._cursor = 0
+        self._status: dict[str, Any] | None = None
 
-async def event_stream(
-    runtime: CoreRuntime,
-    operator: OperatorService,
-    agent: str,
-    last_event_id: int | None,
-    closing: asyncio.Event | None = None,
-) -> AsyncIterator[ServerSentEvent]:
-    """Stored events after `last_event_id`, then new ones as they are stored, forever.
-
-    The store is the truth and the bus only a wake-up: subscribing before the first query
-    means an event stored between the query and the wait still wakes us, and re-querying after
-    the last sent id means a lagging subscription (dropped bus events) loses nothing.
-    """
-    with runtime.broker.bus.subscribe(agent_events_topic(agent), maxsize=16) as sub:
-        if last_event_id is None:
-            cursor = await asyncio.to_thread(replay_start, runtime.engine, agent, REPLAY_LIMIT)
+    async def opening(self) -> AsyncIterator[Event]:
+        if self._resume_after is None:
+            keep = REPLAY_LIMIT
+            self._cursor = await asyncio.to_thread(replay_start, self._engine, self._agent, keep)
         else:
-            cursor = last_event_id
-        status: dict[str, Any] | None = None
+            self._cursor = self._resume_after
         yield ServerSentEvent(retry=RETRY_MS)
-        # hive-c0re clears `workers_running` just before it stops the dashboard's server, which
-        # would otherwise wait forever for open streams to end (as api/dashboard.py's does).
-        was_running = runtime.workers_running
-        while closing is None or not closing.is_set():
-            if was_running and not runtime.workers_running:
-                return
-            batch = await operator.logs(agent, after_id=cursor, limit=BATCH)
-            for event in batch:
-                cursor = event.id
-                yield ServerSentEvent(
-                    data=json.dumps(event_data(event), ensure_ascii=False), id=str(event.id)
-                )
-            if len(batch) == BATCH:
-                continue  # more stored: catch up before waiting
-            try:
-                now = status_data(await operator.agent(agent))
-            except OperatorError:
-                return  # the agent was destroyed while we watched
-            if now != status:
-                status = now
-                yield ServerSentEvent(data=json.dumps(now), event="status")
-            await _wait_for_change(sub, closing)
+
+    async def news(self) -> AsyncIterator[Event]:
+        batch = await self._operator.logs(self._agent, after_id=self._cursor, limit=BATCH)
+        for event in batch:
+            self._cursor = event.id
+            yield ServerSentEvent(
+                data=json.dumps(event_data(event), ensure_ascii=False), id=str(event.id)
+            )
+        if len(batch) == BATCH:
+            self.next_step = Next.AGAIN  # more stored: catch up before waiting
+            return
+        try:
+            now = status_data(await self._operator.agent(self._agent))
+        except OperatorError:
+            self.next_step = Next.END  # the agent was destroyed while we watched
+            return
+        if now != self._status:
+            self._status = now
+            yield ServerSentEvent(data=json.dumps(now), event="status")
+        self.next_step = Next.WAIT
 
 
 # -- the router ------------------------------------------------------------------------------
@@ -234,11 +182,11 @@ async def _form_or_json(request: Request) -> dict[str, str]:
         data = await body_fields(request, max_bytes=MAX_FIELD_BYTES)
     except BodyError as e:
         if e.problem is BodyProblem.TOO_LARGE:
-            raise PageError(
+            raise RequestRefused(
                 413, "too_large", f"the request is over {MAX_FIELD_BYTES} bytes", "send less"
             ) from None
         shown = "not JSON" if e.problem is BodyProblem.NOT_JSON else "not a JSON object"
-        raise PageError(
+        raise RequestRefused(
             400,
             "bad_request",
             f"the request body is {shown}",
@@ -250,16 +198,44 @@ async def _form_or_json(request: Request) -> dict[str, str]:
 def _required(fields: dict[str, str], name: str, hint: str) -> str:
     value = fields.get(name)
     if value is None or not value.strip():
-        raise PageError(400, "missing_field", f"the field {name!r} is missing or empty", hint)
+        raise RequestRefused(400, "missing_field", f"the field {name!r} is missing or empty", hint)
     return value
 
 
-def _operator_of(request: Request) -> OperatorService:
-    operator: OperatorService = request.app.state.operator
-    return operator
+async def _view(operator: OperatorService, name: str) -> AgentView:
+    """The agent's view; RequestRefused (404) when there is no such agent."""
+    try:
+        return await operator.agent(check_agent_name(name))
+    except InvalidName as e:
+        raise RequestRefused(
+            404, "unknown_agent", str(e), "see the dashboard for the agents"
+        ) from None
+    except OperatorError as e:
+        raise RequestRefused(404, "unknown_agent", e.what, e.hint) from None
 
 
-Operator = Annotated[OperatorService, Depends(_operator_of)]
+@contextlib.contextmanager
+def _refusing(refused_status: int = 400) -> Iterator[None]:
+    """The operator's refusals as the page's API answers them."""
+    try:
+        yield
+    except CredentialError as e:
+        raise RequestRefused(400, "invalid_credentials", e.what, e.hint) from None
+    except OperatorError as e:
+        raise RequestRefused(refused_status, "refused", e.what, e.hint) from None
+
+
+def _done(result: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"ok": True, **result})
+
+
+def _no_such_page(refused: RequestRefused, dashboard: str) -> HTMLResponse:
+    """A page that does not exist, said in HTML: a browser asked for it, not a script."""
+    return HTMLResponse(
+        f"<!doctype html><title>no such agent</title><p>{html.escape(refused.what)}</p>"
+        f'<p><a href="{html.escape(dashboard)}">back to the dashboard</a></p>',
+        status_code=refused.status,
+    )
 
 
 def agent_router(agent: str | None = None, *, closing: asyncio.Event | None = None) -> APIRouter:
@@ -269,51 +245,31 @@ def agent_router(agent: str | None = None, *, closing: asyncio.Event | None = No
     router = APIRouter(tags=["agent page"])
 
     def agent_name(request: Request) -> str:
-        # Unchecked: view_of checks it and turns a bad name into a 404 answer.
+        # Unchecked: _view checks it and turns a bad name into a 404 answer.
         return agent if agent is not None else str(request.path_params.get("name", ""))
 
-    async def view_of(operator: OperatorService, name: str) -> AgentView:
-        try:
-            return await operator.agent(check_agent_name(name))
-        except InvalidName as e:
-            raise PageError(
-                404, "unknown_agent", str(e), "see the dashboard for the agents"
-            ) from None
-        except OperatorError as e:
-            raise PageError(404, "unknown_agent", e.what, e.hint) from None
-
-    async def guarded(
-        action: Callable[[], Coroutine[Any, Any, dict[str, Any]]], refused_status: int = 400
-    ) -> JSONResponse:
-        try:
-            return JSONResponse({"ok": True, **await action()})
-        except PageError as e:
-            return _page_error(e)
-        except CredentialError as e:
-            return error_response(400, "invalid_credentials", e.what, e.hint)
-        except OperatorError as e:
-            return error_response(refused_status, "refused", e.what, e.hint)
+    def dashboard_link(runtime: CoreRuntime) -> str:
+        if agent is None:
+            return "/"  # mounted on the dashboard itself
+        return runtime.settings.dashboard_url() + "/"
 
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page(request: Request, operator: Operator) -> HTMLResponse:
+    async def page(
+        request: Request, runtime: Runtime, operator: Operator, base: PageContext
+    ) -> HTMLResponse:
+        name = agent_name(request)
+        dashboard = dashboard_link(runtime)
         try:
-            name = agent_name(request)
-            view = await view_of(operator, name)
-        except PageError as e:
-            back = html.escape(_dashboard_link(request, agent))
-            return HTMLResponse(
-                f"<!doctype html><title>no such agent</title><p>{html.escape(e.what)}</p>"
-                f'<p><a href="{back}">back to the dashboard</a></p>',
-                status_code=e.status,
-            )
+            view = await _view(operator, name)
+        except RequestRefused as e:
+            return _no_such_page(e, dashboard)
         credentials = await operator.credentials(name)
         path = request.url.path
-        dashboard = _dashboard_link(request, agent)
         return TEMPLATES.TemplateResponse(
             request,
             "agent.html",
             {
-                **page_context(request),  # what base.html shows on every page
+                **base,  # what base.html shows on every page
                 "agent": view,
                 # The page's API is relative to where it is mounted.
                 "page_base": path if path.endswith("/") else path + "/",
@@ -328,53 +284,34 @@ def agent_router(agent: str | None = None, *, closing: asyncio.Event | None = No
     @router.get("/api/events", response_model=None)
     async def events(
         request: Request,
+        runtime: Runtime,
         operator: Operator,
+        slots: Slots,
         last_event_id: Annotated[str | None, Header()] = None,
-    ) -> EventSourceResponse | JSONResponse:
+    ) -> EventSourceResponse:
         name = agent_name(request)
-        try:
-            await view_of(operator, name)
-        except PageError as e:
-            return _page_error(e)
-        runtime: CoreRuntime = request.app.state.runtime
-        slots, client = slots_of(request), client_of(request)
-        if (refused := slots.take(client)) is not None:
-            return refused
-        stream = event_stream(
-            runtime, operator, name, parse_last_event_id(last_event_id), closing=closing
-        )
-        return CountedEventSource(
-            slots,
-            client,
-            stream,
-            ping=PING_S,
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        await _view(operator, name)
+        feed = TurnEventFeed(runtime.engine, operator, name, parse_last_event_id(last_event_id))
+        return live_stream(request, runtime, slots, feed, closing)
 
     @router.post("/api/send", responses=REFUSALS)
     async def send(request: Request, operator: Operator) -> JSONResponse:
         name = agent_name(request)
-
-        async def act() -> dict[str, Any]:
-            await view_of(operator, name)
+        with _refusing():
+            await _view(operator, name)
             fields = await _form_or_json(request)
             body = _required(fields, "body", "type a message first")
             result = await operator.send(name, body)
-            return result.model_dump(mode="json")
-
-        return await guarded(act)
+        return _done(result.model_dump(mode="json"))
 
     def signal_route(path: str, signal: AgentSignal) -> None:
         async def act_on(request: Request, operator: Operator) -> JSONResponse:
             name = agent_name(request)
-
-            async def act() -> dict[str, Any]:
-                await view_of(operator, name)
-                await operator.signal(name, signal)
-                return {"signal": signal.value}
-
             # Refused because of the agent's current state (no turn loop): 409.
-            return await guarded(act, refused_status=409)
+            with _refusing(refused_status=409):
+                await _view(operator, name)
+                await operator.signal(name, signal)
+            return _done({"signal": signal.value})
 
         router.add_api_route(
             path, act_on, methods=["POST"], name=f"agent_{signal.value}", responses=REFUSALS
@@ -387,39 +324,26 @@ def agent_router(agent: str | None = None, *, closing: asyncio.Event | None = No
     @router.post("/api/login", responses=REFUSALS)
     async def login(request: Request, operator: Operator) -> JSONResponse:
         name = agent_name(request)
-
-        async def act() -> dict[str, Any]:
-            await view_of(operator, name)
+        with _refusing():
+            await _view(operator, name)
             fields = await _form_or_json(request)
             kinds = ", ".join(k.value for k in CredentialKind)
             try:
                 kind = CredentialKind(_required(fields, "kind", f"choose one of {kinds}"))
             except ValueError:
-                raise PageError(
+                raise RequestRefused(
                     400, "bad_kind", "unknown credential kind", f"choose one of {kinds}"
                 ) from None
             secret = _required(fields, "secret", "paste the token, key or file")
             summary = await operator.login(name, kind, secret)
-            return summary.model_dump(mode="json")
-
-        return await guarded(act)
+        return _done(summary.model_dump(mode="json"))
 
     @router.get("/api/credentials", responses=REFUSALS)
     async def credentials(request: Request, operator: Operator) -> JSONResponse:
         name = agent_name(request)
-
-        async def act() -> dict[str, Any]:
-            await view_of(operator, name)
+        with _refusing():
+            await _view(operator, name)
             summary = await operator.credentials(name)
-            return summary.model_dump(mode="json")
-
-        return await guarded(act)
+        return _done(summary.model_dump(mode="json"))
 
     return router
-
-
-def _dashboard_link(request: Request, agent: str | None) -> str:
-    if agent is None:
-        return "/"  # mounted on the dashboard itself
-    runtime: CoreRuntime = request.app.state.runtime
-    return runtime.settings.dashboard_url() + "/"

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-import sqlalchemy as sa
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from api import agent_pages, broker, dashboard, dashboard_stream, health
 from api import metrics as metrics_api
 from api.csrf import CsrfGuard, load_or_create_secret
+from api.deps import Csrf
 from api.operator_guards import guard_operator_app
 from api.stream_slots import StreamSlots
+from control.operator import OperatorService
+from control.runtime import CoreRuntime
 from hyperhive import __version__
-from hyperhive.operator import OperatorService
-from hyperhive.runtime import CoreRuntime
-from hyperhive.store.db import StoreError, explain_store_failure
-
-log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -50,29 +45,11 @@ def create_app(
     app.include_router(metrics_api.router)
     app.include_router(agent_pages.agent_router(), prefix="/agents/{name}")
 
-    @app.exception_handler(sa.exc.OperationalError)
-    @app.exception_handler(sa.exc.InternalError)
-    @app.exception_handler(StoreError)
-    async def store_failed(request: Request, exc: Exception) -> JSONResponse:
-        failure = explain_store_failure(exc)
-        assert failure is not None
-        log.warning("%s %s: %s", request.method, request.url.path, failure.what)
-        return JSONResponse(
-            {
-                "ok": False,
-                "error": "store_unavailable",
-                "message": failure.what,
-                "hint": failure.hint,
-            },
-            status_code=503,
-        )
-
     @app.get("/api/csrf", tags=["dashboard"])
-    async def csrf_token(request: Request) -> dict[str, str]:
+    async def csrf_token(csrf: Csrf) -> dict[str, str]:
         """The token unsafe requests must carry (X-Hive-CSRF). Same-origin pages only can read
         it: the API sends no CORS headers."""
-        token: str = request.app.state.csrf.token
-        return {"token": token}
+        return {"token": csrf.token}
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -1,5 +1,5 @@
 """The broker's HTTP API for the operator (mounted by `api.app`; the Broker is
-`app.state.broker`).
+`app.state.broker`, given to the routes by api/deps.py).
 
 - `POST /api/messages` {"to", "body"}: the operator sends a message → 201 SendResult
 - `GET /api/messages?agent=&limit=`: recent messages, newest first (consumes nothing)
@@ -14,14 +14,14 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from api.deps import MessageBroker
+from api.refusals import RequestRefused, error_responses
 from hyperhive.broker import (
     BodyTooLargeError,
-    Broker,
     BrokerError,
     RateLimitedError,
     UnknownAgentError,
@@ -44,21 +44,6 @@ class SendRequest(BaseModel):
     body: str
 
 
-class ErrorBody(BaseModel):
-    ok: bool = False
-    error: str
-    message: str
-    hint: str = ""
-
-
-def get_broker(request: Request) -> Broker:
-    broker: Broker = request.app.state.broker
-    return broker
-
-
-BrokerDep = Annotated[Broker, Depends(get_broker)]
-
-
 class BadRequestError(BrokerError):
     code = "bad_json"
 
@@ -78,18 +63,12 @@ def _status_of(error: BrokerError) -> int:
     return 400
 
 
-def error_response(error: BrokerError) -> JSONResponse:
-    """The JSON answer to a refused broker call."""
+def refused(error: BrokerError) -> RequestRefused:
+    """How a refused broker call is answered."""
     headers = {}
     if isinstance(error, RateLimitedError):
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-    body = ErrorBody(error=error.code, message=error.what, hint=error.hint)
-    return JSONResponse(body.model_dump(), status_code=_status_of(error), headers=headers)
-
-
-def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
-    """OpenAPI entries for refusals answered with ErrorBody."""
-    return {status: {"model": ErrorBody} for status in statuses}
+    return RequestRefused(_status_of(error), error.code, error.what, error.hint, headers=headers)
 
 
 _ERRORS = error_responses(400, 404, 413, 422, 429)
@@ -107,11 +86,11 @@ _ERRORS = error_responses(400, 404, 413, 422, 429)
         }
     },
 )
-async def send_message(broker: BrokerDep, request: Request) -> SendResult | JSONResponse:
+async def send_message(broker: MessageBroker, request: Request) -> SendResult:
     """The operator sends a message to an agent (or to the operator's own inbox)."""
     raw = await _read_limited(request, broker.settings.max_body_bytes)
     if raw is None:
-        return error_response(
+        raise refused(
             BodyTooLargeError(
                 "the request is far larger than any message body may be "
                 f"({broker.settings.max_body_bytes} bytes)",
@@ -122,11 +101,11 @@ async def send_message(broker: BrokerDep, request: Request) -> SendResult | JSON
         parsed = loads_strict(raw)
     except StrictJsonError as e:
         detail = str(e).removeprefix("not valid JSON: ")
-        return error_response(
+        raise refused(
             BadRequestError(f"the request body is not usable JSON: {detail}", _SEND_EXAMPLE)
-        )
+        ) from None
     if not isinstance(parsed, dict):
-        return error_response(
+        raise refused(
             BadRequestError(
                 f"the request body is {json_kind(parsed)}, not a JSON object", _SEND_EXAMPLE
             )
@@ -139,7 +118,7 @@ async def send_message(broker: BrokerDep, request: Request) -> SendResult | JSON
     try:
         return await broker.send(OPERATOR_NAME, payload.to, payload.body)
     except BrokerError as e:
-        return error_response(e)
+        raise refused(e) from None
 
 
 async def _read_limited(request: Request, max_body_bytes: int) -> bytes | None:
@@ -161,7 +140,7 @@ async def _read_limited(request: Request, max_body_bytes: int) -> bytes | None:
 
 @router.get("/api/messages", response_model=list[Message])
 async def list_messages(
-    broker: BrokerDep,
+    broker: MessageBroker,
     agent: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[Message]:
@@ -175,13 +154,13 @@ async def list_messages(
     responses={204: {"description": "no message arrived in time"}, **_ERRORS},
 )
 async def operator_recv(
-    broker: BrokerDep, wait_seconds: Annotated[float, Query()] = 0.0
+    broker: MessageBroker, wait_seconds: Annotated[float, Query()] = 0.0
 ) -> Message | Response:
     """Pop the operator's oldest undelivered message, waiting up to `wait_seconds` for one."""
     try:
         message = await broker.recv(OPERATOR_NAME, wait_seconds)
     except BrokerError as e:
-        return error_response(e)
+        raise refused(e) from None
     if message is None:
         return Response(status_code=204)
     return message

@@ -17,12 +17,12 @@ import os
 import secrets
 from pathlib import Path
 
-from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.asgi_body import BodyTooLarge, read_body, replaying
+from api.refusals import RequestRefused
 
 HEADER = "X-Hive-CSRF"
 FORM_FIELD = "csrf_token"
@@ -53,29 +53,19 @@ class CsrfGuard:
         return candidate is not None and hmac.compare_digest(candidate, self.token)
 
 
-def refused() -> JSONResponse:
-    return JSONResponse(
-        {
-            "ok": False,
-            "error": "csrf",
-            "message": "this request has no valid CSRF token",
-            "hint": "reload the page and try again; scripts should use the admin socket "
-            "(`hive --help`) or send the X-Hive-CSRF header from the page's <meta name=hive-csrf>",
-        },
-        status_code=403,
-    )
-
-
-def too_large() -> JSONResponse:
-    return JSONResponse(
-        {
-            "ok": False,
-            "error": "body_too_large",
-            "message": f"the form is over {MAX_FORM_BYTES} bytes",
-            "hint": "send less: a note or a message is short text",
-        },
-        status_code=413,
-    )
+NO_TOKEN = RequestRefused(
+    403,
+    "csrf",
+    "this request has no valid CSRF token",
+    "reload the page and try again; scripts should use the admin socket (`hive --help`) or "
+    "send the X-Hive-CSRF header from the page's <meta name=hive-csrf>",
+)
+FORM_TOO_LARGE = RequestRefused(
+    413,
+    "body_too_large",
+    f"the form is over {MAX_FORM_BYTES} bytes",
+    "send less: a note or a message is short text",
+)
 
 
 _FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
@@ -101,12 +91,12 @@ class CsrfMiddleware:
             await self.app(scope, receive, send)
             return
         if not headers.get("content-type", "").encode().startswith(_FORM_TYPES):
-            await refused()(scope, receive, send)
+            await NO_TOKEN.response()(scope, receive, send)
             return
         try:
             body = await read_body(receive, MAX_FORM_BYTES)
         except BodyTooLarge:
-            await too_large()(scope, receive, send)
+            await FORM_TOO_LARGE.response()(scope, receive, send)
             return
         if body is None:
             return
@@ -114,6 +104,6 @@ class CsrfMiddleware:
         token = form.get(FORM_FIELD)
         await form.close()
         if not (isinstance(token, str) and self.guard.valid(token)):
-            await refused()(scope, receive, send)
+            await NO_TOKEN.response()(scope, receive, send)
             return
         await self.app(scope, replaying(body, receive), send)

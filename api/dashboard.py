@@ -33,18 +33,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 
 from api.body_fields import MAX_BODY_BYTES, BodyError, BodyProblem, body_fields
-from api.broker import error_responses
+from api.deps import Csrf, Operator, Runtime
+from api.refusals import RequestRefused, error_responses
+from control.operator import AgentView, ApprovalView, ControlAction, HiveStatus
 from hyperhive import __version__
 from hyperhive.domain import MAX_STORE_ID, OPERATOR_NAME, ApprovalStatus
 from hyperhive.errors import HiveError
-from hyperhive.operator import AgentView, ApprovalView, ControlAction, HiveStatus, OperatorService
-from hyperhive.runtime import CoreRuntime
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,11 @@ TEMPLATES.env.filters["shown_time"] = shown_time
 TEMPLATES.env.filters["usd"] = usd
 
 
-def page_context(request: Request) -> dict[str, Any]:
+async def page_context(runtime: Runtime, csrf: Csrf) -> dict[str, Any]:
     """What `base.html` shows on every page (the agent pages pass it too)."""
-    runtime: CoreRuntime = request.app.state.runtime
     settings = runtime.settings
     return {
-        "csrf_token": request.app.state.csrf.token,
+        "csrf_token": csrf.token,
         "version": __version__,
         "host_id": settings.host_id,
         "temporal_target": settings.temporal_target,
@@ -98,6 +97,9 @@ def page_context(request: Request) -> dict[str, Any]:
         "namespace": settings.temporal_namespace,
         "started_at": runtime.started_at,
     }
+
+
+PageContext = Annotated[dict[str, Any], Depends(page_context)]
 
 
 def render_agent_rows(agents: list[AgentView]) -> str:
@@ -115,15 +117,9 @@ def pending_count(approvals: list[ApprovalView]) -> int:
 # -- errors ----------------------------------------------------------------------------------
 
 
-def refusal(status: int, code: str, message: str, hint: str) -> JSONResponse:
-    return JSONResponse(
-        {"ok": False, "error": code, "message": message, "hint": hint}, status_code=status
-    )
-
-
-def _unexpected(doing: str, error: Exception) -> JSONResponse:
+def _unexpected(doing: str, error: Exception) -> RequestRefused:
     log.exception("dashboard: %s failed", doing)
-    return refusal(
+    return RequestRefused(
         503,
         "unavailable",
         f"{doing} failed: {error}",
@@ -131,48 +127,40 @@ def _unexpected(doing: str, error: Exception) -> JSONResponse:
     )
 
 
-class _BadBody(Exception):
-    pass
-
-
-class _TooLarge(_BadBody):
-    pass
-
-
-async def _fields(request: Request) -> dict[str, str]:
+async def _fields(request: Request, *, too_large_hint: str, bad_hint: str) -> dict[str, str]:
     """The string fields of a JSON object or form body (empty body: none)."""
     try:
         data = await body_fields(request)
     except BodyError as e:
         if e.problem is BodyProblem.TOO_LARGE:
-            raise _TooLarge(f"the request body is over {MAX_BODY_BYTES} bytes") from None
-        if e.problem is BodyProblem.NOT_OBJECT:
-            raise _BadBody("the request body must be a JSON object") from None
-        raise _BadBody("the request body is not JSON") from None
+            raise RequestRefused(
+                413,
+                "body_too_large",
+                f"the request body is over {MAX_BODY_BYTES} bytes",
+                too_large_hint,
+            ) from None
+        shown = "must be a JSON object" if e.problem is BodyProblem.NOT_OBJECT else "is not JSON"
+        raise RequestRefused(400, "bad_request", f"the request body {shown}", bad_hint) from None
     for key, value in data.items():
         if not isinstance(value, str):
-            raise _BadBody(f"the field {key!r} must be a string")
+            raise RequestRefused(
+                400, "bad_request", f"the field {key!r} must be a string", bad_hint
+            )
     return data
-
-
-def _operator(request: Request) -> OperatorService:
-    operator: OperatorService = request.app.state.operator
-    return operator
 
 
 # -- the page --------------------------------------------------------------------------------
 
 
 @router.get("/", response_class=HTMLResponse)
-async def dashboard(request: Request) -> HTMLResponse:
-    operator = _operator(request)
+async def dashboard(request: Request, operator: Operator, page: PageContext) -> HTMLResponse:
     agents = await operator.agents()
     approvals = await operator.approvals()
     return TEMPLATES.TemplateResponse(
         request,
         "dashboard.html",
         {
-            **page_context(request),
+            **page,
             "agents": agents,
             "approvals": approvals,
             "pending": pending_count(approvals),
@@ -185,41 +173,43 @@ async def dashboard(request: Request) -> HTMLResponse:
 
 
 @router.get("/api/agents", response_model=list[AgentView])
-async def list_agents(request: Request) -> list[AgentView]:
+async def list_agents(operator: Operator) -> list[AgentView]:
     """Every agent: state, container, deployed sha (stale?), spend, links."""
-    return await _operator(request).agents()
+    return await operator.agents()
 
 
 @router.get("/api/approvals", response_model=list[ApprovalView])
-async def list_approvals(request: Request) -> list[ApprovalView]:
+async def list_approvals(operator: Operator) -> list[ApprovalView]:
     """Approvals, pending first (oldest first), then decided ones (newest first)."""
-    return await _operator(request).approvals()
+    return await operator.approvals()
 
 
 @router.get("/api/status", response_model=HiveStatus)
-async def status(request: Request) -> HiveStatus:
-    return await _operator(request).status()
+async def status(operator: Operator) -> HiveStatus:
+    return await operator.status()
 
 
 # -- acting ----------------------------------------------------------------------------------
 
 
-async def _decide(request: Request, approval_id: int, *, approved: bool) -> JSONResponse:
-    operator = _operator(request)
-    try:
-        fields = await _fields(request)
-    except _TooLarge as e:
-        return refusal(413, "body_too_large", str(e), "a note is short text: send less")
-    except _BadBody as e:
-        return refusal(400, "bad_request", str(e), 'send {"note": "…"} (or nothing)')
+async def _decide(
+    request: Request, operator: Operator, approval_id: int, *, approved: bool
+) -> JSONResponse:
+    fields = await _fields(
+        request,
+        too_large_hint="a note is short text: send less",
+        bad_hint='send {"note": "…"} (or nothing)',
+    )
     note = fields.get("note", "").strip()
     try:
         approval = await operator.approval(approval_id)
     except HiveError as e:
-        return refusal(404, "unknown_approval", e.what, "reload the page: see the approvals list")
+        raise RequestRefused(
+            404, "unknown_approval", e.what, "reload the page: see the approvals list"
+        ) from None
     if approval.status != ApprovalStatus.PENDING.value:
         by = f" by {approval.decided_by}" if approval.decided_by else ""
-        return refusal(
+        raise RequestRefused(
             409,
             "already_decided",
             f"approval #{approval_id} is already {approval.status}{by}",
@@ -228,9 +218,9 @@ async def _decide(request: Request, approval_id: int, *, approved: bool) -> JSON
     try:
         await operator.decide(approval_id, approved=approved, by=DASHBOARD_BY, note=note)
     except HiveError as e:
-        return refusal(409, "refused", e.what, e.hint)
+        raise RequestRefused(409, "refused", e.what, e.hint) from None
     except Exception as e:
-        return _unexpected(f"deciding approval #{approval_id}", e)
+        raise _unexpected(f"deciding approval #{approval_id}", e) from None
     # The workflow records the decision itself; answer with what the operator asked for.
     decided = await operator.approval(approval_id)
     return JSONResponse(
@@ -243,38 +233,40 @@ async def _decide(request: Request, approval_id: int, *, approved: bool) -> JSON
 
 
 @router.post("/api/approvals/{approval_id}/approve", responses=REFUSALS)
-async def approve(request: Request, approval_id: ApprovalIdPath) -> JSONResponse:
+async def approve(
+    request: Request, operator: Operator, approval_id: ApprovalIdPath
+) -> JSONResponse:
     """◆ APPR0VE: send the approval's workflow `decide` {approved: true}."""
-    return await _decide(request, approval_id, approved=True)
+    return await _decide(request, operator, approval_id, approved=True)
 
 
 @router.post("/api/approvals/{approval_id}/deny", responses=REFUSALS)
-async def deny(request: Request, approval_id: ApprovalIdPath) -> JSONResponse:
+async def deny(request: Request, operator: Operator, approval_id: ApprovalIdPath) -> JSONResponse:
     """DENY: send the approval's workflow `decide` {approved: false}."""
-    return await _decide(request, approval_id, approved=False)
+    return await _decide(request, operator, approval_id, approved=False)
 
 
 @router.post("/api/agents/{name}/{action}", responses=REFUSALS)
-async def control(request: Request, name: str, action: str) -> JSONResponse:
+async def control(request: Request, operator: Operator, name: str, action: str) -> JSONResponse:
     """Start, stop, restart, kill or destroy an agent; waits until the workflow is done."""
-    operator = _operator(request)
     try:
         what = ControlAction(action)
     except ValueError:
         known = ", ".join(a.value for a in ControlAction)
-        return refusal(404, "unknown_action", f"there is no action {action!r}", f"use {known}")
-    try:
-        fields = await _fields(request)
-    except _TooLarge as e:
-        return refusal(413, "body_too_large", str(e), "send less")
-    except _BadBody as e:
-        return refusal(400, "bad_request", str(e), f'send {{"confirm": "{name}"}} or nothing')
+        raise RequestRefused(
+            404, "unknown_action", f"there is no action {action!r}", f"use {known}"
+        ) from None
+    fields = await _fields(
+        request, too_large_hint="send less", bad_hint=f'send {{"confirm": "{name}"}} or nothing'
+    )
     try:
         await operator.agent(name)
     except HiveError as e:
-        return refusal(404, "unknown_agent", e.what, "reload the page: see the agents list")
+        raise RequestRefused(
+            404, "unknown_agent", e.what, "reload the page: see the agents list"
+        ) from None
     if what == ControlAction.DESTROY and fields.get("confirm") != name:
-        return refusal(
+        raise RequestRefused(
             400,
             "confirm_required",
             f"destroying {name} removes its container, so it must be confirmed",
@@ -283,9 +275,9 @@ async def control(request: Request, name: str, action: str) -> JSONResponse:
     try:
         outcome = await operator.control(what, name, by=DASHBOARD_BY)
     except HiveError as e:
-        return refusal(409, "refused", e.what, e.hint)
+        raise RequestRefused(409, "refused", e.what, e.hint) from None
     except Exception as e:
-        return _unexpected(f"{action} {name}", e)
+        raise _unexpected(f"{action} {name}", e) from None
     return JSONResponse(
         {"ok": True, "agent": name, "action": action, "outcome": outcome.model_dump(mode="json")}
     )
@@ -294,9 +286,9 @@ async def control(request: Request, name: str, action: str) -> JSONResponse:
 __all__ = [
     "DASHBOARD_BY",
     "TEMPLATES",
+    "PageContext",
     "page_context",
     "pending_count",
-    "refusal",
     "render_agent_rows",
     "render_approval_rows",
     "router",

@@ -16,17 +16,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.dashboard import pending_count, render_agent_rows, render_approval_rows
-from api.stream_slots import CountedEventSource, client_of, slots_of
-from hyperhive.broker import MESSAGES_TOPIC, Broker
+from api.deps import Operator, Runtime, Slots
+from api.sse import RETRY_MS, Event, Feed, Next, live_stream
+from control.operator import AgentView, ApprovalView, OperatorService
+from hyperhive.broker import MESSAGES_TOPIC
 from hyperhive.domain import MAX_STORE_ID, parse_resume_id
 from hyperhive.models import Message
-from hyperhive.operator import AgentView, ApprovalView, OperatorService
-from hyperhive.runtime import CoreRuntime
 
 router = APIRouter(tags=["dashboard"])
 
@@ -35,8 +34,6 @@ REFRESH_S = 2.0
 # A first connect (no Last-Event-ID, no ?after=) starts with this many recent messages.
 REPLAY_RECENT = 100
 BATCH = 200
-# The browser's reconnect delay after the stream broke (EventSource `retry:`), in ms.
-RETRY_MS = 2000
 
 
 @dataclass(frozen=True)
@@ -124,12 +121,16 @@ def _version(old: bytes, old_version: int, new: bytes) -> int:
     return old_version if old == new else old_version + 1
 
 
-def shared_rows(request: Request) -> SharedRows:
+async def shared_rows(request: Request, operator: Operator) -> SharedRows:
+    """The app's one SharedRows, made by the first stream."""
     state = request.app.state
     rows: SharedRows | None = getattr(state, "shared_rows", None)
     if rows is None:
-        rows = state.shared_rows = SharedRows(state.operator, REFRESH_S / 2)
+        rows = state.shared_rows = SharedRows(operator, REFRESH_S / 2)
     return rows
+
+
+SharedRowsOfApp = Annotated[SharedRows, Depends(shared_rows)]
 
 
 class _RowWatch:
@@ -163,61 +164,51 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
     return resume if resume is not None else after
 
 
-async def _stream(
-    operator: OperatorService,
-    shared: SharedRows,
-    broker: Broker,
-    runtime: CoreRuntime,
-    after: int | None,
-) -> AsyncIterator[ServerSentEvent | bytes]:
-    # Subscribe before the first look at the store: a message stored in between leaves an event
-    # in the subscription, so nothing falls between the replay and the live part. The bus only
-    # wakes us; the store says what is new (a lagging subscriber loses events, not messages).
-    with broker.bus.subscribe(MESSAGES_TOPIC, maxsize=1) as wake:
-        if after is None:
-            batch = list(reversed(await operator.messages(limit=REPLAY_RECENT)))
-            last = batch[0].id - 1 if batch else 0
+class MessageFeed(Feed):
+    """The stored messages after `after` (None: the most recent ones), then the rows whenever
+    they changed."""
+
+    def __init__(self, operator: OperatorService, shared: SharedRows, after: int | None) -> None:
+        super().__init__(MESSAGES_TOPIC, wake_buffer=1, poll_s=REFRESH_S)
+        self._operator = operator
+        self._rows = _RowWatch(shared)
+        self._resume_after = after
+        self._last = 0
+        self._batch: list[Message] | None = None
+
+    async def opening(self) -> AsyncIterator[Event]:
+        if self._resume_after is None:
+            self._batch = list(reversed(await self._operator.messages(limit=REPLAY_RECENT)))
+            self._last = self._batch[0].id - 1 if self._batch else 0
         else:
-            batch = await operator.messages(after_id=after, limit=BATCH)
-            last = after
+            self._batch = await self._operator.messages(after_id=self._resume_after, limit=BATCH)
+            self._last = self._resume_after
         # Its id is where a reconnect resumes if the stream breaks before the first message.
-        yield ServerSentEvent(data="{}", id=str(last), event="ready", retry=RETRY_MS)
-        rows = _RowWatch(shared)
-        # hive-c0re clears `workers_running` just before it stops its web server, which would
-        # otherwise wait forever for open streams to end.
-        was_running = runtime.workers_running
-        while True:
-            for message in batch:
-                yield _message_event(message)
-                last = message.id
-            for event in await rows.changed(last):
-                yield event
-            if len(batch) < BATCH:
-                await wake.wait(REFRESH_S)
-            if was_running and not runtime.workers_running:
-                return
-            batch = await operator.messages(after_id=last, limit=BATCH)
+        yield ServerSentEvent(data="{}", id=str(self._last), event="ready", retry=RETRY_MS)
+
+    async def news(self) -> AsyncIterator[Event]:
+        batch, self._batch = self._batch, None
+        if batch is None:
+            batch = await self._operator.messages(after_id=self._last, limit=BATCH)
+        for message in batch:
+            yield _message_event(message)
+            self._last = message.id
+        for event in await self._rows.changed(self._last):
+            yield event
+        self.next_step = Next.AGAIN if len(batch) >= BATCH else Next.WAIT
 
 
 @router.get("/api/stream/messages", response_model=None)
 async def stream_messages(
     request: Request,
+    runtime: Runtime,
+    operator: Operator,
+    slots: Slots,
+    rows: SharedRowsOfApp,
     after: Annotated[int | None, Query(ge=0, le=MAX_STORE_ID)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> EventSourceResponse | JSONResponse:
+) -> EventSourceResponse:
     """The live message flow (SSE), resumable with Last-Event-ID; also pushes the agent and
     approval rows when they change."""
-    runtime: CoreRuntime = request.app.state.runtime
-    slots, client = slots_of(request), client_of(request)
-    if (refused := slots.take(client)) is not None:
-        return refused
-    stream = _stream(
-        request.app.state.operator,
-        shared_rows(request),
-        runtime.broker,
-        runtime,
-        _resume_point(last_event_id, after),
-    )
-    return CountedEventSource(
-        slots, client, stream, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )
+    feed = MessageFeed(operator, rows, _resume_point(last_event_id, after))
+    return live_stream(request, runtime, slots, feed)

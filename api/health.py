@@ -6,12 +6,13 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from api.deps import Runtime
+from control.health_check import run_health_check
+from control.runtime import CoreRuntime
 from hyperhive import __version__
-from hyperhive.health_check import run_health_check
-from hyperhive.runtime import CoreRuntime
 from hyperhive.store.db import schema_version
 
 router = APIRouter()
@@ -53,8 +54,7 @@ async def _round_trip(runtime: CoreRuntime) -> dict[str, Any]:
 
 
 @router.get("/health")
-async def health(request: Request, deep: bool = False) -> JSONResponse:
-    runtime: CoreRuntime = request.app.state.runtime
+async def health(runtime: Runtime, deep: bool = False) -> JSONResponse:
     checks: dict[str, Any] = {
         "store": await _store_status(runtime),
         "temporal": await _temporal_status(runtime),

@@ -18,15 +18,14 @@ Plain ASGI, so SSE streams pass through untouched.
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.asgi_body import send_json
 from api.csrf import UNSAFE_METHODS
+from api.refusals import RequestRefused
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _WILDCARD_BINDS = ("", "0.0.0.0", "::")
@@ -88,22 +87,17 @@ def same_origin(origin: str, scheme: str, host: str) -> bool:
     )
 
 
-def _refusal(status: int, code: str, message: str, hint: str) -> tuple[int, bytes]:
-    body = {"ok": False, "error": code, "message": message, "hint": hint}
-    return status, json.dumps(body).encode()
-
-
 class HostGuardMiddleware:
     def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
         self.app = app
         self.hosts = hosts
 
-    def _check(self, scope: Scope) -> tuple[int, bytes] | None:
+    def _check(self, scope: Scope) -> RequestRefused | None:
         headers = Headers(scope=scope)
         shown = ", ".join(sorted(self.hosts))
         host = host_name(headers.get("host", ""))
         if host not in self.hosts:
-            return _refusal(
+            return RequestRefused(
                 400,
                 "bad_host",
                 f"this server does not answer to the host {headers.get('host', '')[:100]!r} "
@@ -114,7 +108,7 @@ class HostGuardMiddleware:
         unsafe = scope.get("method") in UNSAFE_METHODS
         scheme = str(scope.get("scheme", "http")).replace("ws", "http")
         if unsafe and origin is not None and not same_origin(origin, scheme, headers["host"]):
-            return _refusal(
+            return RequestRefused(
                 403,
                 "bad_origin",
                 f"requests from the page {origin[:100]!r} are not accepted",
@@ -127,12 +121,8 @@ class HostGuardMiddleware:
             await self.app(scope, receive, send)
             return
         refused = self._check(scope)
-        if refused is not None:
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})
-                return
-            status, body = refused
-            await send_json(send, status, body, SECURITY_HEADERS)
+        if refused is not None and scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
             return
 
         async def with_headers(message: Message) -> None:
@@ -140,4 +130,7 @@ class HostGuardMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
             await send(message)
 
+        if refused is not None:
+            await refused.response()(scope, receive, with_headers)
+            return
         await self.app(scope, receive, with_headers)

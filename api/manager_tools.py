@@ -11,8 +11,8 @@ from pydantic import Field
 from sqlalchemy import Engine
 
 from api.mcp_server import ExtraTools, hive_tool
+from control.lifecycle import Lifecycle
 from hyperhive.domain import MANAGER_NAME
-from hyperhive.lifecycle import Lifecycle
 from hyperhive.store import agents as agent_store
 
 

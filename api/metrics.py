@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from hyperhive.metrics import HiveMetrics
+from api.deps import Metrics
 
 router = APIRouter()
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    hive_metrics: HiveMetrics = request.app.state.metrics
+async def metrics(hive_metrics: Metrics) -> Response:
     # A scrape reads the store (and may wait out its busy timeout): not on the event loop.
     body = await asyncio.to_thread(hive_metrics.render)
     return Response(content=body, media_type=CONTENT_TYPE_LATEST)

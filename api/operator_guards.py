@@ -1,5 +1,6 @@
 """What every app the operator's browser talks to shares (the dashboard's and the agent pages'):
-its state (runtime, operator, CSRF guard, live-stream slots) and its guards, in the order they
+its state (runtime, operator, CSRF guard, live-stream slots: what api/deps.py gives the routes),
+the one way it answers a refused request (api/refusals.py), and its guards, in the order they
 run: Host/Origin first, then the access token, then CSRF."""
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from fastapi import FastAPI
 from api.access_guard import AccessTokenMiddleware
 from api.csrf import CsrfGuard, CsrfMiddleware
 from api.host_guard import HostGuardMiddleware, allowed_hosts
+from api.refusals import answer_refusals
 from api.stream_slots import StreamSlots
-from hyperhive.operator import OperatorService
-from hyperhive.runtime import CoreRuntime
+from control.operator import OperatorService
+from control.runtime import CoreRuntime
 
 
 def guard_operator_app(
@@ -25,7 +27,8 @@ def guard_operator_app(
     app.state.operator = operator
     app.state.csrf = guard
     if stream_slots is not None:
-        app.state.stream_slots = stream_slots  # else slots_of makes the app its own
+        app.state.stream_slots = stream_slots  # else the app makes its own (api/deps.py)
+    answer_refusals(app)
     # Starlette runs the middleware added last first.
     app.add_middleware(CsrfMiddleware, guard=guard)
     if runtime.access_token is not None:

@@ -300,7 +300,7 @@ def start_dev_command(settings, cli):
 
 
 embedded.start_dev_command = start_dev_command
-from hyperhive.cli import main
+from hive_c0re.cli import main
 
 raise SystemExit(main())
 """

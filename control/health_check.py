@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -10,18 +9,18 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from hyperhive.models import HealthCheckInput, HealthCheckResult
 from hyperhive.settings import HiveSettings
+from hyperhive.temporal_ids import health_workflow_id
+from workflows.health_check import HealthCheckWorkflow
 
 
 async def run_health_check(
     client: Client, settings: HiveSettings, *, within: timedelta
 ) -> HealthCheckResult:
-    result: HealthCheckResult = await client.execute_workflow(
-        "HealthCheckWorkflow",
+    return await client.execute_workflow(
+        HealthCheckWorkflow.run,
         HealthCheckInput(host_task_queue=settings.host_task_queue),
-        id=f"hive-health-{uuid.uuid4().hex[:12]}",
+        id=health_workflow_id(),
         task_queue=settings.core_task_queue,
-        result_type=HealthCheckResult,
         execution_timeout=within,
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
     )
-    return result

@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from temporalio.client import (
@@ -43,7 +44,6 @@ from hyperhive.models import (
     ApprovalTiming,
     AutoUpdateRequest,
     Decision,
-    DecisionOutcome,
     KillRequest,
     LifecycleOutcome,
     SpawnRequest,
@@ -53,13 +53,26 @@ from hyperhive.repo_git import RepoError
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
-from hyperhive.waker import agent_search_attributes
+from hyperhive.temporal_ids import (
+    AUTO_UPDATE_SCHEDULE_ID,
+    agent_search_attributes,
+    apply_workflow_id,
+    kill_workflow_id,
+    spawn_workflow_id,
+    start_workflow_id,
+)
+from workflows.agent_control import KillWorkflow, StartWorkflow
+from workflows.apply_commit import ApplyCommitWorkflow
+from workflows.approval_gate import ApprovalGate
+from workflows.auto_update import AutoUpdateWorkflow
+from workflows.spawn import SpawnWorkflow
 
 log = logging.getLogger(__name__)
 
-AUTO_UPDATE_SCHEDULE = "hive-auto-update"
-# The approval workflows' update that decides (workflows.approval_gate.ApprovalGate.decide).
-DECIDE_UPDATE = "decide"
+RequestT = TypeVar("RequestT")
+# A lifecycle workflow's run method: its request in, its outcome out.
+LifecycleRun = Callable[[Any, RequestT], Awaitable[LifecycleOutcome]]
+
 DECIDE_TIMEOUT_S = 30.0
 MAX_PURPOSE_CHARS = 4000
 # A workflow's approval is stored within moments of its start; after this long, only the store
@@ -182,11 +195,11 @@ class Lifecycle:
         if not purpose.strip():
             raise LifecycleError("the purpose is empty", "say what the new agent is for")
         _check_text("the purpose", purpose, MAX_PURPOSE_CHARS)
-        workflow_id = f"hive-spawn-{name}"
+        workflow_id = spawn_workflow_id(name)
         async with self._within_pending_limit(requester, workflow_id):
             await self._start_once(
                 name,
-                "SpawnWorkflow",
+                SpawnWorkflow.run,
                 SpawnRequest(
                     name=name,
                     purpose=purpose.strip(),
@@ -220,7 +233,7 @@ class Lifecycle:
                 return
             log.warning("hm1nd has no container: re-creating it (its repos and history stay)")
         await self._client.start_workflow(
-            "SpawnWorkflow",
+            SpawnWorkflow.run,
             SpawnRequest(
                 name=MANAGER_NAME,
                 purpose=MANAGER_PURPOSE,
@@ -230,7 +243,7 @@ class Lifecycle:
                 build_timeout_s=self._settings.build_timeout_s,
                 respawn=manager is not None,
             ),
-            id=f"hive-spawn-{MANAGER_NAME}",
+            id=spawn_workflow_id(MANAGER_NAME),
             task_queue=self._settings.core_task_queue,
             search_attributes=agent_search_attributes(MANAGER_NAME),
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
@@ -254,11 +267,11 @@ class Lifecycle:
             )
         except RepoError as e:
             raise LifecycleError(e.what, e.hint) from None
-        workflow_id = f"hive-apply-{name}-{full[:12]}"
+        workflow_id = apply_workflow_id(name, full)
         async with self._within_pending_limit(requester, workflow_id):
             await self._start_once(
                 name,
-                "ApplyCommitWorkflow",
+                ApplyCommitWorkflow.run,
                 ApplyRequest(
                     name=name,
                     sha=full,
@@ -279,8 +292,8 @@ class Lifecycle:
     async def _start_once(
         self,
         agent: str,
-        workflow: str,
-        request: object,
+        workflow: LifecycleRun[RequestT],
+        request: RequestT,
         workflow_id: str,
         reuse: WorkflowIDReusePolicy,
         already: LifecycleError,
@@ -300,18 +313,17 @@ class Lifecycle:
             raise already from None
 
     async def _control(
-        self, name: str, workflow: str, request: object, prefix: str
+        self, name: str, workflow: LifecycleRun[RequestT], request: RequestT, workflow_id: str
     ) -> LifecycleOutcome:
         """Run a kill/start workflow to its end (joining one already running for `name`)."""
         if not await self._known(name):
             raise LifecycleError(f"there is no agent named {name!r}", "check list_agents")
         try:
-            result: LifecycleOutcome = await self._client.execute_workflow(
+            return await self._client.execute_workflow(
                 workflow,
                 request,
-                id=f"{prefix}-{name}",
+                id=workflow_id,
                 task_queue=self._settings.core_task_queue,
-                result_type=LifecycleOutcome,
                 search_attributes=agent_search_attributes(name),
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -321,11 +333,12 @@ class Lifecycle:
             cause = e.cause
             while cause.__cause__ is not None:
                 cause = cause.__cause__
+            # Each workflow class is named as its workflow type (KillWorkflow.run → KillWorkflow).
+            workflow_type = workflow.__qualname__.partition(".")[0]
             raise LifecycleError(
-                f"{workflow} for {name} failed: {getattr(cause, 'message', None) or cause}",
-                f"see workflow {prefix}-{name} in the Temporal UI",
+                f"{workflow_type} for {name} failed: {getattr(cause, 'message', None) or cause}",
+                f"see workflow {workflow_id} in the Temporal UI",
             ) from None
-        return result
 
     async def kill(self, name: str, *, by: str, destroy: bool = False) -> LifecycleOutcome:
         if name == MANAGER_NAME and by == MANAGER_NAME:
@@ -333,7 +346,7 @@ class Lifecycle:
         request = KillRequest(
             name=name, destroy=destroy, by=by, host_task_queue=self._settings.host_task_queue
         )
-        return await self._control(name, "KillWorkflow", request, "hive-kill")
+        return await self._control(name, KillWorkflow.run, request, kill_workflow_id(name))
 
     async def start(self, name: str, *, by: str, restart: bool = False) -> LifecycleOutcome:
         agent = await self._agent(name)
@@ -346,10 +359,10 @@ class Lifecycle:
         request = StartRequest(
             name=name, restart=restart, by=by, host_task_queue=self._settings.host_task_queue
         )
-        return await self._control(name, "StartWorkflow", request, "hive-start")
+        return await self._control(name, StartWorkflow.run, request, start_workflow_id(name))
 
     async def decide(self, approval_id: int, decision: Decision) -> approval_store.Approval:
-        """Decide approval `approval_id` through its workflow's `settle` update.
+        """Decide approval `approval_id` through its workflow's `decide` update.
 
         The first decision stands: a caller whose decision lost (another approve or deny got
         there first, even at the same instant) is told, with a LifecycleError, what was decided
@@ -362,7 +375,8 @@ class Lifecycle:
         handle = self._client.get_workflow_handle(approval.workflow_id)
         try:
             async with asyncio.timeout(DECIDE_TIMEOUT_S):
-                await handle.execute_update(DECIDE_UPDATE, decision, result_type=DecisionOutcome)
+                # The update takes the decision as plain JSON: the workflow validates it.
+                await handle.execute_update(ApprovalGate.decide, decision.model_dump(mode="json"))
         except TimeoutError:
             raise LifecycleError(
                 f"the workflow of approval #{approval_id} did not answer within "
@@ -404,18 +418,18 @@ class Lifecycle:
         triggered."""
         every = timedelta(seconds=self._settings.auto_update_interval_s)
         action = ScheduleActionStartWorkflow(
-            "AutoUpdateWorkflow",
+            AutoUpdateWorkflow.run,
             AutoUpdateRequest(
                 host_task_queue=self._settings.host_task_queue,
                 build_timeout_s=self._settings.build_timeout_s,
             ),
-            id=AUTO_UPDATE_SCHEDULE,
+            id=AUTO_UPDATE_SCHEDULE_ID,
             task_queue=self._settings.core_task_queue,
         )
         spec = ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)])
         try:
             handle = await self._client.create_schedule(
-                AUTO_UPDATE_SCHEDULE,
+                AUTO_UPDATE_SCHEDULE_ID,
                 Schedule(
                     action=action,
                     spec=spec,
@@ -423,7 +437,7 @@ class Lifecycle:
                 ),
             )
         except ScheduleAlreadyRunningError:
-            handle = self._client.get_schedule_handle(AUTO_UPDATE_SCHEDULE)
+            handle = self._client.get_schedule_handle(AUTO_UPDATE_SCHEDULE_ID)
 
             def follow_settings(current: ScheduleUpdateInput) -> ScheduleUpdate:
                 schedule = current.description.schedule

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from control.runtime import CoreRuntime
 from hyperhive import __version__, agent_flake, config_repo
 from hyperhive.agent_config import ClaudeSettingsError, effective_config, parse_claude_settings
 from hyperhive.broker import BrokerError
@@ -39,12 +40,14 @@ from hyperhive.models import (
     SendResult,
 )
 from hyperhive.repo_git import RepoError
-from hyperhive.runtime import CoreRuntime
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
 from hyperhive.store import messages as message_store
 from hyperhive.store.agents import AgentOverview, TurnEvent
 from hyperhive.store.approvals import Approval
+from hyperhive.store.off_loop import StoreCalls
+from hyperhive.temporal_ids import agent_workflow_id
+from workflows.agent import AgentWorkflow
 
 MAX_LIST = 1000
 
@@ -72,6 +75,14 @@ class AgentSignal(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     CANCEL_TURN = "cancel_turn"
+
+
+# The turn loop's signal each AgentSignal sends.
+LOOP_SIGNALS: dict[AgentSignal, Callable[[AgentWorkflow], None]] = {
+    AgentSignal.PAUSE: AgentWorkflow.pause,
+    AgentSignal.RESUME: AgentWorkflow.resume,
+    AgentSignal.CANCEL_TURN: AgentWorkflow.cancel_turn,
+}
 
 
 class AgentView(AgentOverview):
@@ -125,12 +136,10 @@ class OperatorService:
         self._rt = runtime
         self._settings = runtime.settings
         self._engine = runtime.engine
+        self._db = StoreCalls(runtime.engine)
         self._rev: str | None = None
 
     # -- reading ---------------------------------------------------------------------------------
-
-    async def _db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, self._engine, *args, **kwargs)
 
     async def hyperhive_rev(self) -> str:
         if self._rev is None:
@@ -326,10 +335,10 @@ class OperatorService:
     async def signal(self, name: str, signal: AgentSignal) -> None:
         """Send pause/resume/cancel_turn to the agent's turn loop (it must be running)."""
         await self._require_agent(name)
-        await self._signal_loop(name, signal.value)
+        await self._signal_loop(name, LOOP_SIGNALS[signal])
 
-    async def _signal_loop(self, name: str, signal: str) -> None:
-        handle = self._rt.client.get_workflow_handle(f"hive-agent-{name}")
+    async def _signal_loop(self, name: str, signal: Callable[[AgentWorkflow], None]) -> None:
+        handle = self._rt.client.get_workflow_handle_for(AgentWorkflow.run, agent_workflow_id(name))
         try:
             described = await handle.describe()
             if described.status != WorkflowExecutionStatus.RUNNING:
@@ -360,5 +369,5 @@ class OperatorService:
         summary = await asyncio.to_thread(save_credentials, self._claude_dir(name), kind, secret)
         # No loop running is fine: the next one starts with the new credentials anyway.
         with contextlib.suppress(OperatorError):
-            await self._signal_loop(name, "credentials_updated")
+            await self._signal_loop(name, AgentWorkflow.credentials_updated)
         return summary

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from control.lifecycle import Lifecycle
 from hyperhive.agent_config import ClaudeDefaults
 from hyperhive.broker import Broker
-from hyperhive.lifecycle import Lifecycle
 from hyperhive.metrics import HiveMetrics
 from hyperhive.settings import HiveSettings
 

@@ -1,29 +1,19 @@
-"""Wakes an agent's turn loop: signal-with-start of its AgentWorkflow with `notify`."""
+"""Wakes an agent's turn loop (signal-with-start of its AgentWorkflow with `notify`), sends it
+the settings' limits and stops it: every client call hive-c0re makes on the loop but the
+operator's own signals (control/operator.py)."""
 
 from __future__ import annotations
 
-from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributeKey,
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-)
+import contextlib
+
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from hyperhive.models import AgentLimits, AgentWorkflowInput
 from hyperhive.settings import HiveSettings
-
-HIVE_AGENT = SearchAttributeKey.for_keyword("HiveAgent")
-
-
-def agent_search_attributes(agent: str) -> TypedSearchAttributes:
-    """What every workflow of `agent` carries, so that `HiveAgent='<agent>'` finds them all."""
-    return TypedSearchAttributes([SearchAttributePair(HIVE_AGENT, agent)])
-
-
-def agent_workflow_id(agent: str) -> str:
-    return f"hive-agent-{agent}"
+from hyperhive.temporal_ids import agent_search_attributes, agent_workflow_id
+from workflows.agent import AgentWorkflow
 
 
 def agent_limits(settings: HiveSettings) -> AgentLimits:
@@ -36,15 +26,16 @@ def agent_limits(settings: HiveSettings) -> AgentLimits:
 
 
 class TemporalWaker:
-    """The broker's Waker. Signal-with-start: the workflow is started if it is not running."""
+    """The broker's Waker, and the lifecycle activities' AgentLoops (hyperhive/ports.py)."""
 
     def __init__(self, client: Client, settings: HiveSettings) -> None:
         self._client = client
         self._settings = settings
 
     async def __call__(self, agent: str) -> None:
+        """Signal-with-start: the workflow is started if it is not running."""
         await self._client.start_workflow(
-            "AgentWorkflow",
+            AgentWorkflow.run,
             AgentWorkflowInput(
                 name=agent,
                 host_task_queue=self._settings.host_task_queue,
@@ -53,7 +44,9 @@ class TemporalWaker:
             id=agent_workflow_id(agent),
             task_queue=self._settings.core_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal="notify",
+            # The SDK takes a start signal by name only; a @workflow.signal without name= is
+            # named after its method.
+            start_signal=AgentWorkflow.notify.__name__,
             search_attributes=agent_search_attributes(agent),
         )
 
@@ -63,12 +56,28 @@ class TemporalWaker:
         limits = agent_limits(self._settings)
         told = []
         for agent in agents:
-            handle = self._client.get_workflow_handle(agent_workflow_id(agent))
+            handle = self._client.get_workflow_handle_for(
+                AgentWorkflow.run, agent_workflow_id(agent)
+            )
             try:
-                await handle.signal("set_limits", limits)
+                await handle.signal(AgentWorkflow.set_limits, limits)
             except RPCError as e:
                 if e.status != RPCStatusCode.NOT_FOUND:  # not running: it starts with them
                     raise
                 continue
             told.append(agent)
         return told
+
+    async def stop(self, agent: str) -> None:
+        """Signal the turn loop to stop and wait until it has: a start right after a kill must
+        not reach a run that is still finishing (its wake-up would be lost)."""
+        # Untyped: its result is only waited for; an older run's need not parse as AgentStatus.
+        handle = self._client.get_workflow_handle(agent_workflow_id(agent))
+        try:
+            await handle.signal(AgentWorkflow.stop)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return  # not running: nothing to stop
+            raise
+        with contextlib.suppress(WorkflowFailureError):
+            await handle.result()

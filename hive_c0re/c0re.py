@@ -28,23 +28,23 @@ from api.mcp_server import AgentMcpSockets
 from api.model_proxy import ModelProxies
 from api.stream_slots import stream_slots_for
 from api.unix_socket import QuietServer
+from control.health_check import run_health_check
+from control.lifecycle import Lifecycle
+from control.operator import OperatorService
+from control.runtime import CoreRuntime
+from control.waker import TemporalWaker
+from hive_c0re.agent_runtime import AgentRuntime
 from hyperhive import agent_flake
 from hyperhive.access_token import load_access_token
 from hyperhive.agent_config import ClaudeDefaults
-from hyperhive.agent_runtime import AgentRuntime
 from hyperhive.broker import Broker
 from hyperhive.bus import Bus, EventBus
 from hyperhive.errors import StartupError
-from hyperhive.health_check import run_health_check
-from hyperhive.lifecycle import Lifecycle
 from hyperhive.metrics import HiveMetrics
-from hyperhive.operator import OperatorService
 from hyperhive.orphaned_approvals import sweep_forever
-from hyperhive.runtime import CoreRuntime
 from hyperhive.settings import HiveSettings
 from hyperhive.store.db import make_engine, migrate
 from hyperhive.temporal_client import connect
-from hyperhive.waker import TemporalWaker
 from workflows.registry import ALL_WORKFLOWS
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,9 @@ def build_workers(
         turn_sends=runtime.broker.turn_sends,
     )
     agents = AgentActivities(runtime.engine, runtime.broker)
+    # The waker wakes the agents' turn loops and stops them (it is their AgentLoops).
     lifecycle = LifecycleActivities(
-        settings, runtime.engine, runtime.broker, backend, agent_runtime, waker, runtime.client
+        settings, runtime.engine, runtime.broker, backend, agent_runtime, waker, waker
     )
     # Named, so the SDK does not hash every loaded module to make one up (~0.5 s at start-up).
     build_id = f"hyperhive-{settings.hyperhive_rev or agent_flake.hyperhive_revision()}"

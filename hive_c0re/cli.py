@@ -16,9 +16,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
+from hive_c0re.cli_admin import add_commands
+from hive_c0re.cli_common import EXIT_OK
 from hyperhive import __version__
-from hyperhive.cli_admin import add_commands
-from hyperhive.cli_common import EXIT_OK
 from hyperhive.errors import HiveError
 from hyperhive.logs import setup_logging
 from hyperhive.settings import HiveSettings
@@ -45,7 +45,7 @@ def _configure_logging(settings: HiveSettings) -> None:
 
 
 def _cmd_up(_: argparse.Namespace) -> int:
-    from hyperhive.up import run
+    from hive_c0re.up import run
 
     settings = load_settings()
     _configure_logging(settings)
@@ -53,7 +53,7 @@ def _cmd_up(_: argparse.Namespace) -> int:
 
 
 def _cmd_c0re(_: argparse.Namespace) -> int:
-    from hyperhive.up import run
+    from hive_c0re.up import run
 
     settings = load_settings()
     _configure_logging(settings)

@@ -1,9 +1,9 @@
 """`hive status|list|approvals|approve|deny|send|spawn|kill|stop|start|restart|destroy|logs|urls`
-and `hive login` (its own module: hyperhive.cli_login): the admin socket from a shell. Every
+and `hive login` (its own module: hive_c0re.cli_login): the admin socket from a shell. Every
 command asks the running hive-c0re over `<run>/host.sock` (see hyperhive/admin_protocol.py) and
 prints a table, or with `--json` the raw result.
 
-Exit codes (hyperhive.cli_common): 0 done, 1 hive-c0re refused (nothing changed) or `hive login`
+Exit codes (hive_c0re.cli_common): 0 done, 1 hive-c0re refused (nothing changed) or `hive login`
 refused its input, 2 usage or a setup problem (the socket's permissions or path), 3 no hive-c0re
 answers (not running, or it stopped answering).
 """
@@ -20,9 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from agent_harness.stream_parser import StreamEvent, render
-from hyperhive.admin_client import AdminClient, AdminRefused, AdminUnavailable, AdminUnusable
-from hyperhive.cli_common import (
+from hive_c0re.cli_common import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_UNAVAILABLE,
@@ -30,7 +28,10 @@ from hyperhive.cli_common import (
     print_json,
     say,
 )
-from hyperhive.cli_login import LOGIN_KINDS, InputRefused, cmd_login
+from hive_c0re.cli_login import LOGIN_KINDS, InputRefused, cmd_login
+from hyperhive.admin_client import AdminClient, AdminRefused, AdminUnavailable, AdminUnusable
+from hyperhive.claude_stream.events import NOISE, NoiseEvent, StreamEvent, parse_object
+from hyperhive.claude_stream.render import render
 from hyperhive.errors import HiveError
 from hyperhive.settings import HiveSettings
 
@@ -208,17 +209,13 @@ def render_event(event: dict[str, Any]) -> list[str]:
     if kind == "hive":
         text = payload.get("text") or payload.get("message") or json.dumps(payload)
         return [f"{prefix}[hive] {text}"]
-    subtype = payload.get("subtype")
-    session = payload.get("session_id")
-    items = render(
-        StreamEvent(
-            type=kind,
-            subtype=subtype if isinstance(subtype, str) else None,
-            session_id=session if isinstance(session, str) else None,
-            raw=payload,
-            text="(output claude printed that is not JSON)" if kind == "noise" else "",
-        )
-    )
+    claude_event: StreamEvent
+    if kind == NOISE:
+        # The store keeps no text of a line that was not JSON.
+        claude_event = NoiseEvent(text="(output claude printed that is not JSON)")
+    else:
+        claude_event = parse_object(payload, default_type=kind)
+    items = render(claude_event)
     lines = []
     for item in items:
         mark = "!" if item.is_error else " "

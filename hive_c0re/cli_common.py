@@ -1,5 +1,5 @@
 """What every `hive` command on the admin socket shares, whichever module holds it
-(hyperhive.cli_admin, hyperhive.cli_login): its exit codes and its output, which carries text
+(hive_c0re.cli_admin, hive_c0re.cli_login): its exit codes and its output, which carries text
 agents wrote (statuses, messages, approval descriptions, claude's stream) and so is made safe
 for the operator's terminal.
 

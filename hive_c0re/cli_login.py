@@ -5,7 +5,7 @@ echo, never from argv (visible to every user in `ps`). Its kind (OAuth token, AP
 .credentials.json) is what `--kind` says, else what it looks like; a lone token amid other text
 (what `claude setup-token` prints around it) is picked out. Input that cannot be right raises
 InputRefused (exit 1: nothing was sent, nothing changed); errors never show the input.
-hyperhive.cli_admin registers the command beside the others.
+hive_c0re.cli_admin registers the command beside the others.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import json
 import re
 import sys
 
+from hive_c0re.cli_common import EXIT_OK, print_json
 from hyperhive.admin_client import AdminClient
-from hyperhive.cli_common import EXIT_OK, print_json
 from hyperhive.errors import HiveError
 
 

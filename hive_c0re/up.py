@@ -9,11 +9,11 @@ import signal
 import sys
 from typing import Any, TextIO
 
-from hyperhive.c0re import run_c0re
+from control.runtime import CoreRuntime
+from hive_c0re.c0re import run_c0re
 from hyperhive.embedded_temporal import EmbeddedTemporal
 from hyperhive.errors import StartupError
 from hyperhive.preflight import StateLock, check_ports_free, ports_to_bind, prepare_dirs
-from hyperhive.runtime import CoreRuntime
 from hyperhive.settings import HiveSettings
 from hyperhive.store.db import StoreError
 

@@ -28,6 +28,7 @@ let
       ps.psycopg
       ps.pytest
       ps.pytest-asyncio
+      ps.pytest-timeout
       ps.httpx
     ]
   );

@@ -105,7 +105,7 @@ python3Packages.buildPythonApplication {
   doCheck = false;
   pythonImportsCheck = [
     "hyperhive"
-    "hyperhive.cli"
+    "hive_c0re.cli"
     "agent_harness"
   ];
 

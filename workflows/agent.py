@@ -11,10 +11,12 @@ import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.agents import AgentActivities
+    from activities.turns import TurnActivities
     from hyperhive.domain import AgentState, TurnErrorClass
     from hyperhive.models import (
         AgentLimits,
@@ -26,8 +28,8 @@ with workflow.unsafe.imports_passed_through():
         TurnRequest,
         TurnResult,
     )
+    from hyperhive.temporal_ids import HIVE_AGENT
 
-HIVE_AGENT = SearchAttributeKey.for_keyword("HiveAgent")
 
 # Waits after a 429/529 when the API gave no reset time: 30 s, 60 s, … up to 15 min.
 RATE_LIMIT_BACKOFF_S = 30.0
@@ -186,8 +188,8 @@ class AgentWorkflow:
     # -- activities --------------------------------------------------------------------------
 
     async def _record_state(self, note: str = "") -> None:
-        await workflow.execute_activity(
-            "set_agent_state",
+        await workflow.execute_activity_method(
+            AgentActivities.set_agent_state,
             AgentStateChange(agent=self.name, state=self._state().value, note=note),
             task_queue=self.host_queue,
             start_to_close_timeout=STORE_ACTIVITY_TIMEOUT,
@@ -195,8 +197,8 @@ class AgentWorkflow:
         )
 
     async def _tell_operator(self, body: str) -> None:
-        await workflow.execute_activity(
-            "notify_operator",
+        await workflow.execute_activity_method(
+            AgentActivities.notify_operator,
             OperatorNotice(agent=self.name, body=body),
             task_queue=self.host_queue,
             start_to_close_timeout=STORE_ACTIVITY_TIMEOUT,
@@ -204,8 +206,8 @@ class AgentWorkflow:
         )
 
     async def _release_message(self, turn_id: str) -> None:
-        await workflow.execute_activity(
-            "release_turn_message",
+        await workflow.execute_activity_method(
+            TurnActivities.release_turn_message,
             turn_id,
             task_queue=self.host_queue,
             start_to_close_timeout=STORE_ACTIVITY_TIMEOUT,
@@ -215,11 +217,10 @@ class AgentWorkflow:
     async def _run_turn(self, turn_id: str) -> TurnResult:
         self.running = True
         try:
-            self.turn_handle = workflow.start_activity(
-                "run_turn",
+            self.turn_handle = workflow.start_activity_method(
+                TurnActivities.run_turn,
                 TurnRequest(agent=self.name, turn_id=turn_id, session_id=self.s.session_id),
                 task_queue=self.host_queue,
-                result_type=TurnResult,
                 start_to_close_timeout=timedelta(seconds=self.limits.turn_timeout_s),
                 heartbeat_timeout=timedelta(seconds=self.limits.heartbeat_timeout_s),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -243,11 +244,10 @@ class AgentWorkflow:
         if not self.s.session_id and workflow.patched(RESUME_SESSION_PATCH):
             # After a kill/start, a destroy and re-spawn or any other new run: the same
             # conversation ("" when there is none to resume, e.g. after a fresh re-spawn).
-            self.s.session_id = await workflow.execute_activity(
-                "last_session_id",
+            self.s.session_id = await workflow.execute_activity_method(
+                AgentActivities.last_session_id,
                 self.name,
                 task_queue=self.host_queue,
-                result_type=str,
                 start_to_close_timeout=STORE_ACTIVITY_TIMEOUT,
                 retry_policy=STORE_RETRY,
             )

@@ -9,6 +9,8 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.agents import AgentActivities
+    from activities.lifecycle import LifecycleActivities
     from hyperhive.domain import AgentState
     from hyperhive.models import AgentStateChange, KillRequest, LifecycleOutcome, StartRequest
 
@@ -23,12 +25,12 @@ class KillWorkflow(ApprovalGate):
 
     @workflow.run
     async def run(self, request: KillRequest) -> LifecycleOutcome:
-        await self.host("stop_agent_loop", request.name)
-        await self.host("container_stop", request.name)
+        await self.host(LifecycleActivities.stop_agent_loop, request.name)
+        await self.host(LifecycleActivities.container_stop, request.name)
         if request.destroy:
-            await self.host("container_destroy", request.name)
+            await self.host(LifecycleActivities.container_destroy, request.name)
         await self.host(
-            "set_agent_state",
+            AgentActivities.set_agent_state,
             AgentStateChange(agent=request.name, state=AgentState.STOPPED.value),
         )
         verb = "destroyed" if request.destroy else "stopped"
@@ -44,12 +46,13 @@ class StartWorkflow(ApprovalGate):
     @workflow.run
     async def run(self, request: StartRequest) -> LifecycleOutcome:
         if request.restart:
-            await self.host("stop_agent_loop", request.name)
-            await self.host("container_stop", request.name)
-        await self.host("container_start", request.name)
+            await self.host(LifecycleActivities.stop_agent_loop, request.name)
+            await self.host(LifecycleActivities.container_stop, request.name)
+        await self.host(LifecycleActivities.container_start, request.name)
         await self.host(
-            "set_agent_state", AgentStateChange(agent=request.name, state=AgentState.IDLE.value)
+            AgentActivities.set_agent_state,
+            AgentStateChange(agent=request.name, state=AgentState.IDLE.value),
         )
-        await self.host("wake_agent", request.name)
+        await self.host(LifecycleActivities.wake_agent, request.name)
         verb = "restarted" if request.restart else "started"
         return LifecycleOutcome(status="done", detail=f"{request.name} {verb} by {request.by}")

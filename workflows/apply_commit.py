@@ -6,9 +6,11 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.lifecycle import LifecycleActivities
+    from activities.repos import RepoActivities
     from hyperhive.domain import MANAGER_NAME, OPERATOR_NAME, ApprovalKind, ApprovalStatus
     from hyperhive.models import ApplyRequest, DeployedRecord, LifecycleOutcome, NewApproval
-    from hyperhive.repo_models import ApplyInput, CommitCheck, CommitRef, RevertInput
+    from hyperhive.repo_models import ApplyInput, CommitRef, RevertInput
 
 from workflows.approval_gate import ApprovalGate
 from workflows.spawn import failure_text
@@ -27,14 +29,11 @@ class ApplyCommitWorkflow(ApprovalGate):
         name, sha = request.name, request.sha
         short = sha[:12]
         try:
-            check = await self.host(
-                "validate_commit", CommitRef(agent=name, sha=sha), result_type=CommitCheck
-            )
+            check = await self.host(RepoActivities.validate_commit, CommitRef(agent=name, sha=sha))
         except ActivityError as err:
             detail = failure_text(err)
             await self._tell_manager(request, f"commit {short} of {name} is refused: {detail}")
             return LifecycleOutcome(status="failed", detail=detail)
-        assert isinstance(check, CommitCheck)
         what = f"apply {short} to {name}"
         approval_id, refused = await self.seek_approval(
             NewApproval(
@@ -60,23 +59,23 @@ class ApplyCommitWorkflow(ApprovalGate):
             return refused
         assert self.decision is not None
 
-        previous = str(await self.host("applied_head", name, result_type=str))
+        previous = await self.host(RepoActivities.applied_head, name)
         applied = await self.host(
-            "apply_commit",
-            ApplyInput(agent=name, sha=sha, approver=self.decision.by),
-            result_type=str,
+            RepoActivities.apply_commit, ApplyInput(agent=name, sha=sha, approver=self.decision.by)
         )
         try:
-            await self.build("container_update", name, timeout_s=request.build_timeout_s)
+            await self.build(
+                LifecycleActivities.container_update, name, timeout_s=request.build_timeout_s
+            )
         except ActivityError as err:
             detail = failure_text(err)
-            await self.host("revert_applied", RevertInput(agent=name, to_sha=previous))
+            await self.host(RepoActivities.revert_applied, RevertInput(agent=name, to_sha=previous))
             await self.mark(approval_id, ApprovalStatus.FAILED.value, by=None, note=detail)
             await self._tell_manager(
                 request, f"{what} failed: the container did not update ({detail}); reverted."
             )
             return LifecycleOutcome(status="failed", approval_id=approval_id, detail=detail)
-        await self.host("record_deployed", DeployedRecord(name=name, sha=sha))
+        await self.host(LifecycleActivities.record_deployed, DeployedRecord(name=name, sha=sha))
         await self._tell_manager(request, f"{what} is deployed (applied commit {applied}).")
         return LifecycleOutcome(status="done", approval_id=approval_id, deployed_sha=sha)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from pydantic import JsonValue
 
+    from activities.lifecycle import LifecycleActivities
     from hyperhive.decisions import BadDecision, parse_decision
     from hyperhive.domain import OPERATOR_NAME, ApprovalStatus
     from hyperhive.models import (
@@ -32,6 +33,10 @@ with workflow.unsafe.imports_passed_through():
         LifecycleOutcome,
         NewApproval,
     )
+
+SelfT = TypeVar("SelfT")
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
 
 HOST_ACTIVITY_TIMEOUT = timedelta(seconds=60)
 # A container build (a Nix build on NixOS) runs for minutes: it heartbeats instead, and is
@@ -144,21 +149,36 @@ class ApprovalGate:
         if self.decision is None and self.closed:
             raise ApplicationError("the approval expired before it was decided", type="Expired")
 
-    async def host(self, activity: str, *args: object, result_type: type | None = None) -> Any:
+    # A host activity is a method of one of the activity classes, taking nothing or one
+    # argument: the overloads check that argument against the method and give back its result.
+    @overload
+    async def host(self, activity: Callable[[SelfT], Awaitable[ResultT]]) -> ResultT: ...
+
+    @overload
+    async def host(
+        self, activity: Callable[[SelfT, ArgT], Awaitable[ResultT]], arg: ArgT, /
+    ) -> ResultT: ...
+
+    async def host(self, activity: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """Run a host activity (on this host's queue) with the lifecycle timeouts and retries."""
-        return await workflow.execute_activity(
+        return await workflow.execute_activity_method(
             activity,
-            args=list(args),
+            args=args,
             task_queue=self.host_queue,
-            result_type=result_type,
             start_to_close_timeout=HOST_ACTIVITY_TIMEOUT,
             retry_policy=HOST_RETRY,
         )
 
-    async def build(self, activity: str, name: str, *, timeout_s: float) -> None:
+    async def build(
+        self,
+        activity: Callable[[LifecycleActivities, str], Awaitable[None]],
+        name: str,
+        *,
+        timeout_s: float,
+    ) -> None:
         """Run a container build activity (container_create, container_update): it heartbeats
         while it builds and may take up to `timeout_s`."""
-        await workflow.execute_activity(
+        await workflow.execute_activity_method(
             activity,
             name,
             task_queue=self.host_queue,
@@ -169,11 +189,13 @@ class ApprovalGate:
 
     async def tell(self, to: str, body: str, *, about: str) -> None:
         """A notice from hive-c0re to `to` (an agent or the operator) about agent `about`."""
-        await self.host("send_notice", AgentMessage(sender=about, to=to, body=body))
+        await self.host(
+            LifecycleActivities.send_notice, AgentMessage(sender=about, to=to, body=body)
+        )
 
     async def mark(self, approval_id: int, status: str, *, by: str | None, note: str) -> None:
         await self.host(
-            "update_approval",
+            LifecycleActivities.update_approval,
             ApprovalUpdate(approval_id=approval_id, status=status, by=by, note=note),
         )
 
@@ -219,7 +241,7 @@ class ApprovalGate:
         Returns the approval id and, unless it was approved, the outcome to end with (the
         approval is marked and the requester told "<subject> was denied …" / "… expired")."""
         try:
-            approval_id = int(await self.host("create_approval", new, result_type=int))
+            approval_id = await self.host(LifecycleActivities.create_approval, new)
             self.approval_id = approval_id
             await self.tell(OPERATOR_NAME, announce(approval_id), about=announce_about)
             decision = await self.await_decision(approval_id, timing, about=new.agent, what=what)
@@ -231,7 +253,7 @@ class ApprovalGate:
             # orphaned approvals closes those.)
             self.closed = "was cancelled"
             await self.host(
-                "cancel_approval",
+                LifecycleActivities.cancel_approval,
                 ApprovalCancel(
                     workflow_id=workflow.info().workflow_id,
                     why=f"its workflow {workflow.info().workflow_id} was cancelled in Temporal",

@@ -15,6 +15,8 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.lifecycle import LifecycleActivities
+    from activities.repos import RepoActivities
     from hyperhive.models import (
         AgentUpdateRequest,
         AutoUpdateRequest,
@@ -22,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
         DeployedRecord,
     )
     from hyperhive.repo_models import RevInput
-    from hyperhive.waker import agent_search_attributes
+    from hyperhive.temporal_ids import agent_search_attributes, update_workflow_id
 
 from workflows.approval_gate import ApprovalGate
 from workflows.spawn import failure_text
@@ -45,9 +47,11 @@ class AgentUpdateWorkflow(ApprovalGate):
 async def rebuild(gate: ApprovalGate, request: AgentUpdateRequest) -> None:
     """Record the new revision first (a crash mid-build finds the agent still stale)."""
     name, rev = request.name, request.rev
-    await gate.host("set_recorded_rev", RevInput(agent=name, rev=rev))
-    await gate.build("container_update", name, timeout_s=request.build_timeout_s)
-    await gate.host("record_deployed", DeployedRecord(name=name, hyperhive_rev=rev))
+    await gate.host(RepoActivities.set_recorded_rev, RevInput(agent=name, rev=rev))
+    await gate.build(LifecycleActivities.container_update, name, timeout_s=request.build_timeout_s)
+    await gate.host(
+        LifecycleActivities.record_deployed, DeployedRecord(name=name, hyperhive_rev=rev)
+    )
 
 
 @workflow.defn(name="AutoUpdateWorkflow")
@@ -58,9 +62,8 @@ class AutoUpdateWorkflow(ApprovalGate):
 
     @workflow.run
     async def run(self, request: AutoUpdateRequest) -> AutoUpdateResult:
-        rev = str(await self.host("hyperhive_revision", result_type=str))
-        stale = await self.host("stale_agents", rev, result_type=list[str])
-        assert isinstance(stale, list)
+        rev = await self.host(LifecycleActivities.hyperhive_revision)
+        stale = await self.host(LifecycleActivities.stale_agents, rev)
         result = AutoUpdateResult(current_rev=rev)
         slots = asyncio.Semaphore(max(1, request.concurrency))
 
@@ -77,7 +80,7 @@ class AutoUpdateWorkflow(ApprovalGate):
                         await workflow.execute_child_workflow(
                             AgentUpdateWorkflow.run,
                             one,
-                            id=f"hive-update-{name}",
+                            id=update_workflow_id(name),
                             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                             search_attributes=agent_search_attributes(name),
                         )

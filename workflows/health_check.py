@@ -8,17 +8,17 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from hyperhive.models import HealthCheckInput, HealthCheckResult, StoreHealth
+    from activities.store import StoreActivities
+    from hyperhive.models import HealthCheckInput, HealthCheckResult
 
 
 @workflow.defn(name="HealthCheckWorkflow")
 class HealthCheckWorkflow:
     @workflow.run
     async def run(self, check: HealthCheckInput) -> HealthCheckResult:
-        store = await workflow.execute_activity(
-            "check_store",
+        store = await workflow.execute_activity_method(
+            StoreActivities.check_store,
             task_queue=check.host_task_queue,
-            result_type=StoreHealth,
             start_to_close_timeout=timedelta(seconds=10),
             # A health check reports the state now; retrying would hide a broken store.
             retry_policy=RetryPolicy(maximum_attempts=1),

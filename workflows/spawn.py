@@ -9,6 +9,9 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.agents import AgentActivities
+    from activities.lifecycle import LifecycleActivities
+    from activities.repos import RepoActivities
     from hyperhive.domain import OPERATOR_NAME, AgentState, ApprovalKind, ApprovalStatus
     from hyperhive.models import (
         AgentStateChange,
@@ -90,27 +93,33 @@ class SpawnWorkflow(ApprovalGate):
         try:
             if request.fresh:
                 # After the approval, before anything is made: the repos are then written anew.
-                await self.host("discard_agent_history", name)
-            await self.host("init_agent_repos", InitReposInput(agent=name, purpose=request.purpose))
-            await self.host("prepare_agent", name)
-            made_container = True
-            await self.build("container_create", name, timeout_s=request.build_timeout_s)
-            await self.host("container_start", name)
+                await self.host(LifecycleActivities.discard_agent_history, name)
             await self.host(
-                "record_deployed",
+                RepoActivities.init_agent_repos,
+                InitReposInput(agent=name, purpose=request.purpose),
+            )
+            await self.host(LifecycleActivities.prepare_agent, name)
+            made_container = True
+            await self.build(
+                LifecycleActivities.container_create, name, timeout_s=request.build_timeout_s
+            )
+            await self.host(LifecycleActivities.container_start, name)
+            await self.host(
+                LifecycleActivities.record_deployed,
                 DeployedRecord(name=name, keep_sha=request.respawn and not request.fresh),
             )
             if request.respawn:
                 # It was stopped when destroyed: a stopped agent gets no wake-ups from sends.
                 await self.host(
-                    "set_agent_state", AgentStateChange(agent=name, state=AgentState.IDLE.value)
+                    AgentActivities.set_agent_state,
+                    AgentStateChange(agent=name, state=AgentState.IDLE.value),
                 )
-            await self.host("wake_agent", name)
+            await self.host(LifecycleActivities.wake_agent, name)
         except ActivityError as err:
             detail = failure_text(err)
             if made_container:
                 # Leave nothing half-made behind: the repos stay (they are only files).
-                await self.host("container_destroy", name)
+                await self.host(LifecycleActivities.container_destroy, name)
             if approval_id is not None:
                 await self.mark(approval_id, ApprovalStatus.FAILED.value, by=None, note=detail)
             await self._tell_requester(request, f"the spawn of {name} failed: {detail}")

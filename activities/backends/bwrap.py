@@ -10,16 +10,16 @@ What the agent sees (`/` is a tmpfs bwrap makes, remounted read-only at the end)
   config at /hive/config, read-only. Recorded when the container is created or updated;
 - read-only: /usr (with /bin, /lib… as on the host), a few public files of /etc, a generated
   /etc/passwd, group, hosts and nsswitch.conf, Python (its base prefix at its own path, the venv
-  at /opt/hive/venv), hive's two in-container packages (agent_harness, hyperhive) at
-  /opt/hive/src, and the claude binary's directory at /opt/hive/claude unless it lives in /usr
-  (all of them must be world-readable on the host: the sandbox is not root there);
+  at /opt/hive/venv), hive's in-container package (agent_harness, which imports none of hive's
+  others) at /opt/hive/src, and the claude binary's directory at /opt/hive/claude unless it
+  lives in /usr (all of them must be world-readable on the host: the sandbox is not root there);
 - its own /proc, a minimal /dev, tmpfs /tmp, /dev/shm and HOME (/root).
 
 Never: the state dir (hive.db, other agents' homes and work, repos), other agents' run dirs, the
-host's /etc secrets (shadow, npmrc, pip.conf, ssh), or the checkout hive runs from: only the two
-package directories are bound, so a state dir inside the checkout stays invisible. It does learn
-host *paths*: /proc/self/mountinfo prints each mount's root within its filesystem, so the host
-paths of its bind sources (state dir, run dir, checkout, Python) show there. Nothing practical
+host's /etc secrets (shadow, npmrc, pip.conf, ssh), or the checkout hive runs from: only the
+harness's package directory is bound, so a state dir inside the checkout stays invisible. It does
+learn host *paths*: /proc/self/mountinfo prints each mount's root within its filesystem, so the
+host paths of its bind sources (state dir, run dir, checkout, Python) show there. Nothing practical
 hides them (the kernel prints them for every process; masking the file per pid is not possible,
 and only a filesystem of its own per mount would change the root shown); they grant no access.
 

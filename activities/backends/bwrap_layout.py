@@ -1,7 +1,7 @@
 """The bwrap backend's sandbox, as arguments (activities.backends.bwrap runs them; its docstring
 says what the agent sees and who it is, and why).
 
-- hive_layout: where hive's Python, its in-container packages and claude appear inside;
+- hive_layout: where hive's Python, its in-container package and claude appear inside;
 - bwrap_args: bwrap's options for one sandbox (namespaces, /usr and the root links, public /etc
   files, tmpfs /tmp, /dev/shm and HOME, hive's binds, the agent's mounts, a read-only `/`);
 - sandbox_command: what runs inside, the uid drop (drop_argv, as root) then `hive-agent run`
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import agent_harness
-import hyperhive
 from activities.backends.base import BackendError, BackendErrorKind, Mount
 from activities.backends.mounts import CONTAINER_VIEW, agent_mounts
 from agent_harness.sandbox_run import DEFAULT_MODEL_SOCKET
@@ -51,7 +50,8 @@ HIVE_DIR = PurePosixPath("/opt/hive")
 VENV_DIR = HIVE_DIR / "venv"
 SRC_DIR = HIVE_DIR / "src"
 CLAUDE_DIR = HIVE_DIR / "claude"
-IN_CONTAINER_PACKAGES = (agent_harness, hyperhive)
+# The harness alone: it imports none of hive's other packages (the kernel stays on the host).
+IN_CONTAINER_PACKAGES = (agent_harness,)
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Top-level links/dirs of a Debian root (merged /usr makes most of them symlinks).
 ROOT_ENTRIES = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -80,7 +80,7 @@ DROPPED_ENV = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy"})
 
 @dataclass(frozen=True)
 class HiveLayout:
-    """Where hive's Python, its in-container packages and claude are, inside the sandbox."""
+    """Where hive's Python, its in-container package and claude are, inside the sandbox."""
 
     binds: tuple[tuple[str, str], ...]  # (host path, sandbox path), read-only, in order
     python: str
@@ -236,7 +236,7 @@ def drop_argv(uid: int, cwd: str | None = CONTAINER_VIEW.work) -> list[str]:
 
 
 def hive_agent_argv(python: str) -> list[str]:
-    """`hive-agent` inside: the sandbox's Python with hive's packages first on sys.path."""
+    """`hive-agent` inside: the sandbox's Python with the harness first on sys.path."""
     boot = (
         f"import sys;sys.path.insert(0,{str(SRC_DIR)!r});"
         "from agent_harness.cli import main;sys.exit(main())"

@@ -345,7 +345,7 @@ SESSION_RESET_PREFIX = "session-reset-"
 
 
 def record_session_reset(
-    engine: Engine, agent: str, reset_id: str, text: str, **extra: Any
+    engine: Engine, /, agent: str, reset_id: str, text: str, **extra: Any
 ) -> None:
     """Note (a `hive` turn event, idempotent per `reset_id`) that the agent's claude session was
     discarded: `last_session_id` looks only at turns after it."""

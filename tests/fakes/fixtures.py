@@ -72,7 +72,7 @@ def clean_claude_env(base_url: str, home: Path, **extra: str) -> dict[str, str]:
         # Lets --dangerously-skip-permissions work as root.
         IS_SANDBOX="1",
         # Wait for MCP servers before the first request, and long enough on a loaded machine
-        # (hive's own turns do the same: agent_harness.claude_command.claude_env).
+        # (hive's own turns do the same: activities.claude_command.claude_env).
         MCP_CONNECTION_NONBLOCKING="0",
         MCP_CONNECT_TIMEOUT_MS="60000",
         NO_PROXY="127.0.0.1,localhost",

@@ -32,9 +32,9 @@ def nixos_hive_command(bin_dir: Path) -> Path:
 
 
 def main() -> None:
-    import hyperhive.c0re
+    import hive_c0re.c0re
     from activities.backends import ContainerBackend, NixosBackend, select_backend
-    from hyperhive.cli import main as hive_main
+    from hive_c0re.cli import main as hive_main
     from hyperhive.settings import HiveSettings
     from tests.fakes.nixos_container import Paths
 
@@ -45,7 +45,7 @@ def main() -> None:
             return select_backend(settings)
         return NixosBackend(settings, conf_dir=paths.conf_dir, profiles_dir=paths.profiles)
 
-    hyperhive.c0re.select_backend = backend  # type: ignore[attr-defined]
+    hive_c0re.c0re.select_backend = backend  # type: ignore[attr-defined]
     hive_main(sys.argv[1:])
 
 

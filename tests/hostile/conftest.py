@@ -38,13 +38,13 @@ from api.app import create_app
 from api.csrf import HEADER
 from api.manager_tools import manager_tools
 from api.mcp_server import AgentMcpServer, build_agent_mcp
+from control.lifecycle import Lifecycle
+from control.operator import OperatorService
+from control.runtime import CoreRuntime
 from hyperhive import config_repo
 from hyperhive.broker import Broker
 from hyperhive.bus import EventBus
-from hyperhive.lifecycle import Lifecycle
 from hyperhive.metrics import HiveMetrics
-from hyperhive.operator import OperatorService
-from hyperhive.runtime import CoreRuntime
 from hyperhive.settings import HiveSettings
 from hyperhive.store.agents import register_agent, set_container_status
 from hyperhive.store.db import begin, make_engine, migrate

@@ -37,13 +37,13 @@ from api.admin_socket import AdminSocket
 from api.app import create_app
 from api.manager_tools import extra_tools_for
 from api.mcp_server import AgentMcpSockets
+from control.lifecycle import Lifecycle
+from control.operator import OperatorService
+from control.runtime import CoreRuntime
 from hyperhive.broker import Broker
 from hyperhive.credentials import CredentialKind, save_credentials
 from hyperhive.domain import MANAGER_NAME
-from hyperhive.lifecycle import Lifecycle
 from hyperhive.metrics import HiveMetrics
-from hyperhive.operator import OperatorService
-from hyperhive.runtime import CoreRuntime
 from hyperhive.settings import HiveSettings
 from hyperhive.store.db import begin
 from tests.integration.test_bwrap_sandbox import python_in, up

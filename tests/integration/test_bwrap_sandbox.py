@@ -31,7 +31,7 @@ from activities.backends.base import ContainerSpec, ContainerStatus, Mount
 from activities.backends.bwrap import BwrapBackend
 from activities.backends.mounts import CONFIG_SUBDIR, CONTAINER_VIEW, agent_mounts
 from activities.backends.ownership import adopt
-from agent_harness.claude_command import claude_argv, claude_env, hive_mcp_config
+from activities.claude_command import claude_argv, claude_env, hive_mcp_config
 from api.mcp_server import AgentMcpSockets
 from api.model_proxy import ModelProxies
 from hyperhive import config_repo
@@ -228,6 +228,8 @@ async def test_an_agent_sees_only_its_own_mounts(
         str(REPO_ROOT / "pyproject.toml"),
         str(REPO_ROOT / ".hive"),
         str(REPO_ROOT / "api"),
+        # hive's own code: the harness alone (agent_harness), not the kernel.
+        "/opt/hive/src/hyperhive",
         "/etc/shadow",
         "/agents",
     ]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_harness.claude_command import claude_env as turn_env
+from activities.claude_command import claude_env as turn_env
 from tests.fakes.anthropic_api import ApiError, FakeAnthropic, Text, ToolUse, tool_result_text
 from tests.fakes.echo_mcp_server import read_log
 from tests.fakes.fixtures import echo_mcp_config, run_claude

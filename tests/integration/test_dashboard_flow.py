@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from hyperhive.lifecycle import Lifecycle
+from control.lifecycle import Lifecycle
 from hyperhive.settings import HiveSettings
 from tests.rig.c0re import RunningC0re
 from tests.rig.sse import SseStream

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from agent_harness.claude_command import (
+from activities.claude_command import (
     claude_argv,
     claude_env,
     session_exists,
     session_file,
 )
-from agent_harness.stream_parser import TurnAccumulator, TurnOutcome
+from hyperhive.claude_stream.outcome import TurnAccumulator, TurnOutcome
 from hyperhive.domain import TurnErrorClass
 from tests.fakes.anthropic_api import FakeAnthropic, Gate, Text, ToolUse
 from tests.fakes.fixtures import clean_claude_env, echo_mcp_config

@@ -309,6 +309,7 @@ let
           "hatchling"
           "pytest"
           "pytest-asyncio"
+          "pytest-timeout"
           "httpx"
           "mypy"
         ] (n: py n "1.0");

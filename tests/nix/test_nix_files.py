@@ -264,7 +264,11 @@ def test_vm_test_spawns_an_agent_through_the_cli(nix: Nix) -> None:
 # and its PATH fit what those tests import and run.
 
 # Top-level packages of this repository: the source tree, not dependencies.
-LOCAL_PACKAGES = {"hyperhive", "api", "activities", "workflows", "agent_harness", "tests", "bench"}
+LOCAL_PACKAGES = {
+    *PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"],
+    "tests",
+    "bench",
+}
 
 
 @dataclass
@@ -460,6 +464,9 @@ def test_pytest_checks_python_has_what_its_tests_import(pytest_check: Any) -> No
     # pyproject.toml's asyncio_mode needs the plugin, which nothing imports.
     assert "asyncio_mode" in PYPROJECT["tool"]["pytest"]["ini_options"]
     assert "pytest-asyncio" in packages
+    # Likewise the suite-wide `timeout`: without the plugin pytest only warns and never times out.
+    assert "timeout" in PYPROJECT["tool"]["pytest"]["ini_options"]
+    assert "pytest-timeout" in packages
 
     # Loading the browser rig would need playwright, which the check has not: the rig must stay
     # in tests/browser/conftest.py.

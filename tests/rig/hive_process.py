@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hyperhive.up import READY_LINE
+from hive_c0re.up import READY_LINE
 from tests.rig.ports import free_ports
 
 HIVE = str(Path(sys.executable).parent / "hive")

@@ -15,13 +15,11 @@ from pathlib import Path
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from hyperhive.embedded_temporal import DYNAMIC_CONFIG
-
-HIVE_AGENT = SearchAttributeKey.for_keyword("HiveAgent")
+from hyperhive.temporal_ids import HIVE_AGENT
 
 
 def _venv_binary(name: str) -> str:

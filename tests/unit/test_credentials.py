@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hyperhive import cli
-from hyperhive.cli_login import InputRefused, pick_secret
+from hive_c0re import cli
+from hive_c0re.cli_login import InputRefused, pick_secret
 from hyperhive.credentials import (
     AUTH_FILE,
     CREDENTIALS_FILE,

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agent_harness.wake_prompt import wake_prompt
+from activities.wake_prompt import wake_prompt
 from tests.fakes.anthropic_api import (
     NOTHING_SCRIPTED,
     ApiError,
@@ -682,7 +682,7 @@ def test_cli_flags_and_tools_reach_the_model(
     fake_model.script(ToolUse("mcp__echo__record", {"text": "via mcp"}), Text("done"))
     mcp_config = json.dumps(echo_mcp_config(tmp_path / "echo.jsonl"))
 
-    # Wait for the echo server before the first request (as agent_harness.claude_command does):
+    # Wait for the echo server before the first request (as activities.claude_command does):
     # by default -p connects it in the background, and a Python start-up on a busy machine
     # misses the first request.
     env = {**claude_env, "MCP_CONNECTION_NONBLOCKING": "0", "MCP_CONNECT_TIMEOUT_MS": "60000"}

@@ -104,7 +104,7 @@ def lifecycle(settings: HiveSettings, engine: Any, backend: Any) -> LifecycleAct
     async def wake(_: str) -> None:
         return None
 
-    # Only the container activities run here: no broker, agent runtime or Temporal client.
+    # Only the container activities run here: no broker, agent runtime or turn loops.
     return LifecycleActivities(settings, engine, None, backend, None, wake, None)  # type: ignore[arg-type]
 
 

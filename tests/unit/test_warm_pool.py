@@ -20,7 +20,7 @@ from activities.warm_claude import (
     tree_rss_bytes,
     user_message_line,
 )
-from agent_harness.stream_parser import parse_line
+from hyperhive.claude_stream.events import ResultEvent, parse_line
 
 EXIT_S = 10.0
 FP = "fingerprint-1"
@@ -316,10 +316,17 @@ async def test_each_result_shows_its_own_turns_cost_not_the_processs_total(spawn
     shown = []
     for running_total in (0.23, 0.47, 0.70):
         line = json.dumps({"type": "result", "subtype": "success", "total_cost_usd": running_total})
-        event = claude.with_turn_cost(parse_line(line))
+        event = claude.with_turn_cost(result_event(line))
         shown.append(event.raw["total_cost_usd"])
         assert event.raw["process_total_cost_usd"] == running_total
+        assert event.total_cost_usd == event.raw["total_cost_usd"]
     assert shown == pytest.approx([0.23, 0.24, 0.23])
     # A result without a cost is left as it is.
-    bare = parse_line('{"type": "result", "subtype": "success"}')
+    bare = result_event('{"type": "result", "subtype": "success"}')
     assert claude.with_turn_cost(bare) is bare
+
+
+def result_event(line: str) -> ResultEvent:
+    event = parse_line(line)
+    assert isinstance(event, ResultEvent)
+    return event

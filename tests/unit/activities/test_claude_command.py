@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_harness.claude_command import (
+from activities.claude_command import (
     claude_argv,
     claude_env,
     hive_mcp_config,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from agent_harness.wake_prompt import wake_prompt
+from activities.wake_prompt import wake_prompt
 
 
 def fenced_body(prompt: str) -> str:

@@ -33,11 +33,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from api.admin_socket import AdminSocket, AdminSocketError
-from hyperhive import cli, cli_admin
+from control.lifecycle import Lifecycle
+from control.operator import OperatorService
+from control.runtime import CoreRuntime
+from hive_c0re import cli, cli_admin
 from hyperhive.admin_protocol import MAX_LINE_BYTES
 from hyperhive.broker import Broker
 from hyperhive.domain import ApprovalStatus
-from hyperhive.lifecycle import Lifecycle
 from hyperhive.metrics import HiveMetrics
 from hyperhive.models import (
     Decision,
@@ -47,8 +49,6 @@ from hyperhive.models import (
     SpawnRequest,
     StartRequest,
 )
-from hyperhive.operator import OperatorService
-from hyperhive.runtime import CoreRuntime
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store

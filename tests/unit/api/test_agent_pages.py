@@ -9,7 +9,7 @@ import json
 import re
 import socket
 import stat
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,12 @@ from api import agent_pages
 from api.agent_page_servers import AgentPageServers
 from api.agent_pages import agent_router
 from api.csrf import CsrfGuard, CsrfMiddleware
+from api.refusals import answer_refusals
+from control.operator import OperatorService
+from control.runtime import CoreRuntime
 from hyperhive.broker import Broker, agent_events_topic
 from hyperhive.bus import EventBus
 from hyperhive.metrics import HiveMetrics
-from hyperhive.operator import OperatorService
-from hyperhive.runtime import CoreRuntime
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store.agents import append_turn_events, register_agent, turn_events
@@ -58,6 +59,9 @@ class FakeTemporal:
     def get_workflow_handle(self, workflow_id: str) -> _Handle:
         return _Handle(self, workflow_id)
 
+    def get_workflow_handle_for(self, run: Callable[..., Any], workflow_id: str) -> _Handle:
+        return _Handle(self, workflow_id)
+
 
 @dataclass
 class _Handle:
@@ -69,7 +73,10 @@ class _Handle:
             raise RPCError("workflow not found", RPCStatusCode.NOT_FOUND, b"")
         return type("Described", (), {"status": WorkflowExecutionStatus.RUNNING})()
 
-    async def signal(self, name: str) -> None:
+    async def signal(self, signal: str | Callable[..., Any]) -> None:
+        # Recorded by name, as Temporal sees it (the turn loop's signals are named after their
+        # methods).
+        name = signal if isinstance(signal, str) else signal.__name__
         self.temporal.signals.append((self.workflow_id, name))
 
 
@@ -133,6 +140,7 @@ def app(settings, engine, broker, temporal, warm) -> FastAPI:
     app.state.runtime = runtime
     app.state.operator = OperatorService(runtime)
     app.state.csrf = guard
+    answer_refusals(app)
     app.add_middleware(CsrfMiddleware, guard=guard)
     app.include_router(agent_router(), prefix="/agents/{name}")
     # The agent's own port serves it at /; here under /own so both fit in one app.

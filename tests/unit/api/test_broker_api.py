@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from api.broker import error_response, router
+from api.broker import refused, router
+from api.refusals import answer_refusals
 from hyperhive.broker import Broker, RateLimitedError
 from hyperhive.bus import EventBus
 from hyperhive.domain import OPERATOR_NAME
@@ -54,6 +55,7 @@ async def client(broker) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     app.include_router(router)
     app.state.broker = broker
+    answer_refusals(app)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
         yield c
@@ -165,7 +167,7 @@ async def test_escaped_json_bodies_up_to_the_limit_are_accepted(client):
 
 async def test_rate_limited_is_429_with_retry_after():
     error = RateLimitedError("too fast", "wait", retry_after=2.2)
-    response = error_response(error)
+    response = refused(error).response()
     assert response.status_code == 429
     assert response.headers["retry-after"] == "3"
     assert json.loads(bytes(response.body)) == {

@@ -24,12 +24,12 @@ from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
 from api.app import create_app
+from control.lifecycle import Lifecycle
+from control.runtime import CoreRuntime
 from hyperhive.broker import Broker
 from hyperhive.domain import AgentState, ApprovalStatus
-from hyperhive.lifecycle import Lifecycle
 from hyperhive.metrics import HiveMetrics
 from hyperhive.models import NewApproval
-from hyperhive.runtime import CoreRuntime
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store

@@ -1,10 +1,10 @@
-"""Record claude's stream-json stdout for the stream parser's tests, from the real CLI.
+"""Record claude's stream-json stdout for the tests of hyperhive.claude_stream, from the real CLI.
 
-    .venv/bin/python -m tests.unit.harness.record_transcripts [scenario ...]
+    .venv/bin/python -m tests.unit.claude_stream.record_transcripts [scenario ...]
 
 Each scenario runs the pinned claude CLI (``$HIVE_TEST_CLAUDE_BIN`` or the repo's
 ``.cache/npm/node_modules/.bin/claude``) against the fake model API, with the argv and environment
-our harness builds (``agent_harness.claude_command``) and a wake prompt on stdin, and writes its
+hive's turns build (``activities.claude_command``) and a wake prompt on stdin, and writes its
 stdout to ``transcripts/<scenario>.jsonl``; ``transcripts/index.json`` keeps each run's exit code,
 duration and stderr. Temporary paths and the fake's port are replaced by fixed ones so re-recording
 changes only what the CLI changed. Re-record when the CLI pin moves.
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent_harness.claude_command import claude_argv, claude_env, project_dir_name
-from agent_harness.wake_prompt import wake_prompt
+from activities.claude_command import claude_argv, claude_env, project_dir_name
+from activities.wake_prompt import wake_prompt
 from tests.fakes.anthropic_api import ApiError, FakeAnthropic, Gate, Reply, Text, ToolUse
 from tests.fakes.fixtures import DEFAULT_CLAUDE_BIN, clean_claude_env, echo_mcp_config
 
