@@ -72,7 +72,6 @@ class LifecycleActivities:
         broker: Broker,
         backend: ContainerBackend,
         agents: AgentServing,
-        wake: Callable[[str], Awaitable[None]],
         loops: AgentLoops,
     ) -> None:
         self._loops = loops
@@ -82,7 +81,6 @@ class LifecycleActivities:
         self._broker = broker
         self._backend = backend
         self._agents = agents
-        self._wake = wake
 
     # -- approvals and notices ------------------------------------------------------------------
 
@@ -118,7 +116,7 @@ class LifecycleActivities:
 
     @activity.defn(name="wake_agent")
     async def wake_agent(self, name: str) -> None:
-        await self._wake(name)
+        await self._loops(name)
 
     @activity.defn(name="stop_agent_loop")
     async def stop_agent_loop(self, name: str) -> None:

@@ -90,7 +90,7 @@ def build_workers(
     agents = AgentActivities(runtime.engine, runtime.broker)
     # The waker wakes the agents' turn loops and stops them (it is their AgentLoops).
     lifecycle = LifecycleActivities(
-        settings, runtime.engine, runtime.broker, backend, agent_runtime, waker, waker
+        settings, runtime.engine, runtime.broker, backend, agent_runtime, waker
     )
     # Named, so the SDK does not hash every loaded module to make one up (~0.5 s at start-up).
     build_id = f"hyperhive-{settings.hyperhive_rev or agent_flake.hyperhive_revision()}"

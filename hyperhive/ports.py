@@ -17,6 +17,10 @@ class AgentServing(Protocol):
 class AgentLoops(Protocol):
     """An agent's durable turn loop (its AgentWorkflow), as the lifecycle activities drive it."""
 
+    async def __call__(self, agent: str) -> None:
+        """Wake the loop (starting it when it is not running): the broker's Waker too."""
+        ...
+
     async def stop(self, agent: str) -> None:
         """Stop the loop and return once it has ended; at once when it is not running."""
         ...

@@ -101,11 +101,8 @@ async def engine(settings: HiveSettings) -> AsyncIterator[Any]:
 
 
 def lifecycle(settings: HiveSettings, engine: Any, backend: Any) -> LifecycleActivities:
-    async def wake(_: str) -> None:
-        return None
-
     # Only the container activities run here: no broker, agent runtime or turn loops.
-    return LifecycleActivities(settings, engine, None, backend, None, wake, None)  # type: ignore[arg-type]
+    return LifecycleActivities(settings, engine, None, backend, None, None)  # type: ignore[arg-type]
 
 
 def nixos(settings: HiveSettings, fake: FakeInstall) -> NixosBackend:
