@@ -31,6 +31,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.common import PYTHON, Row, child_stdout_silenced, load_average, print_rows
+from control.waker import agent_loop_handle
 from hyperhive.embedded_temporal import DYNAMIC_CONFIG
 from hyperhive.models import (
     AgentLimits,
@@ -126,7 +127,7 @@ async def drive(client: Client, turns: int, turns_per_run: int) -> Chain:
             id=workflow_id,
             task_queue=queue,
         )
-        latest = client.get_workflow_handle_for(AgentWorkflow.run, workflow_id)
+        latest = agent_loop_handle(client, workflow_id)
         while True:
             try:
                 status: AgentStatus = await latest.query(AgentWorkflow.status)

@@ -20,6 +20,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from control.runtime import CoreRuntime
+from control.waker import agent_loop_handle
 from hyperhive import __version__, agent_flake, config_repo
 from hyperhive.agent_config import ClaudeSettingsError, effective_config, parse_claude_settings
 from hyperhive.broker import BrokerError
@@ -338,7 +339,7 @@ class OperatorService:
         await self._signal_loop(name, LOOP_SIGNALS[signal])
 
     async def _signal_loop(self, name: str, signal: Callable[[AgentWorkflow], None]) -> None:
-        handle = self._rt.client.get_workflow_handle_for(AgentWorkflow.run, agent_workflow_id(name))
+        handle = agent_loop_handle(self._rt.client, agent_workflow_id(name))
         try:
             described = await handle.describe()
             if described.status != WorkflowExecutionStatus.RUNNING:

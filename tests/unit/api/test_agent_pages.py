@@ -56,10 +56,7 @@ class FakeTemporal:
     running: set[str] = field(default_factory=set)
     signals: list[tuple[str, str]] = field(default_factory=list)
 
-    def get_workflow_handle(self, workflow_id: str) -> _Handle:
-        return _Handle(self, workflow_id)
-
-    def get_workflow_handle_for(self, run: Callable[..., Any], workflow_id: str) -> _Handle:
+    def get_workflow_handle(self, workflow_id: str, *, result_type: type | None = None) -> _Handle:
         return _Handle(self, workflow_id)
 
 
