@@ -24,6 +24,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from control.waker import agent_loop_handle
 from hyperhive.models import (
     AgentLimits,
     AgentStateChange,
@@ -130,7 +131,7 @@ async def agent_loop(
             task_queue=task_queue,
         )
         # Unpinned to a run: queries follow the workflow across continue-as-new.
-        latest = env.client.get_workflow_handle_for(AgentWorkflow.run, handle.id)
+        latest = agent_loop_handle(env.client, handle.id)
         try:
             yield latest
         finally:
