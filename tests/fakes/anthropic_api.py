@@ -702,7 +702,7 @@ class FakeAnthropic:
 
         delay_s, hang = step.delay_s, step.hang
         if delay_s:
-            await asyncio.sleep(delay_s)
+            await asyncio.sleep(delay_s)  # a slow model, as the script asked
         if hang is not None:
             await hang.wait()
 

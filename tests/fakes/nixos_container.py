@@ -327,7 +327,7 @@ def build_progress(planned: list[str], built: list[str]) -> None:
     for drv in built:
         sys.stderr.write(f"building '/nix/store/{drv}.drv'...\n")
         sys.stderr.flush()
-        time.sleep(seconds / len(built))
+        time.sleep(seconds / len(built))  # a slow build: its time is what a test watches
 
 
 def builder_failed(failed: str, system: str, log: str) -> None:
@@ -347,6 +347,7 @@ def build_flake(paths: Paths, flake: str, attr: str) -> Path:
     """The Perl buildFlake(): build, then read ./.tmp back and unlink it."""
     if nix_build(paths, flake, attr) is None:
         die(f"{PROG}: failed to build container from flake '{flake}'\n")
+    # A slow build, for tests that catch create mid-way (./.tmp is there, the system not yet).
     time.sleep(float(os.environ.get("FAKE_NIXOS_BUILD_DELAY", "0") or 0))
     try:
         system_path = Path(os.readlink(".tmp"))

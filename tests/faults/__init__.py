@@ -6,12 +6,12 @@ claude CLI), so `pytest -m faults` runs the suite alone. They run in the default
 the big SIGKILL run (1,000 messages) is sized by `HIVE_FAULTS_QUICK` / `HIVE_FAULTS_MESSAGES` (see
 test_c0re_kill.py).
 
-Shared helpers for the suite live here.
+Shared helpers for the suite live here; tests/rig/polling.py waits for what only the store knows
+(e.g. "every message delivered": nothing outside hive-c0re announces it).
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,22 +40,6 @@ def stored_messages(engine: Any) -> list[StoredMessage]:
     return [
         StoredMessage(r.id, r.sender, r.recipient, r.body, r.delivered_at, r.turn_id) for r in rows
     ]
-
-
-async def wait_until(check, what: str, timeout: float, every: float = 0.5) -> Any:
-    """Poll `check()` (run in a thread: it reads the store) until it returns something truthy.
-
-    For conditions that only the store knows (e.g. "every message delivered"): there is no
-    event to await from outside hive-c0re."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last: Any = None
-    while loop.time() < deadline:
-        last = await asyncio.to_thread(check)
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def stored_rows(hive: Any) -> list[StoredMessage]:

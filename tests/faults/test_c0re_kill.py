@@ -55,9 +55,10 @@ import sqlalchemy as sa
 
 from hyperhive.store.agents import MESSAGES
 from tests.fakes.anthropic_api import FakeAnthropic, Reply, Text, ToolUse, tool_result_text
-from tests.faults import stored_rows, wait_until
+from tests.faults import stored_rows
 from tests.rig.agent_scripts import received, recv, send, turn_view, wake_of
 from tests.rig.hive_process import pids_with_cwd, wait_gone
+from tests.rig.polling import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -217,7 +218,12 @@ async def test_sigkill_c0re_at_random_points_loses_and_doubles_nothing(
         return rows if done else None
 
     try:
-        await wait_until(all_delivered, f"{total} messages delivered", timeout=120 + total)
+        await eventually(
+            lambda: asyncio.to_thread(all_delivered),
+            what=f"{total} messages delivered",
+            timeout=120 + total,
+            interval=0.5,
+        )
     except AssertionError as exc:
         rows = stored_rows(hive)
         missing = sorted(planned_bodies - {r.body for r in rows})
@@ -326,7 +332,12 @@ async def test_a_message_recvd_just_before_the_kill_reaches_the_retried_turn(
     def second_popped():
         return any(r.body == "second" and r.delivered_at for r in stored_rows(hive))
 
-    await wait_until(second_popped, "recv to pop the second message", timeout=90)
+    await eventually(
+        lambda: asyncio.to_thread(second_popped),
+        what="recv to pop the second message",
+        timeout=90,
+        interval=0.5,
+    )
     running = pids_with_cwd(_work(hive, "a"))
     hive.process.kill()
     assert wait_gone(running) == []
@@ -336,7 +347,12 @@ async def test_a_message_recvd_just_before_the_kill_reaches_the_retried_turn(
         rows = stored_rows(hive)
         return len(rows) == 2 and all(r.delivered_at for r in rows)
 
-    await wait_until(both_claimed, "both messages delivered", timeout=120)
+    await eventually(
+        lambda: asyncio.to_thread(both_claimed),
+        what="both messages delivered",
+        timeout=120,
+        interval=0.5,
+    )
     await hive.wait_status("a", lambda s: s.turns_total >= 1 and s.state == "idle", timeout=120)
 
     seen = _recv_results_in_context(fake_model) | {

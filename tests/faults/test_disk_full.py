@@ -12,6 +12,7 @@ body is whole, and the SQLite file passes `PRAGMA integrity_check`.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import sqlite3
@@ -23,8 +24,9 @@ import httpx
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic, Text
-from tests.faults import stored_rows, wait_until
+from tests.faults import stored_rows
 from tests.rig.agent_scripts import wake_of
+from tests.rig.polling import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -123,7 +125,12 @@ async def test_a_full_state_disk_loses_and_corrupts_nothing_and_recovers(
         done = len(rows) == len(accepted) + 2 and all(r.delivered_at for r in rows)
         return rows if done else None
 
-    await wait_until(all_delivered, "every accepted message delivered", timeout=180)
+    await eventually(
+        lambda: asyncio.to_thread(all_delivered),
+        what="every accepted message delivered",
+        timeout=180,
+        interval=0.5,
+    )
     await hive.wait_status("a", lambda s: s.state == "idle", timeout=120)
     bodies = [r.body for r in stored_rows(hive)]
     # Whole bodies only, in order; the refused one nowhere.

@@ -51,6 +51,7 @@ from tests.faults import StoredMessage, stored_rows
 from tests.rig.agent_scripts import send, turn_view
 from tests.rig.c0re import RunningC0re, StartC0re
 from tests.rig.hive_process import pids_with_cwd, wait_gone
+from tests.rig.polling import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -187,20 +188,20 @@ async def test_a_turn_retried_after_its_send_does_not_send_again(
 
     planned = {f"hop:{chain}:{n}" for chain in CHAINS for n in range(HOPS + 1)}
     finals = {f"hop:{chain}:{HOPS}" for chain in CHAINS}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 240
     # Polled: only the store and the workflows' status queries know the hive is quiet.
-    while (rows := await _settled(hive, finals)) is None:
-        if loop.time() > deadline:
-            now = await asyncio.to_thread(stored_rows, hive)
-            states = {a: (await hive.status(a)).state for a in AGENTS}
-            waiting = [(r.id, r.recipient, r.body) for r in now if not r.delivered_at]
-            raise AssertionError(
-                f"not quiet with every chain at hop {HOPS} after 240 s: "
-                f"{sorted(planned - {r.body for r in now})} never stored, undelivered "
-                f"{waiting}, agents {states}"
-            )
-        await asyncio.sleep(0.5)
+    try:
+        rows = await eventually(
+            lambda: _settled(hive, finals), what="a quiet hive", timeout=240, interval=0.5
+        )
+    except AssertionError:
+        now = await asyncio.to_thread(stored_rows, hive)
+        states = {a: (await hive.status(a)).state for a in AGENTS}
+        waiting = [(r.id, r.recipient, r.body) for r in now if not r.delivered_at]
+        raise AssertionError(
+            f"not quiet with every chain at hop {HOPS} after 240 s: "
+            f"{sorted(planned - {r.body for r in now})} never stored, undelivered "
+            f"{waiting}, agents {states}"
+        ) from None
 
     counts = Counter(r.body for r in rows)
     unexpected = sorted(set(counts) - planned)

@@ -30,9 +30,10 @@ from temporalio.testing import WorkflowEnvironment
 from hyperhive.embedded_temporal import EmbeddedTemporal
 from hyperhive.settings import HiveSettings
 from tests.fakes.anthropic_api import FakeAnthropic, Text
-from tests.faults import stored_rows, wait_until
+from tests.faults import stored_rows
 from tests.rig.agent_scripts import wake_of
 from tests.rig.hive_process import wait_gone
+from tests.rig.polling import eventually
 from tests.rig.ports import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -133,7 +134,12 @@ async def test_messages_before_during_and_after_a_temporal_restart_arrive_once(
         return len(rows) == len(expected) and all(r.delivered_at for r in rows)
 
     try:
-        await wait_until(all_delivered, "every message delivered after the restart", timeout=120)
+        await eventually(
+            lambda: asyncio.to_thread(all_delivered),
+            what="every message delivered after the restart",
+            timeout=120,
+            interval=0.5,
+        )
     except AssertionError as exc:
         waiting = [(r.recipient, r.body) for r in stored_rows(hive) if not r.delivered_at]
         raise AssertionError(f"{exc}; still undelivered: {waiting}") from None
@@ -159,4 +165,9 @@ async def test_a_message_sent_while_temporal_is_down_is_delivered_once_it_is_bac
         rows = [r for r in stored_rows(hive) if r.body.startswith("during")]
         return len(rows) == len(AGENTS) and all(r.delivered_at for r in rows)
 
-    await wait_until(during_delivered, "the outage's messages delivered", timeout=60)
+    await eventually(
+        lambda: asyncio.to_thread(during_delivered),
+        what="the outage's messages delivered",
+        timeout=60,
+        interval=0.5,
+    )

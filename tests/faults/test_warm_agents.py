@@ -25,7 +25,6 @@ from tests.integration.test_warm_agents import (
     claude_pids,
     held,
     no_claude_of,
-    poll,
     the_claude_of,
     turn_done,
     wake_request,
@@ -36,6 +35,7 @@ from tests.rig.agent_scripts import Wake, hive_responder
 from tests.rig.c0re import RunningC0re, StartC0re
 from tests.rig.hive_process import pids_with_cwd, wait_gone
 from tests.rig.mcp_client import text_of, uds_client
+from tests.rig.polling import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -200,7 +200,12 @@ async def test_a_config_commit_applied_while_warm_starts_a_fresh_claude_with_it(
             engine.dispose()
         return agent is not None and agent.deployed_sha == sha
 
-    await poll(deployed, f"commit {sha[:12]} deployed to a", timeout=60)
+    await eventually(
+        lambda: asyncio.to_thread(deployed),
+        what=f"commit {sha[:12]} deployed to a",
+        timeout=60,
+        interval=0.1,
+    )
 
     await hive.send("a", "after the commit")
     await turn_done(hive, "a", 2)

@@ -31,7 +31,6 @@ review, "operator host").
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -70,6 +69,7 @@ from tests.rig.agent_scripts import for_agent, send
 from tests.rig.broker import RecordingWaker
 from tests.rig.c0re import RunningC0re, StartC0re, register_spawned
 from tests.rig.hive_process import HiveEnv, HiveProcess
+from tests.rig.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -492,12 +492,17 @@ async def test_a_nixos_turn_keeps_the_api_key_out_of_every_command_line(
 async def said(hive: RunningC0re, text: str, timeout: float = 30) -> str:
     """The daemon's output once it holds `text` (its reader threads append lines as they come;
     the output has no event to wait on)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while text not in (out := hive.process.output()):
-        assert loop.time() < deadline, f"hive c0re never said {text!r}:\n{out[-4000:]}"
-        await asyncio.sleep(0.05)
-    return out
+
+    def output() -> str | None:
+        out = hive.process.output()
+        return out if text in out else None
+
+    return await eventually(
+        output,
+        what=lambda: f"hive c0re to say {text!r}; it said:\n{hive.process.output()[-4000:]}",
+        timeout=timeout,
+        interval=0.05,
+    )
 
 
 async def test_a_squatted_page_port_gets_no_link(tmp_path: Path, start_c0re: StartC0re) -> None:

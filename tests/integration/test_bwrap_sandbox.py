@@ -469,7 +469,7 @@ async def test_bookkeeping_and_refusals(settings: HiveSettings, tmp_path: Path):
 
     # stop kills what runs in it, and refuses further execs.
     sleeper = await backend.exec("carol", ["sleep", "60"], env={}, stdin=b"", host_cwd=Path("/"))
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # let sleep start in the sandbox (it prints nothing to wait for)
     await backend.stop("carol")
     assert await asyncio.wait_for(sleeper.wait(), 10) == -9
     assert await backend.status("carol") is ContainerStatus.DOWN
@@ -501,7 +501,7 @@ async def main():
         "alice", ["sh", "-c", "echo up; exec sleep 600 {marker}"], env={{}}, stdin=b"",
         host_cwd=pathlib.Path("/"))
     print((await p.stdout.readline()).decode().strip(), flush=True)
-    await asyncio.sleep(600)
+    await asyncio.sleep(600)  # stand for hive-c0re: live until the test SIGKILLs it
 asyncio.run(main())
 """
     parent = await asyncio.create_subprocess_exec(

@@ -22,6 +22,7 @@ from tests.fakes.anthropic_api import FakeAnthropic, Text
 from tests.rig.agent_scripts import Wake, hive_responder, send, wake_of
 from tests.rig.hive_process import run_hive
 from tests.rig.mcp_client import text_of, uds_client
+from tests.rig.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -249,18 +250,23 @@ async def test_auto_update_at_start_up_updates_only_stale_agents(tmp_path, start
     # Start-up triggers the hive-auto-update schedule once; the schedule starts its workflow
     # asynchronously and has no push form: look at its description until the run shows up.
     schedule = hive.client.get_schedule_handle("hive-auto-update")
-    run = None
-    for _ in range(300):
+
+    async def first_run():
         described = await schedule.describe()
         started = [r.action for r in described.info.recent_actions]
         started += described.info.running_actions
-        if started:
-            run = hive.client.get_workflow_handle(
-                started[0].workflow_id, run_id=started[0].first_execution_run_id
-            )
-            break
-        await asyncio.sleep(0.1)
-    assert run is not None, "the schedule should have started an AutoUpdateWorkflow"
+        if not started:
+            return None
+        return hive.client.get_workflow_handle(
+            started[0].workflow_id, run_id=started[0].first_execution_run_id
+        )
+
+    run = await eventually(
+        first_run,
+        what="the schedule to have started an AutoUpdateWorkflow",
+        timeout=30,
+        interval=0.1,
+    )
     result = await run.result()
     assert result["updated"] == ["stale"] and result["failed"] == {}
     assert _agent(hive, "stale").hyperhive_rev == current

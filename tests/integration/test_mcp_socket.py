@@ -233,7 +233,7 @@ async def test_start_is_idempotent_and_stop_frees_the_socket_and_its_tasks(
     # A long-polling recv in flight when the socket stops is answered at once, not cut off.
     async with uds_client(path) as client:
         polling = asyncio.create_task(client.call_tool("recv", {"wait_seconds": 60}))
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # into the recv's wait: nothing announces it
         started = time.monotonic()
         await sockets.stop("alice")
         stopped_in = time.monotonic() - started

@@ -204,7 +204,7 @@ def test_retry_after_a_kill_keeps_the_session(
     try:
         fake_model.wait_for_requests(2, timeout=TIMEOUT)
         if kill_after_s:
-            time.sleep(kill_after_s)
+            time.sleep(kill_after_s)  # the kill's timing is the parameter: give claude that long
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
     _, killed, _ = finish(proc)

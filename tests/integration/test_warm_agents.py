@@ -37,6 +37,7 @@ from tests.fakes.anthropic_api import (
 from tests.rig.agent_scripts import Wake, for_agent, hive_responder, send, wake_of
 from tests.rig.c0re import RunningC0re, StartC0re
 from tests.rig.hive_process import pids_with_cwd, wait_gone
+from tests.rig.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -75,20 +76,6 @@ def claude_pids(work: Path) -> list[int]:
     return found
 
 
-async def poll(check: Callable[[], T | None], what: str, timeout: float = 30) -> T:
-    """`check()` (run in a thread: it reads /proc or the store) until it returns a value that
-    is not None/False; for what only the process table or the store knows."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        found = await asyncio.to_thread(check)
-        if found is not None and found is not False:
-            return found
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def the_claude_of(hive: RunningC0re, agent: str, timeout: float = 30) -> int:
     """The pid of the one claude working in `agent`'s work dir."""
     work = work_dir(hive, agent)
@@ -97,13 +84,28 @@ async def the_claude_of(hive: RunningC0re, agent: str, timeout: float = 30) -> i
         pids = claude_pids(work)
         return pids[0] if len(pids) == 1 else None
 
-    return await poll(one, f"exactly one claude of {agent}", timeout)
+    # In a thread, as every look at /proc or the store here: it blocks.
+    return await eventually(
+        lambda: asyncio.to_thread(one),
+        what=f"exactly one claude of {agent}",
+        timeout=timeout,
+        interval=0.1,
+    )
 
 
 async def no_claude_of(hive: RunningC0re, agent: str, timeout: float = 30) -> None:
     """Wait until nothing works in `agent`'s work dir (claude and its MCP bridge gone)."""
     work = work_dir(hive, agent)
-    await poll(lambda: not pids_with_cwd(work), f"no process in {agent}'s work dir", timeout)
+
+    def gone() -> bool:
+        return not pids_with_cwd(work)
+
+    await eventually(
+        lambda: asyncio.to_thread(gone),
+        what=f"no process in {agent}'s work dir",
+        timeout=timeout,
+        interval=0.1,
+    )
 
 
 async def turn_done(hive: RunningC0re, agent: str, turns: int, timeout: float = 120) -> None:

@@ -33,6 +33,7 @@ from hyperhive.store import messages as message_store
 from hyperhive.store.db import make_engine, migrate
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.rig.hive_process import HiveEnv, HiveProcess, run_hive
+from tests.rig.polling import eventually
 
 
 @dataclass
@@ -91,18 +92,22 @@ class RunningC0re:
         self, agent: str, check: Callable[[AgentStatus], bool], timeout: float = 60
     ) -> AgentStatus:
         """Poll the workflow's status query until `check` holds (queries have no push form)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         last: AgentStatus | None = None
-        while loop.time() < deadline:
+
+        async def matched() -> AgentStatus | None:
+            nonlocal last
             try:
                 last = await self.status(agent)
             except RPCError:
                 last = None
-            if last is not None and check(last):
-                return last
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{agent}: status never matched; last: {last}")
+            return last if last is not None and check(last) else None
+
+        return await eventually(
+            matched,
+            timeout=timeout,
+            interval=0.1,
+            what=lambda: f"{agent}'s status to match; last: {last}",
+        )
 
     def messages(self, agent: str | None = None) -> list[Message]:
         engine = self.engine()

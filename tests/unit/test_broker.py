@@ -387,7 +387,7 @@ async def test_recv_by_an_unknown_or_invalid_agent(broker):
 async def test_long_poll_recv_wakes_on_a_send_not_by_polling(broker):
     # recheck_interval_s=60: only the bus can end this wait early.
     waiting = asyncio.create_task(broker.recv("bob", wait_seconds=20))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # into recv's wait: nothing announces it
     assert not waiting.done()
     sent_at = time.perf_counter()
     await broker.send("alice", "bob", "wake up")
@@ -405,7 +405,7 @@ async def test_long_poll_times_out_with_none(broker):
 async def test_two_waiting_receivers_one_message(broker):
     first = asyncio.create_task(broker.recv("bob", wait_seconds=1))
     second = asyncio.create_task(broker.recv("bob", wait_seconds=1))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # both into their wait: nothing announces it
     await broker.send("alice", "bob", "only one")
     results = await asyncio.gather(first, second)
     assert sorted(m.body if m else "" for m in results) == ["", "only one"]
@@ -416,7 +416,7 @@ async def test_recv_rechecks_the_store_for_messages_without_a_bus_event(
 ):
     broker = Broker(engine, bus, waker, settings, recheck_interval_s=0.05)
     waiting = asyncio.create_task(broker.recv("bob", wait_seconds=5))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # into recv's wait, past its first looks: nothing announces it
     # stored by another process (no event on this bus)
     await asyncio.to_thread(
         __import__("hyperhive.store.messages", fromlist=["x"]).insert_message,
@@ -432,7 +432,7 @@ async def test_recv_rechecks_the_store_for_messages_without_a_bus_event(
 
 async def test_a_recv_cancelled_while_waiting_leaves_messages_alone(broker, engine):
     waiting = asyncio.create_task(broker.recv("bob", wait_seconds=20))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # cancel it in its wait, not before it starts: nothing announces it
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
@@ -447,7 +447,7 @@ async def test_a_recv_cancelled_during_its_pop_gives_the_message_back(broker, en
     blocker.begin()
     try:
         receiving = asyncio.create_task(broker.recv("bob"))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # to the locked BEGIN, where it stays: nothing announces it
         assert not receiving.done()
         receiving.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from hyperhive.bus import Bus, EventBus
+from tests.rig.polling import eventually
 
 
 def test_event_bus_implements_the_bus_interface():
@@ -76,8 +77,7 @@ async def test_async_iteration_ends_when_closed():
     reader = asyncio.create_task(read())
     bus.publish("t", {"a": 1})
     bus.publish("t", {"a": 2})
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    await eventually(lambda: len(got) == 2, timeout=2, what="the reader to take both events")
     sub.close()
     await asyncio.wait_for(reader, 2)
     assert got == [{"a": 1}, {"a": 2}]
@@ -130,7 +130,8 @@ async def test_bus_wait_returns_on_publish_or_times_out():
     assert time.perf_counter() - started >= 0.04
 
     async def later() -> None:
-        await asyncio.sleep(0.05)
+        # Subscribing and blocking happen without a yield between: once subscribed, it waits.
+        await eventually(lambda: bus.subscriber_count("inbox:bob") == 1, timeout=5, what="a wait")
         bus.publish("inbox:bob", {"id": 1})
 
     task = asyncio.create_task(later())

@@ -34,6 +34,7 @@ from hyperhive.models import (
     TurnRequest,
     TurnResult,
 )
+from tests.rig.polling import eventually
 from workflows.agent import AgentWorkflow
 
 
@@ -75,7 +76,7 @@ class ScriptedHost:
             if self.hang is not None:
                 while True:  # a silent claude: heartbeats keep it alive until cancelled
                     activity.heartbeat()
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.05)  # the heartbeat's pace
             outcome = self.outcomes.popleft() if self.outcomes else {}
             if isinstance(outcome, Exception):
                 raise outcome
@@ -142,19 +143,21 @@ async def agent_loop(
 
 
 async def wait_status(handle, check, timeout: float = 90):
-    async def poll():
-        while True:
-            try:
-                status = await handle.query(AgentWorkflow.status)
-            except RPCError:
-                # Right after continue-as-new the time-skipping server can fail a query once
-                # ("query deadline exceeded") while the new run's first task is dispatched.
-                continue
-            if check(status):
-                return status
-            await asyncio.sleep(0.05)
+    last = None
 
-    return await asyncio.wait_for(poll(), timeout)
+    async def matched():
+        nonlocal last
+        try:
+            last = await handle.query(AgentWorkflow.status)
+        except RPCError:
+            # Right after continue-as-new the time-skipping server can fail a query once
+            # ("query deadline exceeded") while the new run's first task is dispatched.
+            return None
+        return last if check(last) else None
+
+    return await eventually(
+        matched, timeout=timeout, what=lambda: f"a status to match (last: {last})"
+    )
 
 
 async def test_runs_one_turn_per_message_then_idles(time_skipping_server, task_queue):

@@ -204,7 +204,7 @@ async def test_operator_recv(client, broker):
 
 async def test_operator_recv_long_polls(client, broker):
     waiting = asyncio.create_task(client.post("/api/operator/recv", params={"wait_seconds": 5}))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # into the long-poll's wait: nothing announces it
     await broker.send("alice", OPERATOR_NAME, "done")
     r = await asyncio.wait_for(waiting, 3)
     assert r.status_code == 200 and r.json()["body"] == "done"

@@ -34,6 +34,7 @@ from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
 from hyperhive.store import messages as message_store
+from tests.rig.polling import eventually
 from tests.rig.sse import SseStream
 
 TIMEOUT = 10.0
@@ -400,19 +401,22 @@ async def test_live_streams_are_bounded_and_a_closed_one_frees_its_slot(
         assert refused.status_code == 503
         assert refused.json()["error"] == "too_many_streams"
         assert "HIVE_MAX_LIVE_STREAMS" in refused.json()["hint"]
-    # Both clients left: once the server has seen them go, both slots are free again.
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT
+    # Both clients left: once the server has seen them go, both slots are free again. The
+    # disconnects are seen on the server's next read: until then a new stream is refused.
     readers.clear()
     async with contextlib.AsyncExitStack() as open_streams:
-        while len(readers) < 2:
+
+        async def admitted() -> httpx.Response | None:
             r = await open_streams.enter_async_context(
                 stream_client.stream("GET", "/api/stream/messages")
             )
-            if r.status_code == 503 and loop.time() < deadline:
+            if r.status_code == 503:
                 await r.aclose()
-                await asyncio.sleep(0.05)  # the disconnects are seen on the server's next read
-                continue
+                return None
+            return r
+
+        while len(readers) < 2:
+            r = await eventually(admitted, timeout=TIMEOUT, what="a live-stream slot to free")
             assert r.status_code == 200
             readers.append(SseStream(r))
             assert (await readers[-1].next())["event"] == "ready"

@@ -136,7 +136,7 @@ async def test_recv_waits_for_a_message(broker: Broker) -> None:
     assert time.monotonic() - started >= 0.25
 
     waiting = asyncio.create_task(ok(bob, "recv", wait_seconds=10))
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # a negative check: time to return early, then see it did not
     assert not waiting.done()
     await ok(alice, "send", to="bob", body="wake up")
     text = await asyncio.wait_for(waiting, 5)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.nixos_container import FakeInstall
+from tests.rig.polling import eventually_sync
 
 FAKE = Path(__file__).resolve().parents[2] / "fakes" / "nixos_container.py"
 ERRNO_ISH = {1, 2, 17, 22, 255}
@@ -263,13 +264,15 @@ def test_create_writes_dot_tmp_in_its_cwd(fake: FakeInstall, tmp_path: Path, cwd
         env=env,
         stderr=subprocess.PIPE,
     )
-    seen = None
-    deadline = time.monotonic() + 10
-    while process.poll() is None and time.monotonic() < deadline:
+
+    def link() -> Path | None:
+        ended = process.poll() is not None  # looked at first: once ended, no link can show up
         if (cwd / ".tmp").is_symlink():
-            seen = Path(os.readlink(cwd / ".tmp"))
-            break
-        time.sleep(0.01)
+            return Path(os.readlink(cwd / ".tmp"))
+        assert not ended, f"create ended (rc={process.returncode}) and no ./.tmp link was seen"
+        return None
+
+    seen = eventually_sync(link, timeout=10, interval=0.01, what="create's ./.tmp link")
     assert process.wait(timeout=10) == 0
     assert seen is not None and seen.parent == fake.paths.store
     assert not (cwd / ".tmp").is_symlink()  # read back and removed
@@ -660,7 +663,7 @@ def test_run_survives_a_group_kill_without_pdeathsig(fake: FakeInstall, cwd: Pat
     try:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
-        time.sleep(0.2)
+        time.sleep(0.2)  # a negative check: give the kill time to reach inside, then see it did not
         assert Path(f"/proc/{inner}").exists()
         state = Path(f"/proc/{inner}/stat").read_text().rsplit(")", 1)[1].split()[0]
         assert state not in ("Z", "X")

@@ -29,6 +29,7 @@ from activities.backends.nixos_errors import classify
 from hyperhive.child_process import kill_process_group
 from hyperhive.settings import HiveSettings
 from tests.fakes.nixos_container import FakeInstall
+from tests.rig.polling import eventually
 
 Kind = BackendErrorKind
 
@@ -275,11 +276,10 @@ async def test_cancelled_create_kills_the_cli_and_the_next_create_recovers(
 ) -> None:
     monkeypatch.setenv("FAKE_NIXOS_BUILD_DELAY", "30")
     task = asyncio.create_task(backend.create(spec(settings, "alpha")))
-    deadline = time.monotonic() + 20
-    while not fake.conf("h-alpha").exists() and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    assert fake.conf("h-alpha").exists(), "the create never started"
-    await asyncio.sleep(0.2)  # into the build
+    await eventually(
+        fake.conf("h-alpha").exists, timeout=20, interval=0.02, what="the create to start"
+    )
+    await asyncio.sleep(0.2)  # into the 30 s build (nothing tells when it begins): cancel mid-way
     started = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -741,12 +741,15 @@ async def test_exec_is_its_own_process_group_and_the_group_kill_reaches_inside(
 
     kill_process_group(process.pid, signal.SIGKILL)
 
-    deadline = time.monotonic() + 5
-    while alive(inner) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    if alive(inner):
-        os.kill(inner, signal.SIGKILL)
-        pytest.fail("the command inside survived the kill of the exec's process group")
+    try:
+        await eventually(
+            lambda: not alive(inner),
+            timeout=5,
+            what="the command inside to die with the exec's process group",
+        )
+    finally:
+        if alive(inner):
+            os.kill(inner, signal.SIGKILL)
     # asyncio's wait() also waits for the pipes, which a surviving command would hold open.
     await asyncio.wait_for(process.wait(), 5)
 

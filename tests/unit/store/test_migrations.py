@@ -370,7 +370,7 @@ def test_two_processes_racing_apply_each_migration_once(store_url):
 
     def slow(conn: sa.Connection) -> None:
         applied.append(LATEST_VERSION + 1)
-        time.sleep(0.3)
+        time.sleep(0.3)  # a slow step: the other process's migrate comes while this one runs
         conn.execute(sa.text("CREATE TABLE raced (x INTEGER)"))
 
     steps = (*MIGRATIONS, Migration(LATEST_VERSION + 1, "slow", slow))
