@@ -291,6 +291,11 @@ class Slot:
                 writer.write(self.request)
                 await writer.drain()
                 closed_at = await self._closed_by_server(reader, writer)
+            except ConnectionError:
+                # Closed before its request was even written: a replacement connection that
+                # hive-c0re reset at once under the load (the count of held fds and the timings
+                # below still catch a server that does not hold connections).
+                closed_at = time.monotonic()
             finally:
                 writer.close()
             self.lives.append(Life(connecting_at, connected_at, closed_at))
