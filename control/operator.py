@@ -136,7 +136,6 @@ class OperatorService:
     def __init__(self, runtime: CoreRuntime) -> None:
         self._rt = runtime
         self._settings = runtime.settings
-        self._engine = runtime.engine
         self._db = StoreCalls(runtime.engine)
         self._rev: str | None = None
 
