@@ -184,6 +184,21 @@ def _v3_send_keys(conn: Connection) -> None:
     sa.Index("ux_messages_send_key", messages.c.send_key, unique=True).create(conn)
 
 
+def _v4_hosts(conn: Connection) -> None:
+    """v4: hosts (one row per hive-c0re host, its heartbeat)."""
+    md = sa.MetaData()
+    sa.Table(
+        "hosts",
+        md,
+        sa.Column("id", sa.String(), primary_key=True),
+        sa.Column("version", sa.String(), nullable=False),
+        sa.Column("dashboard_url", sa.String(), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("stopped_at", sa.DateTime(timezone=True), nullable=True),
+    ).create(conn, checkfirst=False)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema: agents, messages, approvals, turn_records", _v1_initial_schema),
     Migration(
@@ -192,6 +207,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _v2_broker,
     ),
     Migration(3, "sends once: messages.send_key", _v3_send_keys),
+    Migration(4, "hosts: one row per hive-c0re host, its heartbeat", _v4_hosts),
 )
 
 

@@ -29,6 +29,7 @@ from hyperhive.domain import AgentState, ApprovalKind, ApprovalStatus, TurnError
 __all__ = [
     "AgentRow",
     "ApprovalRow",
+    "HostRow",
     "MessageRow",
     "StrEnumType",
     "TurnEventRow",
@@ -249,3 +250,19 @@ class TurnEventRow(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+
+class HostRow(SQLModel, table=True):
+    """One hive-c0re host: when it started, when it was last heard of, when it stopped.
+
+    A host is up while it beats (hyperhive.store.hosts) and has not said it stopped; its agents
+    (agents.host_id) run their turns and containers only there."""
+
+    __tablename__ = "hosts"
+
+    id: str = Field(primary_key=True)
+    version: str = ""
+    dashboard_url: str = ""
+    started_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    heartbeat_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -169,7 +169,6 @@ def _v2_rows(engine: sa.Engine) -> list[sa.Row[Any]]:
 
 
 def test_a_v2_store_upgrades_to_v3_keeping_its_messages(engine):
-    assert LATEST_VERSION == 3
     assert migrate(engine, migrations=MIGRATIONS[:2]) == 2
     for name in ("alice", "bob"):
         register_agent(engine, name, "local")
@@ -193,7 +192,7 @@ def test_a_v2_store_upgrades_to_v3_keeping_its_messages(engine):
         ("also waiting", None),
     ]
 
-    assert migrate(engine) == 3
+    assert migrate(engine, migrations=MIGRATIONS[:3]) == 3
     assert [(v, d) for v, d, _ in _versions(engine)][-1] == (3, "sends once: messages.send_key")
     with engine.connect() as conn:
         insp = sa.inspect(conn)
