@@ -8,8 +8,9 @@ Topics in use:
 The bus carries notifications only; the store is the record. A subscriber that falls behind
 loses its oldest events (counted in `Subscription.dropped`), and a publisher never waits.
 
-`Bus` is the interface the rest of hyperhive uses; `EventBus` is the in-process implementation
-(a PostgreSQL LISTEN/NOTIFY bus can sit behind the same interface).
+`Bus` is the interface the rest of hyperhive uses; `EventBus` is the in-process implementation,
+and `hyperhive.pg_bus.PgBus` wraps one to carry the topics between hive-c0re processes that share
+a PostgreSQL store (LISTEN/NOTIFY; `hyperhive.bus_select.open_bus` picks one for a store URL).
 """
 
 from __future__ import annotations
@@ -199,6 +200,11 @@ class EventBus:
     def subscriber_count(self, topic: str) -> int:
         with self._lock:
             return len(self._topics.get(topic, ()))
+
+    def active_topics(self) -> list[str]:
+        """The topics that have subscribers now (a bus that lost events wakes them all)."""
+        with self._lock:
+            return list(self._topics)
 
     def publish(self, topic: str, event: Event) -> None:
         with self._lock:

@@ -7,6 +7,9 @@ stopped and removed at the end of the session. When running as root the server r
 
 `fresh_postgres_url` (function scope) gives each test its own empty database on that server.
 
+`own_postgres_server` (function scope) starts a server for one test, which may stop it and start
+it again (`stop_server`, `start_server_again`) to see what its clients do when it restarts.
+
 Missing binaries or driver fail the test (they never skip it): `make test` installs both.
 """
 
@@ -147,14 +150,10 @@ def _start_server() -> tuple[PostgresServer, Path]:
         )
 
     port = _free_port()
-    options = (
-        f"-h 127.0.0.1 -p {port} -k {base} -F "
-        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
-    )
     start = _run(
         run_as,
-        [str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-l", str(log_file), "-o", options,
-         "-w", "-t", "60", "start"],
+        [str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-l", str(log_file),
+         "-o", _server_options(port, base), "-w", "-t", "60", "start"],
         base,
     )  # fmt: skip
     server = PostgresServer(bin_dir=bin_dir, data_dir=data_dir, port=port, run_as=run_as)
@@ -167,6 +166,13 @@ def _start_server() -> tuple[PostgresServer, Path]:
         )
     _admin_sql(server, f'CREATE DATABASE "{_DB}"')
     return server, base
+
+
+def _server_options(port: int, base: Path) -> str:
+    return (
+        f"-h 127.0.0.1 -p {port} -k {base} -F "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
+    )
 
 
 def _stop_server(server: PostgresServer, base: Path) -> None:
@@ -188,6 +194,51 @@ def _admin_sql(server: PostgresServer, sql: str) -> None:
         host="127.0.0.1", port=server.port, user=_USER, dbname="postgres", autocommit=True
     ) as conn:
         conn.execute(sql.encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# a server to stop and start again (what a client does when its database restarts)
+
+
+def stop_server(server: PostgresServer) -> None:
+    """Stop `server` the way a restart does (`-m fast`: its connections are closed), keeping
+    its data for `start_server_again`."""
+    base = server.data_dir.parent
+    done = _run(
+        server.run_as,
+        [str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-m", "fast",
+         "-w", "-t", "60", "stop"],
+        base,
+    )  # fmt: skip
+    if done.returncode != 0:
+        pytest.fail(f"pg_ctl stop failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+
+def start_server_again(server: PostgresServer) -> None:
+    """Start a server stopped by `stop_server`, on the same port and with the same options."""
+    base = server.data_dir.parent
+    log_file = base / "server.log"
+    done = _run(
+        server.run_as,
+        [str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-l", str(log_file),
+         "-o", _server_options(server.port, base), "-w", "-t", "60", "start"],
+        base,
+    )  # fmt: skip
+    if done.returncode != 0:
+        pytest.fail(
+            f"pg_ctl start failed ({done.returncode}):\n{done.stdout}\n{done.stderr}\n"
+            f"{_log_tail(log_file)}"
+        )
+
+
+@pytest.fixture
+def own_postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway server for this test alone, which it may stop and start again."""
+    server, base = _start_server()
+    try:
+        yield server
+    finally:
+        _stop_server(server, base)
 
 
 @pytest.fixture(scope="session")
