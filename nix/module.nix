@@ -4,7 +4,9 @@
 #   /var/lib/hyperhive and the run dir /run/hyperhive (host.sock, agents/<name>/mcp.sock).
 # - Temporal: services.hive-c0re.temporal.address, or (null, the default) hive-temporal.service,
 #   an embedded `temporal server start-dev` on loopback with its SQLite DB in the state dir; with
-#   its Web UI on, HIVE_TEMPORAL_UI_URL points the dashboard's workflow links at it.
+#   its Web UI on, HIVE_TEMPORAL_UI_URL points the dashboard's workflow links at it. A cluster
+#   may need TLS, mTLS and an API key (temporal.tls, temporal.apiKeyFile): hive reads those files
+#   when it connects, so secrets stay out of the Nix store.
 # - Agents are imperative nixos-containers h-<name> on private veth networks (ve-*), with NAT
 #   egress; see nix/agent.nix for how they are kept off the host's services.
 # - `hive` on the system PATH is the CLI with the daemon's environment; it speaks to the admin
@@ -35,6 +37,42 @@ let
     else
       null;
 
+  tls = cfg.temporal.tls;
+  # Only the paths go into the environment (and so the store); hive reads the files at connect.
+  temporalAuthEnvironment = lib.optionalAttrs (!embeddedTemporal) (
+    lib.optionalAttrs tls.enable { HIVE_TEMPORAL_TLS = "true"; }
+    // lib.optionalAttrs (tls.caFile != null) { HIVE_TEMPORAL_TLS_CA = "${tls.caFile}"; }
+    // lib.optionalAttrs (tls.certFile != null) { HIVE_TEMPORAL_TLS_CERT = "${tls.certFile}"; }
+    // lib.optionalAttrs (tls.keyFile != null) { HIVE_TEMPORAL_TLS_KEY = tls.keyFile; }
+    // lib.optionalAttrs (tls.serverName != null) {
+      HIVE_TEMPORAL_TLS_SERVER_NAME = tls.serverName;
+    }
+    // lib.optionalAttrs (cfg.temporal.apiKeyFile != null) {
+      HIVE_TEMPORAL_API_KEY_FILE = cfg.temporal.apiKeyFile;
+    }
+  );
+  temporalAuthSet =
+    tls.enable
+    || tls.caFile != null
+    || tls.certFile != null
+    || tls.keyFile != null
+    || tls.serverName != null
+    || cfg.temporal.apiKeyFile != null;
+
+  # A secret file's option takes a path string: a Nix path literal would be copied into the
+  # store, which every local user can read.
+  secretFile =
+    example: what:
+    lib.mkOption {
+      type = lib.types.nullOr (lib.types.strMatching "/[^[:space:]]+");
+      default = null;
+      inherit example;
+      description = ''
+        Absolute path, as a string, of the file holding ${what}; hive-c0re (root) reads it when
+        it connects. Not a Nix path literal (./file), which would be copied into the Nix store.
+      '';
+    };
+
   natInterface = cfg.nat.externalInterface;
 
   # systemd's StateDirectory= lives under /var/lib; elsewhere tmpfiles makes the dir.
@@ -62,6 +100,7 @@ let
     HIVE_HYPERHIVE_REV = cfg.flake.rev;
   }
   // lib.optionalAttrs (temporalUiUrl != null) { HIVE_TEMPORAL_UI_URL = temporalUiUrl; }
+  // temporalAuthEnvironment
   // cfg.extraEnvironment;
 
   temporalArgs = [
@@ -184,6 +223,48 @@ in
         default = "default";
         description = "Temporal namespace (HIVE_TEMPORAL_NAMESPACE).";
       };
+      tls = {
+        enable = lib.mkOption {
+          type = lib.types.bool;
+          default = false;
+          description = ''
+            Speak TLS to temporal.address (HIVE_TEMPORAL_TLS), verifying the server against the
+            system CAs unless caFile is set. Any other tls option, or apiKeyFile, turns TLS on too.
+          '';
+        };
+        caFile = lib.mkOption {
+          type = lib.types.nullOr lib.types.path;
+          default = null;
+          example = "/etc/ssl/temporal-ca.pem";
+          description = ''
+            PEM CA bundle the server's certificate is verified against (HIVE_TEMPORAL_TLS_CA), for
+            a cluster with a private CA. Public: a path literal may put it in the Nix store.
+          '';
+        };
+        certFile = lib.mkOption {
+          type = lib.types.nullOr lib.types.path;
+          default = null;
+          example = "/etc/hyperhive/temporal-client.pem";
+          description = ''
+            PEM client certificate for mTLS (HIVE_TEMPORAL_TLS_CERT); needs keyFile.
+          '';
+        };
+        keyFile =
+          secretFile "/run/secrets/temporal-client.key"
+            "the client private key for mTLS (HIVE_TEMPORAL_TLS_KEY)";
+        serverName = lib.mkOption {
+          type = lib.types.nullOr (lib.types.strMatching "[A-Za-z0-9.-]+");
+          default = null;
+          example = "temporal.internal";
+          description = ''
+            Name the server's certificate must carry, also sent as SNI
+            (HIVE_TEMPORAL_TLS_SERVER_NAME); null: the host of temporal.address.
+          '';
+        };
+      };
+      apiKeyFile =
+        secretFile "/run/secrets/temporal-api-key"
+          "the API key (HIVE_TEMPORAL_API_KEY_FILE), e.g. for Temporal Cloud";
       package = lib.mkOption {
         type = lib.types.package;
         default = pkgs.temporal-cli;
@@ -296,6 +377,27 @@ in
               "services.hive-c0re.ports.agents: from (${toString cfg.ports.agents.from}) "
               + "is above to (${toString cfg.ports.agents.to})";
           }
+          {
+            assertion = embeddedTemporal -> !temporalAuthSet;
+            message =
+              "services.hive-c0re.temporal.tls and temporal.apiKeyFile are for a Temporal "
+              + "cluster: set temporal.address (the embedded server speaks no TLS)";
+          }
+          {
+            assertion = (tls.certFile == null) == (tls.keyFile == null);
+            message =
+              "services.hive-c0re.temporal.tls: certFile and keyFile go together (mTLS needs "
+              + "the client certificate and its key)";
+          }
+          {
+            assertion = lib.all (f: f == null || !lib.hasPrefix "/nix/store/" f) [
+              tls.keyFile
+              cfg.temporal.apiKeyFile
+            ];
+            message =
+              "services.hive-c0re.temporal: keyFile and apiKeyFile must not be in the Nix store, "
+              + "which every local user can read (use e.g. /run/secrets/…)";
+          }
         ];
         warnings = lib.optional (cfg.isolateContainers && !config.networking.firewall.enable) ''
           services.hive-c0re.isolateContainers needs networking.firewall.enable: without the
@@ -329,7 +431,12 @@ in
         systemd.services.hive-c0re = {
           description = "hive-c0re, the hyperhive host daemon";
           wantedBy = [ "multi-user.target" ];
-          after = [ "network.target" ] ++ lib.optional embeddedTemporal "hive-temporal.service";
+          # A cluster is reached over the network; the embedded server is this host's own unit.
+          after = [
+            "network.target"
+            (if embeddedTemporal then "hive-temporal.service" else "network-online.target")
+          ];
+          wants = lib.optional (!embeddedTemporal) "network-online.target";
           requires = lib.optional embeddedTemporal "hive-temporal.service";
           path = [
             pkgs.nixos-container

@@ -35,11 +35,13 @@ from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
+from temporalio.service import TLSConfig
 
 from hyperhive import agent_flake, config_templates
 from hyperhive.domain import AGENT_NAME_PATTERN, MANAGER_NAME
 from hyperhive.embedded_temporal import DYNAMIC_CONFIG, SEARCH_ATTRIBUTES, start_dev_command
 from hyperhive.settings import ContainerBackendName, HiveSettings
+from hyperhive.temporal_client import connect_options
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL = ROOT / "tests" / "nix" / "eval.nix"
@@ -610,6 +612,12 @@ def test_module_options_and_defaults_match_hive_settings(default_host: Any) -> N
         "temporal.package",
         "temporal.ui.enable",
         "temporal.ui.url",
+        "temporal.tls.enable",
+        "temporal.tls.caFile",
+        "temporal.tls.certFile",
+        "temporal.tls.keyFile",
+        "temporal.tls.serverName",
+        "temporal.apiKeyFile",
         "adminGroup",
         "accessToken.enable",
         "backend",
@@ -638,6 +646,16 @@ def test_module_options_and_defaults_match_hive_settings(default_host: Any) -> N
     assert default("bindHost") == field_default("bind_host")
     assert default("temporal.namespace") == field_default("temporal_namespace")
     assert default("temporal.address") is None and field_default("temporal_address") == ""
+    assert default("temporal.tls.enable") is field_default("temporal_tls") is False
+    for option, name in [
+        ("temporal.tls.caFile", "temporal_tls_ca"),
+        ("temporal.tls.certFile", "temporal_tls_cert"),
+        ("temporal.tls.keyFile", "temporal_tls_key"),
+        ("temporal.apiKeyFile", "temporal_api_key_file"),
+    ]:
+        assert default(option) is None and field_default(name) is None, option
+    assert default("temporal.tls.serverName") is None
+    assert field_default("temporal_tls_server_name") == ""
     assert default("stateDir") == STATE_DIR
     assert STATE_DIR in (HiveSettings.model_fields["state_dir"].description or "")
     assert RUN_DIR in (HiveSettings.model_fields["run_dir"].description or "")
@@ -813,6 +831,107 @@ def test_external_temporal_has_no_embedded_unit(nix: Nix) -> None:
     assert c0re["environment"]["HIVE_TEMPORAL_ADDRESS"] == "temporal.internal:7233"
     assert "hive-temporal.service" not in c0re["after"]
     assert c0re["requires"] == []
+
+
+def test_embedded_temporal_sets_no_tls(default_host: Any) -> None:
+    env = unit(default_host, "hive-c0re")["environment"]
+    assert not [k for k in env if k.startswith(("HIVE_TEMPORAL_TLS", "HIVE_TEMPORAL_API_KEY"))]
+    assert unit(default_host, "hive-c0re")["wants"] == []
+
+
+def test_external_temporal_with_mtls_and_an_api_key(
+    nix: Nix, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "tmprl-do-not-leak-0123456789"
+    files = {
+        "ca": b"-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n",
+        "cert": b"-----BEGIN CERTIFICATE-----\nclient\n-----END CERTIFICATE-----\n",
+        "key": f"-----BEGIN PRIVATE KEY-----\n{secret}-key\n-----END PRIVATE KEY-----\n".encode(),
+        "api-key": f"{secret}\n".encode(),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    tls = {
+        "caFile": str(tmp_path / "ca"),
+        "certFile": str(tmp_path / "cert"),
+        "keyFile": str(tmp_path / "key"),
+        "serverName": "temporal.internal",
+    }
+    evaluated = host(
+        nix,
+        temporal={
+            "address": "temporal.internal:7233",
+            "namespace": "hive",
+            "tls": tls,
+            "apiKeyFile": str(tmp_path / "api-key"),
+        },
+    )
+    assert [a["message"] for a in evaluated["config"]["assertions"] if not a["assertion"]] == []
+    assert "hive-temporal" not in evaluated["config"]["systemd"]["services"]
+    c0re = unit(evaluated, "hive-c0re")
+    assert "network-online.target" in c0re["after"] and c0re["wants"] == ["network-online.target"]
+    env = c0re["environment"]
+    assert {k: v for k, v in env.items() if k.startswith("HIVE_TEMPORAL_")} == {
+        "HIVE_TEMPORAL_ADDRESS": "temporal.internal:7233",
+        "HIVE_TEMPORAL_NAMESPACE": "hive",
+        "HIVE_TEMPORAL_PORT": "7233",
+        "HIVE_TEMPORAL_UI_PORT": "8233",
+        "HIVE_TEMPORAL_TLS_CA": tls["caFile"],
+        "HIVE_TEMPORAL_TLS_CERT": tls["certFile"],
+        "HIVE_TEMPORAL_TLS_KEY": tls["keyFile"],
+        "HIVE_TEMPORAL_TLS_SERVER_NAME": "temporal.internal",
+        "HIVE_TEMPORAL_API_KEY_FILE": str(tmp_path / "api-key"),
+    }
+    # Paths only: neither the key nor the API key is in the unit, the wrapper or anywhere else.
+    assert secret not in json.dumps(evaluated)
+    wrapper = next(p for p in evaluated["packages"] if p["name"] == "hive")
+    assert f"export HIVE_TEMPORAL_TLS_KEY={tls['keyFile']}" in wrapper["text"]
+
+    # hive, given the unit's environment, reads the files into the connect options.
+    settings = settings_from({k: v for k, v in env.items() if k.startswith("HIVE_")}, monkeypatch)
+    options = connect_options(settings)
+    assert options.tls == TLSConfig(
+        server_root_ca_cert=files["ca"],
+        client_cert=files["cert"],
+        client_private_key=files["key"],
+        domain="temporal.internal",
+    )
+    assert options.api_key == secret
+
+
+def test_tls_alone_turns_on_tls(nix: Nix, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = unit(
+        host(nix, temporal={"address": "temporal.example:7233", "tls": {"enable": True}}),
+        "hive-c0re",
+    )["environment"]
+    assert env["HIVE_TEMPORAL_TLS"] == "true" and "HIVE_TEMPORAL_TLS_CA" not in env
+    settings = settings_from({k: v for k, v in env.items() if k.startswith("HIVE_")}, monkeypatch)
+    assert connect_options(settings).tls is True
+
+
+@pytest.mark.parametrize(
+    ("temporal", "complaint"),
+    [
+        ({"tls": {"enable": True}}, "set temporal.address"),
+        ({"apiKeyFile": "/run/secrets/api-key"}, "set temporal.address"),
+        ({"address": "t:7233", "tls": {"certFile": "/etc/c.pem"}}, "certFile and keyFile"),
+        ({"address": "t:7233", "tls": {"keyFile": "/run/k"}}, "certFile and keyFile"),
+        ({"address": "t:7233", "apiKeyFile": "/nix/store/x-api-key"}, "not be in the Nix store"),
+    ],
+)
+def test_bad_temporal_tls_settings_are_refused(
+    nix: Nix, temporal: dict[str, Any], complaint: str
+) -> None:
+    evaluated = host(nix, temporal=temporal)
+    failed = [a["message"] for a in evaluated["config"]["assertions"] if not a["assertion"]]
+    assert len(failed) == 1 and complaint in failed[0], failed
+
+
+def test_tls_option_types_are_checked(nix: Nix) -> None:
+    for tls in ({"keyFile": "relative/key"}, {"serverName": "https://t"}):
+        module = {"services": {"hive-c0re": {"enable": True, "temporal": {"tls": tls}}}}
+        error = nix.eval_error("host", host=module)
+        assert f"temporal.tls.{next(iter(tls))}" in error, error
 
 
 def test_the_cli_wrapper_has_the_daemons_environment(default_host: Any) -> None:
