@@ -186,11 +186,14 @@ class LifecycleActivities:
 
     @activity.defn(name="stale_agents")
     async def stale_agents(self, rev: str) -> list[str]:
+        """This host's agents built with another hyperhive (each host updates its own)."""
         agents = await self._db(agent_store.list_agents)
         return [
             a.name
             for a in agents
-            if a.container_status != ContainerStatus.ABSENT.value and a.hyperhive_rev != rev
+            if a.host_id == self._settings.host_id
+            and a.container_status != ContainerStatus.ABSENT.value
+            and a.hyperhive_rev != rev
         ]
 
     # -- containers -----------------------------------------------------------------------------

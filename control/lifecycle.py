@@ -13,15 +13,6 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from temporalio.client import (
     Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
     WorkflowFailureError,
     WorkflowUpdateFailedError,
 )
@@ -42,7 +33,6 @@ from hyperhive.models import (
     AgentInfo,
     ApplyRequest,
     ApprovalTiming,
-    AutoUpdateRequest,
     Decision,
     KillRequest,
     LifecycleOutcome,
@@ -53,10 +43,11 @@ from hyperhive.repo_git import RepoError
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
+from hyperhive.store import hosts as host_store
 from hyperhive.temporal_ids import (
-    AUTO_UPDATE_SCHEDULE_ID,
     agent_search_attributes,
     apply_workflow_id,
+    host_task_queue,
     kill_workflow_id,
     spawn_workflow_id,
     start_workflow_id,
@@ -64,7 +55,6 @@ from hyperhive.temporal_ids import (
 from workflows.agent_control import KillWorkflow, StartWorkflow
 from workflows.apply_commit import ApplyCommitWorkflow
 from workflows.approval_gate import ApprovalGate
-from workflows.auto_update import AutoUpdateWorkflow
 from workflows.spawn import SpawnWorkflow
 
 log = logging.getLogger(__name__)
@@ -165,11 +155,22 @@ class Lifecycle:
             yield
             started[workflow_id] = asyncio.get_running_loop().time()
 
-    async def _known(self, name: str) -> bool:
-        return await self._agent(name) is not None
-
     async def _agent(self, name: str) -> AgentInfo | None:
         return await asyncio.to_thread(agent_store.get_agent, self._engine, name)
+
+    async def _spawn_host(self, agent: AgentInfo | None) -> str:
+        """Where a spawn builds: an agent spawned again stays on its host (its repos are
+        there); a new one goes to HIVE_SPAWN_HOST, or the up host with the fewest agents."""
+        if agent is not None:
+            return agent.host_id
+        if self._settings.spawn_host:
+            return self._settings.spawn_host
+        return await asyncio.to_thread(
+            host_store.pick_spawn_host,
+            self._engine,
+            here=self._settings.host_id,
+            down_after_s=self._settings.host_down_after_s,
+        )
 
     async def request_spawn(
         self, name: str, purpose: str, *, requester: str, fresh: bool = False
@@ -204,7 +205,7 @@ class Lifecycle:
                     name=name,
                     purpose=purpose.strip(),
                     requester=requester,
-                    host_task_queue=self._settings.host_task_queue,
+                    host_task_queue=host_task_queue(await self._spawn_host(agent)),
                     timing=self._timing(),
                     build_timeout_s=self._settings.build_timeout_s,
                     respawn=respawn,
@@ -223,6 +224,8 @@ class Lifecycle:
         repos, inbox and history kept) at a start-up that finds its container gone, as the
         container backend (`container_status`, e.g. `backend.status`) sees it."""
         manager = await self._agent(MANAGER_NAME)
+        if manager is not None and manager.host_id != self._settings.host_id:
+            return  # its own host's hive-c0re looks after it
         if manager is not None:
             try:
                 status = str(await container_status(MANAGER_NAME))
@@ -253,8 +256,17 @@ class Lifecycle:
     async def request_apply_commit(
         self, name: str, sha: str, description: str, *, requester: str
     ) -> str:
-        if not await self._known(name):
+        agent = await self._agent(name)
+        if agent is None:
             raise LifecycleError(f"there is no agent named {name!r}", "check list_agents")
+        if agent.host_id != self._settings.host_id:
+            # Its config repos are on its host's disk, which this hive-c0re cannot read.
+            raise LifecycleError(
+                f"{name} lives on host {agent.host_id}, where its config repos are; this is "
+                f"host {self._settings.host_id}",
+                f"propose the commit through host {agent.host_id}'s hive-c0re (its `hive` "
+                "command or an agent on that host)",
+            )
         _check_text("the description", description, MAX_DESCRIPTION_CHARS)
         try:
             full = await asyncio.to_thread(
@@ -277,7 +289,7 @@ class Lifecycle:
                     sha=full,
                     description=description,
                     requester=requester,
-                    host_task_queue=self._settings.host_task_queue,
+                    host_task_queue=host_task_queue(agent.host_id),
                     timing=self._timing(),
                     build_timeout_s=self._settings.build_timeout_s,
                 ),
@@ -312,12 +324,17 @@ class Lifecycle:
         except WorkflowAlreadyStartedError:
             raise already from None
 
+    async def _host_queue(self, name: str) -> str:
+        """The task queue of `name`'s host (LifecycleError when there is no such agent)."""
+        agent = await self._agent(name)
+        if agent is None:
+            raise LifecycleError(f"there is no agent named {name!r}", "check list_agents")
+        return host_task_queue(agent.host_id)
+
     async def _control(
         self, name: str, workflow: LifecycleRun[RequestT], request: RequestT, workflow_id: str
     ) -> LifecycleOutcome:
         """Run a kill/start workflow to its end (joining one already running for `name`)."""
-        if not await self._known(name):
-            raise LifecycleError(f"there is no agent named {name!r}", "check list_agents")
         try:
             return await self._client.execute_workflow(
                 workflow,
@@ -344,20 +361,22 @@ class Lifecycle:
         if name == MANAGER_NAME and by == MANAGER_NAME:
             raise LifecycleError("hm1nd cannot kill itself", "ask the operator")
         request = KillRequest(
-            name=name, destroy=destroy, by=by, host_task_queue=self._settings.host_task_queue
+            name=name, destroy=destroy, by=by, host_task_queue=await self._host_queue(name)
         )
         return await self._control(name, KillWorkflow.run, request, kill_workflow_id(name))
 
     async def start(self, name: str, *, by: str, restart: bool = False) -> LifecycleOutcome:
         agent = await self._agent(name)
-        if agent is not None and agent.container_status == ABSENT:
+        if agent is None:
+            raise LifecycleError(f"there is no agent named {name!r}", "check list_agents")
+        if agent.container_status == ABSENT:
             # Nothing to start: refused at once, saying what brings it back.
             raise LifecycleError(
                 f"{name} has no container (it was destroyed, or its spawn failed)",
                 destroyed_hint(name),
             )
         request = StartRequest(
-            name=name, restart=restart, by=by, host_task_queue=self._settings.host_task_queue
+            name=name, restart=restart, by=by, host_task_queue=host_task_queue(agent.host_id)
         )
         return await self._control(name, StartWorkflow.run, request, start_workflow_id(name))
 
@@ -411,39 +430,3 @@ class Lifecycle:
                 "check that hive-c0re and Temporal are running",
             ) from None
         return approval
-
-    async def ensure_auto_update(self) -> None:
-        """The schedule is created once, brought in line with the settings at every start-up
-        (interval, queues, build timeout; a pause set in the Temporal UI stays), and
-        triggered."""
-        every = timedelta(seconds=self._settings.auto_update_interval_s)
-        action = ScheduleActionStartWorkflow(
-            AutoUpdateWorkflow.run,
-            AutoUpdateRequest(
-                host_task_queue=self._settings.host_task_queue,
-                build_timeout_s=self._settings.build_timeout_s,
-            ),
-            id=AUTO_UPDATE_SCHEDULE_ID,
-            task_queue=self._settings.core_task_queue,
-        )
-        spec = ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)])
-        try:
-            handle = await self._client.create_schedule(
-                AUTO_UPDATE_SCHEDULE_ID,
-                Schedule(
-                    action=action,
-                    spec=spec,
-                    policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-                ),
-            )
-        except ScheduleAlreadyRunningError:
-            handle = self._client.get_schedule_handle(AUTO_UPDATE_SCHEDULE_ID)
-
-            def follow_settings(current: ScheduleUpdateInput) -> ScheduleUpdate:
-                schedule = current.description.schedule
-                schedule.action = action
-                schedule.spec = spec
-                return ScheduleUpdate(schedule=schedule)
-
-            await handle.update(follow_settings)
-        await handle.trigger(overlap=ScheduleOverlapPolicy.SKIP)

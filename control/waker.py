@@ -1,18 +1,24 @@
 """Wakes an agent's turn loop (signal-with-start of its AgentWorkflow with `notify`), sends it
 the settings' limits and stops it: every client call hive-c0re makes on the loop but the
-operator's own signals (control/operator.py)."""
+operator's own signals (control/operator.py).
+
+A loop started here runs its turns on the agent's host (agents.host_id), whichever host wakes
+it: an agent on host B is woken by a send handled on host A."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
+from sqlalchemy import Engine
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from hyperhive.models import AgentLimits, AgentStatus, AgentWorkflowInput
 from hyperhive.settings import HiveSettings
-from hyperhive.temporal_ids import agent_search_attributes, agent_workflow_id
+from hyperhive.store import hosts as host_store
+from hyperhive.temporal_ids import agent_search_attributes, agent_workflow_id, host_task_queue
 from workflows.agent import AgentWorkflow
 
 
@@ -38,9 +44,22 @@ def agent_loop_handle(
 class TemporalWaker:
     """The broker's Waker, and the lifecycle activities' AgentLoops (hyperhive/ports.py)."""
 
-    def __init__(self, client: Client, settings: HiveSettings) -> None:
+    def __init__(self, client: Client, settings: HiveSettings, engine: Engine) -> None:
         self._client = client
         self._settings = settings
+        self._engine = engine
+        # An agent never moves to another host, so its host is looked up once.
+        self._hosts: dict[str, str] = {}
+
+    async def host_of(self, agent: str) -> str:
+        """The host `agent` is registered on (this host for one not registered yet)."""
+        host = self._hosts.get(agent)
+        if host is None:
+            found = await asyncio.to_thread(host_store.agent_host, self._engine, agent)
+            if found is None:
+                return self._settings.host_id
+            host = self._hosts[agent] = found
+        return host
 
     async def __call__(self, agent: str) -> None:
         """Signal-with-start: the workflow is started if it is not running."""
@@ -48,7 +67,7 @@ class TemporalWaker:
             AgentWorkflow.run,
             AgentWorkflowInput(
                 name=agent,
-                host_task_queue=self._settings.host_task_queue,
+                host_task_queue=host_task_queue(await self.host_of(agent)),
                 limits=agent_limits(self._settings),
             ),
             id=agent_workflow_id(agent),

@@ -54,8 +54,18 @@ class AgentRuntime:
             await self._pages.start(agent)
 
     async def ensure_all(self) -> list[str]:
-        """Every agent registered in the store gets its socket (at start-up)."""
+        """Every agent registered on this host gets its socket, proxy and page (at start-up);
+        the other hosts' agents are served by their own hive-c0re."""
         agents = await asyncio.to_thread(agent_store.list_agents, self._engine)
-        for info in agents:
-            await self.ensure(info.name)
-        return [info.name for info in agents]
+        here = [info.name for info in agents if info.host_id == self._settings.host_id]
+        for name in here:
+            await self.ensure(name)
+        elsewhere = sorted({info.host_id for info in agents} - {self._settings.host_id})
+        if elsewhere:
+            log.info(
+                "%d of %d agents live on other hosts (%s): their hive-c0re serves them",
+                len(agents) - len(here),
+                len(agents),
+                ", ".join(elsewhere),
+            )
+        return here

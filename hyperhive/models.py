@@ -54,6 +54,7 @@ class AgentInfo(BaseModel):
     container_status: str = "absent"
     deployed_sha: str | None = None
     hyperhive_rev: str | None = None
+    host_id: str = "local"
 
 
 class AgentLimits(BaseModel):

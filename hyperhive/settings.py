@@ -8,10 +8,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hyperhive.models import DEFAULT_BUILD_TIMEOUT_S
+from hyperhive.temporal_ids import host_task_queue
 
 ContainerBackendName = Literal["auto", "nixos", "bwrap", "process"]
 
@@ -40,12 +41,61 @@ class HiveSettings(BaseSettings):
         pattern=r"^[a-z0-9][a-z0-9-]{0,30}$",
         description="This host's id; host activities run on task queue hive-host-<host_id>.",
     )
+    spawn_host: str = Field(
+        default="",
+        pattern=r"^$|^[a-z0-9][a-z0-9-]{0,30}$",
+        description="Host id new agents are spawned on. Empty = the up host with the fewest "
+        "agents.",
+    )
+    host_heartbeat_s: float = Field(
+        default=5.0, gt=0, description="How often this host records in the store that it is up."
+    )
+    host_down_after_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="A host not heard of for this long is shown as down (its agents wait).",
+    )
 
     temporal_address: str = Field(
         default="",
         description="host:port of a Temporal cluster. Empty = start the embedded dev server.",
     )
     temporal_namespace: str = Field(default="default", description="Temporal namespace.")
+    temporal_tls: bool = Field(
+        default=False,
+        description="Speak TLS to HIVE_TEMPORAL_ADDRESS, verifying the server against the "
+        "system CAs unless HIVE_TEMPORAL_TLS_CA is set. Any other TLS setting or an API key "
+        "turns TLS on too.",
+    )
+    temporal_tls_ca: Path | None = Field(
+        default=None,
+        description="PEM CA bundle the Temporal server's certificate is verified against, "
+        "instead of the system CAs (a private cluster's CA).",
+    )
+    temporal_tls_cert: Path | None = Field(
+        default=None,
+        description="PEM client certificate for mTLS to Temporal; needs HIVE_TEMPORAL_TLS_KEY.",
+    )
+    temporal_tls_key: Path | None = Field(
+        default=None,
+        description="PEM private key of HIVE_TEMPORAL_TLS_CERT. Read at connect, never logged.",
+    )
+    temporal_tls_server_name: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9.-]*$",
+        description="Name the Temporal server's certificate must carry (also sent as SNI), when "
+        "it is not the host of HIVE_TEMPORAL_ADDRESS. Empty = that host.",
+    )
+    temporal_api_key: SecretStr | None = Field(
+        default=None,
+        description="API key for Temporal (e.g. Temporal Cloud), sent as a bearer token; turns "
+        "TLS on. Prefer HIVE_TEMPORAL_API_KEY_FILE. Never printed.",
+    )
+    temporal_api_key_file: Path | None = Field(
+        default=None,
+        description="File holding the Temporal API key, read at connect (keeps the key out of "
+        "the environment and the Nix store).",
+    )
     temporal_bin: Path | None = Field(
         default=None,
         description="The `temporal` CLI for the embedded server. Empty = the one installed by "
@@ -265,7 +315,68 @@ class HiveSettings(BaseSettings):
                 f"HIVE_AGENT_PORT_MIN ({self.agent_port_min}) is above "
                 f"HIVE_AGENT_PORT_MAX ({self.agent_port_max})"
             )
+        if self.host_down_after_s <= self.host_heartbeat_s:
+            raise ValueError(
+                f"HIVE_HOST_DOWN_AFTER_S ({self.host_down_after_s}) must be above "
+                f"HIVE_HOST_HEARTBEAT_S ({self.host_heartbeat_s}): a host would be shown down "
+                "between two of its beats"
+            )
         return self
+
+    @field_validator(
+        "temporal_tls_ca",
+        "temporal_tls_cert",
+        "temporal_tls_key",
+        "temporal_api_key",
+        "temporal_api_key_file",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `HIVE_TEMPORAL_TLS_CA=` would otherwise be Path("."), and an empty key a key.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_temporal_auth(self) -> HiveSettings:
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            given, missing = (
+                ("HIVE_TEMPORAL_TLS_CERT", "HIVE_TEMPORAL_TLS_KEY")
+                if self.temporal_tls_cert is not None
+                else ("HIVE_TEMPORAL_TLS_KEY", "HIVE_TEMPORAL_TLS_CERT")
+            )
+            raise ValueError(
+                f"{given} is set but {missing} is not: mTLS needs the client certificate and "
+                "its private key together"
+            )
+        if self.temporal_api_key is not None and self.temporal_api_key_file is not None:
+            raise ValueError(
+                "HIVE_TEMPORAL_API_KEY and HIVE_TEMPORAL_API_KEY_FILE are both set: keep one "
+                "(the file keeps the key out of the environment)"
+            )
+        if self.embedded_temporal and (self.temporal_tls_enabled or self.temporal_api_key_set):
+            raise ValueError(
+                "Temporal TLS or API key settings are set without HIVE_TEMPORAL_ADDRESS: the "
+                "embedded server speaks neither; set the cluster's address or unset them"
+            )
+        return self
+
+    @property
+    def temporal_api_key_set(self) -> bool:
+        return self.temporal_api_key is not None or self.temporal_api_key_file is not None
+
+    @property
+    def temporal_tls_enabled(self) -> bool:
+        """TLS to Temporal: asked for, implied by any TLS setting, or by an API key (a bearer
+        token must not cross the network in clear; the Temporal SDK defaults to the same)."""
+        return (
+            self.temporal_tls
+            or self.temporal_api_key_set
+            or bool(self.temporal_tls_server_name)
+            or any(
+                p is not None
+                for p in (self.temporal_tls_ca, self.temporal_tls_cert, self.temporal_tls_key)
+            )
+        )
 
     @cached_property
     def state_path(self) -> Path:
@@ -302,7 +413,7 @@ class HiveSettings(BaseSettings):
 
     @property
     def host_task_queue(self) -> str:
-        return f"hive-host-{self.host_id}"
+        return host_task_queue(self.host_id)
 
     @property
     def allowed_host_names(self) -> tuple[str, ...]:

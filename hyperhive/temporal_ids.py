@@ -10,7 +10,18 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 
 HIVE_AGENT = SearchAttributeKey.for_keyword("HiveAgent")
 
-AUTO_UPDATE_SCHEDULE_ID = "hive-auto-update"
+# Before hosts had their own schedules there was one; hive-c0re deletes it at start-up.
+LEGACY_AUTO_UPDATE_SCHEDULE_ID = "hive-auto-update"
+
+
+def auto_update_schedule_id(host_id: str) -> str:
+    """Each host updates its own agents' containers, on its own schedule."""
+    return f"hive-auto-update-{host_id}"
+
+
+def host_task_queue(host_id: str) -> str:
+    """Where the activities of `host_id` run: its turns, containers and config repos."""
+    return f"hive-host-{host_id}"
 
 
 def agent_search_attributes(agent: str) -> TypedSearchAttributes:

@@ -265,7 +265,8 @@ async def test_loose_state_and_run_dirs_and_store_are_made_private(
     run = hive_run_dir
     engine = make_engine(f"sqlite:///{state / 'hive.db'}")
     migrate(engine)
-    register_spawned(state, engine, "alice", "loose")
+    host_id = f"t{uuid.uuid4().hex[:10]}"
+    register_spawned(state, engine, "alice", host_id)
     engine.dispose()
     # Below the state dir too: 0711 above lets anyone open a path whose name they guess.
     for sub in ("applied", "proposed", "secrets"):
@@ -282,7 +283,7 @@ async def test_loose_state_and_run_dirs_and_store_are_made_private(
     # As start_c0re runs it, but with nothing made by this process after the loosening.
     env.extra.update(
         HIVE_RUN_DIR=str(run),
-        HIVE_HOST_ID=f"t{uuid.uuid4().hex[:10]}",
+        HIVE_HOST_ID=host_id,
         HIVE_TEMPORAL_ADDRESS=dev_server.client.service_client.config.target_host,
         HIVE_CLAUDE_BIN=str(claude_bin),
         HIVE_CONTAINER_BACKEND="process",
@@ -518,7 +519,7 @@ async def test_a_squatted_page_port_gets_no_link(tmp_path: Path, start_c0re: Sta
         set_agent_port(engine, "alice", port)
         engine.dispose()
 
-        hive = await start_c0re(["alice", "bob"])
+        hive = await start_c0re(["alice", "bob"], host_id="earlier")
         out = await said(hive, f"cannot serve alice's page on 127.0.0.1:{port}")
         assert "meanwhile it is at" in out and "/agents/alice/" in out, out[-4000:]
 

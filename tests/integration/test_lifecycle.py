@@ -10,6 +10,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import uuid
 import zlib
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
+from hyperhive.temporal_ids import auto_update_schedule_id
 from tests.fakes.anthropic_api import FakeAnthropic, Text
 from tests.rig.agent_scripts import Wake, hive_responder, send, wake_of
 from tests.rig.hive_process import run_hive
@@ -235,21 +237,29 @@ async def test_auto_update_at_start_up_updates_only_stale_agents(tmp_path, start
     engine = make_engine(f"sqlite:///{state / 'hive.db'}")
     migrate(engine)
     backend = ProcessBackend(HiveSettings(state_dir=state))
+    host = f"h{uuid.uuid4().hex[:8]}"
     for name, rev in (("fresh", current), ("stale", "0" * 40)):
         config_repo.init_agent_repos(
             state, name, purpose="x", hyperhive_rev=rev, hyperhive_flake_url=str(checkout)
         )
-        agent_store.register_agent(engine, name, "somewhere")
+        agent_store.register_agent(engine, name, host)
         await backend.create(ContainerSpec(agent=name, flake_dir=state / "applied" / name))
         await backend.start(name)
         agent_store.set_container_status(engine, name, "up")
         agent_store.set_deployed(engine, name, hyperhive_rev=rev)
+
+    # One on another host is not this host's to update.
+    config_repo.init_agent_repos(
+        state, "elsewhere", purpose="x", hyperhive_rev="0" * 40, hyperhive_flake_url=str(checkout)
+    )
+    agent_store.register_agent(engine, "elsewhere", "other-host")
+    agent_store.set_container_status(engine, "elsewhere", "up")
     engine.dispose()
 
-    hive = await start_c0re(agents=[])
-    # Start-up triggers the hive-auto-update schedule once; the schedule starts its workflow
+    hive = await start_c0re(agents=[], host_id=host)
+    # Start-up triggers this host's auto-update schedule once; the schedule starts its workflow
     # asynchronously and has no push form: look at its description until the run shows up.
-    schedule = hive.client.get_schedule_handle("hive-auto-update")
+    schedule = hive.client.get_schedule_handle(auto_update_schedule_id(host))
 
     async def first_run():
         described = await schedule.describe()
@@ -271,6 +281,7 @@ async def test_auto_update_at_start_up_updates_only_stale_agents(tmp_path, start
     assert result["updated"] == ["stale"] and result["failed"] == {}
     assert _agent(hive, "stale").hyperhive_rev == current
     assert _agent(hive, "fresh").hyperhive_rev == current
+    assert _agent(hive, "elsewhere").hyperhive_rev is None
     assert config_repo.recorded_rev(state, "stale") == current
     assert (await schedule.describe()).schedule.policy.overlap.name == "SKIP"
 

@@ -170,7 +170,13 @@ async def test_the_schedule_and_the_agents_limits_follow_the_settings_after_a_re
     hive.restart()
 
     described = temporal(
-        hive, "schedule", "describe", "--schedule-id", "hive-auto-update", "--output", "json"
+        hive,
+        "schedule",
+        "describe",
+        "--schedule-id",
+        f"hive-auto-update-{hive.host_id}",
+        "--output",
+        "json",
     )
     assert described.returncode == 0, described.stderr
     [interval] = json.loads(described.stdout)["schedule"]["spec"]["interval"]

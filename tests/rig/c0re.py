@@ -43,11 +43,14 @@ class RunningC0re:
     client: Client
     agents: list[str]
     run_dir: Path
+    host_id: str = "local"
     settings_env: dict[str, str] = field(default_factory=dict)
+    # Empty: the SQLite store in its state dir (what hive-c0re uses without HIVE_DB_URL).
+    store_url: str = ""
 
     @property
     def db_url(self) -> str:
-        return f"sqlite:///{self.env.state_dir / 'hive.db'}"
+        return self.store_url or f"sqlite:///{self.env.state_dir / 'hive.db'}"
 
     def engine(self) -> Any:
         return make_engine(self.db_url)
@@ -182,17 +185,28 @@ async def start_c0re(
     # Unix socket paths are short (107 bytes): pytest's tmp_path can be too deep.
     run_dir = Path(tempfile.mkdtemp(prefix="hive-run-", dir="/tmp"))
 
-    async def start(agents: list[str], **settings: str) -> RunningC0re:
-        state = tmp_path / "state"
-        engine = make_engine(f"sqlite:///{state / 'hive.db'}")
+    async def start(
+        agents: list[str],
+        *,
+        state: Path | None = None,
+        run: Path | None = None,
+        store_url: str = "",
+        **settings: str,
+    ) -> RunningC0re:
+        """`hive c0re` with `agents` registered on its host. One of several hosts sharing a
+        store passes its own `state` and `run` dirs and the store's `store_url`."""
+        state = state or tmp_path / "state"
+        run = run or run_dir
+        engine = make_engine(store_url or f"sqlite:///{state / 'hive.db'}")
         migrate(engine)
-        host_id = f"t{uuid.uuid4().hex[:10]}"
+        # Its own task queues: pollers of an earlier test's hive-c0re never take its tasks.
+        host_id = settings.pop("host_id", None) or f"t{uuid.uuid4().hex[:10]}"
         for name in agents:
             register_spawned(state, engine, name, host_id)
         engine.dispose()
         env = HiveEnv.fresh(state)
         env.extra.update(
-            HIVE_RUN_DIR=str(run_dir),
+            HIVE_RUN_DIR=str(run),
             HIVE_HOST_ID=host_id,
             HIVE_TEMPORAL_ADDRESS=dev_server.client.service_client.config.target_host,
             HIVE_CLAUDE_BIN=str(claude_bin),
@@ -203,10 +217,14 @@ async def start_c0re(
             HIVE_LOG_LEVEL="info",
             HIVE_CREATE_MANAGER="false",
         )
+        if store_url:
+            env.extra["HIVE_DB_URL"] = store_url
         env.extra.update({f"HIVE_{k.upper()}": v for k, v in settings.items()})
         process = HiveProcess(env, "c0re")
         process.wait_ready()
-        running = RunningC0re(env, process, dev_server.client, agents, run_dir)
+        running = RunningC0re(
+            env, process, dev_server.client, agents, run, host_id, store_url=store_url
+        )
         started.append(running)
         return running
 
@@ -216,11 +234,15 @@ async def start_c0re(
         running.process.kill()
         # Shown by pytest when the test failed: the daemon's own account of what happened.
         print(f"--- hive c0re output ---\n{running.process.output()[-8000:]}")
-    # Workflows and the schedule outlive the process: end them so the next test starts afresh.
-    client = dev_server.client
-    with contextlib.suppress(RPCError):
-        await client.get_schedule_handle("hive-auto-update").delete()
+    await end_workflows(dev_server.client)
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def end_workflows(client: Client) -> None:
+    """Workflows and schedules outlive the process: end them so the next test starts afresh."""
+    async for schedule in await client.list_schedules():
+        with contextlib.suppress(RPCError):
+            await client.get_schedule_handle(schedule.id).delete()
     async for wf in client.list_workflows("ExecutionStatus = 'Running'"):
         with contextlib.suppress(RPCError):
             await client.get_workflow_handle(wf.id, run_id=wf.run_id).terminate("test over")
-    shutil.rmtree(run_dir, ignore_errors=True)
