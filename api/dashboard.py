@@ -8,7 +8,8 @@ The page is rendered on the server (Jinja2) and kept live by `dashboard.js` over
                      store had no message yet;
 - `event: message`   one per stored message, `id:` = its id, data = the message JSON;
 - `event: agents`    data = {"count", "html"}: the agent rows, re-rendered, when they changed;
-- `event: approvals` data = {"pending", "html"}: the approval rows, when they changed.
+- `event: approvals` data = {"pending", "html"}: the approval rows, when they changed;
+- `event: hosts`     data = {"down", "html"}: the host rows (their heartbeats), when they changed.
 
 Row HTML comes from the same templates as the page, so the page and its updates cannot drift
 apart. The agent and approval rows are looked at on every message (a spawn's "bob is up" notice
@@ -17,7 +18,7 @@ shows up without a reload even when no message marks it (api/dashboard_stream.py
 
 JSON API (every unsafe request needs the CSRF token, see api/csrf.py):
 
-- `GET  /api/agents`, `GET /api/approvals` (pending first), `GET /api/status`
+- `GET  /api/agents`, `GET /api/approvals` (pending first), `GET /api/hosts`, `GET /api/status`
 - `POST /api/approvals/{id}/approve` and `/deny`, body JSON or form with an optional `note`
 - `POST /api/agents/{name}/{start|stop|restart|kill|destroy}`; destroy needs
   `{"confirm": "<name>"}`
@@ -45,6 +46,7 @@ from control.operator import AgentView, ApprovalView, ControlAction, HiveStatus
 from hyperhive import __version__
 from hyperhive.domain import MAX_STORE_ID, OPERATOR_NAME, ApprovalStatus
 from hyperhive.errors import HiveError
+from hyperhive.host_health import HostHealth, host_down_state
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ def usd(value: float) -> str:
 TEMPLATES.env.filters["iso"] = iso
 TEMPLATES.env.filters["shown_time"] = shown_time
 TEMPLATES.env.filters["usd"] = usd
+TEMPLATES.env.filters["host_down_state"] = host_down_state
 
 
 async def page_context(runtime: Runtime, csrf: Csrf) -> dict[str, Any]:
@@ -110,8 +113,16 @@ def render_approval_rows(approvals: list[ApprovalView]) -> str:
     return TEMPLATES.get_template("dashboard_approvals.html").render(approvals=approvals)
 
 
+def render_host_rows(hosts: list[HostHealth]) -> str:
+    return TEMPLATES.get_template("dashboard_hosts.html").render(hosts=hosts)
+
+
 def pending_count(approvals: list[ApprovalView]) -> int:
     return sum(a.status == ApprovalStatus.PENDING.value for a in approvals)
+
+
+def down_count(hosts: list[HostHealth]) -> int:
+    return sum(not h.up for h in hosts)
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -154,7 +165,8 @@ async def _fields(request: Request, *, too_large_hint: str, bad_hint: str) -> di
 
 @router.get("/", response_class=HTMLResponse)
 async def dashboard(request: Request, operator: Operator, page: PageContext) -> HTMLResponse:
-    agents = await operator.agents()
+    hosts = await operator.hosts()
+    agents = await operator.agents(hosts=hosts)
     approvals = await operator.approvals()
     return TEMPLATES.TemplateResponse(
         request,
@@ -164,6 +176,8 @@ async def dashboard(request: Request, operator: Operator, page: PageContext) -> 
             "agents": agents,
             "approvals": approvals,
             "pending": pending_count(approvals),
+            "hosts": hosts,
+            "hosts_down": down_count(hosts),
             "operator_name": OPERATOR_NAME,
         },
     )
@@ -182,6 +196,12 @@ async def list_agents(operator: Operator) -> list[AgentView]:
 async def list_approvals(operator: Operator) -> list[ApprovalView]:
     """Approvals, pending first (oldest first), then decided ones (newest first)."""
     return await operator.approvals()
+
+
+@router.get("/api/hosts", response_model=list[HostHealth])
+async def list_hosts(operator: Operator) -> list[HostHealth]:
+    """Every host sharing the store: up or down, its last heartbeat, its agents."""
+    return await operator.hosts()
 
 
 @router.get("/api/status", response_model=HiveStatus)
@@ -287,9 +307,11 @@ __all__ = [
     "DASHBOARD_BY",
     "TEMPLATES",
     "PageContext",
+    "down_count",
     "page_context",
     "pending_count",
     "render_agent_rows",
     "render_approval_rows",
+    "render_host_rows",
     "router",
 ]

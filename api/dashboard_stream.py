@@ -19,7 +19,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.dashboard import pending_count, render_agent_rows, render_approval_rows
+from api.dashboard import (
+    down_count,
+    pending_count,
+    render_agent_rows,
+    render_approval_rows,
+    render_host_rows,
+)
 from api.deps import Operator, Runtime, Slots
 from api.sse import RETRY_MS, Event, Feed, Next, live_stream
 from control.operator import AgentView, ApprovalView, OperatorService
@@ -45,6 +51,9 @@ class Rows:
     agents_version: int
     approvals: bytes
     approvals_version: int
+    # Re-rendered every time (a few short rows): their heartbeats change every few seconds.
+    hosts: bytes
+    hosts_version: int
     # The newest message id the rendering has seen, and when it was taken.
     message_id: int
     taken_at: float
@@ -81,7 +90,8 @@ class SharedRows:
 
     async def _render(self, message_id: int) -> Rows:
         taken_at = time.monotonic()
-        agents = await self._operator.agents()
+        hosts = await self._operator.hosts()
+        agents = await self._operator.agents(hosts=hosts)
         approvals = await self._operator.approvals()
         old = self._rows
         if old is not None and agents == old.agents_in:
@@ -101,11 +111,14 @@ class SharedRows:
             approvals_version = (
                 _version(old.approvals, old.approvals_version, approvals_data) if old else 1
             )
+        hosts_data = _event("hosts", {"down": down_count(hosts), "html": render_host_rows(hosts)})
         return Rows(
             agents=agents_data,
             agents_version=agents_version,
             approvals=approvals_data,
             approvals_version=approvals_version,
+            hosts=hosts_data,
+            hosts_version=_version(old.hosts, old.hosts_version, hosts_data) if old else 1,
             message_id=max(message_id, old.message_id if old else 0),
             taken_at=taken_at,
             agents_in=agents,
@@ -134,12 +147,13 @@ SharedRowsOfApp = Annotated[SharedRows, Depends(shared_rows)]
 
 
 class _RowWatch:
-    """What one stream has sent of the shared rows: two version numbers."""
+    """What one stream has sent of the shared rows: three version numbers."""
 
     def __init__(self, shared: SharedRows) -> None:
         self._shared = shared
         self._agents = 0
         self._approvals = 0
+        self._hosts = 0
 
     async def changed(self, message_id: int) -> list[bytes]:
         rows = await self._shared.current(message_id)
@@ -150,6 +164,9 @@ class _RowWatch:
         if rows.approvals_version != self._approvals:
             self._approvals = rows.approvals_version
             events.append(rows.approvals)
+        if rows.hosts_version != self._hosts:
+            self._hosts = rows.hosts_version
+            events.append(rows.hosts)
         return events
 
 
@@ -208,7 +225,7 @@ async def stream_messages(
     after: Annotated[int | None, Query(ge=0, le=MAX_STORE_ID)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
-    """The live message flow (SSE), resumable with Last-Event-ID; also pushes the agent and
-    approval rows when they change."""
+    """The live message flow (SSE), resumable with Last-Event-ID; also pushes the agent,
+    approval and host rows when they change."""
     feed = MessageFeed(operator, rows, _resume_point(last_event_id, after))
     return live_stream(request, runtime, slots, feed)

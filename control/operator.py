@@ -32,6 +32,7 @@ from hyperhive.credentials import (
 )
 from hyperhive.domain import MANAGER_NAME, OPERATOR_NAME, ApprovalStatus
 from hyperhive.errors import HiveError
+from hyperhive.host_health import HostHealth, down_hosts, host_health
 from hyperhive.models import (
     MAX_DECIDER_CHARS,
     MAX_NOTE_CHARS,
@@ -43,6 +44,7 @@ from hyperhive.models import (
 from hyperhive.repo_git import RepoError
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
+from hyperhive.store import hosts as host_store
 from hyperhive.store import messages as message_store
 from hyperhive.store.agents import AgentOverview, TurnEvent
 from hyperhive.store.approvals import Approval
@@ -102,6 +104,9 @@ class AgentView(AgentOverview):
     # Its claude is running now, between turns or in one (activities/warm_claude.py): its next
     # turn starts at once. False: the next turn starts claude first (a cold start).
     warm: bool = False
+    # Its host (host_id) is down (hyperhive.host_health): its state is only what it was when
+    # that host was last heard of; the surfaces show `host <id> down` instead.
+    host_down: bool = False
 
 
 class Urls(BaseModel):
@@ -126,6 +131,7 @@ class HiveStatus(BaseModel):
     hyperhive_rev: str
     approvals_pending: int
     agents: list[AgentView]
+    hosts: list[HostHealth]
 
 
 def _start_of_day(now: datetime) -> datetime:
@@ -172,9 +178,18 @@ class OperatorService:
             return None
         return f"http://{self._settings.bind_host}:{port}/"
 
-    async def agents(self) -> list[AgentView]:
+    async def hosts(self) -> list[HostHealth]:
+        """Every host sharing the store (and any an agent is registered on), by id."""
+        hosts = await self._db(host_store.list_hosts, down_after_s=self._settings.host_down_after_s)
+        return host_health(hosts, here=self._settings.host_id, now=datetime.now(UTC))
+
+    async def agents(self, *, hosts: list[HostHealth] | None = None) -> list[AgentView]:
+        """Every agent; `hosts`: the hosts read already (status shows both from one look)."""
         rows: list[AgentOverview] = await self._db(
             agent_store.agent_overviews, since=_start_of_day(datetime.now(UTC))
+        )
+        down = down_hosts(
+            await self.hosts() if hosts is None else hosts, here=self._settings.host_id
         )
         rev = await self.hyperhive_rev()
         configs = await asyncio.to_thread(lambda: [self._claude_config(row.name) for row in rows])
@@ -189,6 +204,7 @@ class OperatorService:
                 dashboard_path=f"/agents/{row.name}/",
                 history_url=self.history_url(row.name),
                 warm=row.name in warm,
+                host_down=row.host_id in down,
             )
             for row, config in zip(rows, configs, strict=True)
         ]
@@ -236,7 +252,8 @@ class OperatorService:
         return self._view(row)
 
     async def status(self) -> HiveStatus:
-        agents = await self.agents()
+        hosts = await self.hosts()
+        agents = await self.agents(hosts=hosts)
         pending = await self.approvals(pending_only=True)
         return HiveStatus(
             version=__version__,
@@ -248,6 +265,7 @@ class OperatorService:
             hyperhive_rev=await self.hyperhive_rev(),
             approvals_pending=len(pending),
             agents=agents,
+            hosts=hosts,
         )
 
     async def urls(self) -> Urls:
@@ -289,9 +307,16 @@ class OperatorService:
         )
         return events
 
-    async def _require_agent(self, name: str) -> None:
-        if await self._db(agent_store.get_agent, name) is None:
+    async def _require_agent(self, name: str, *, here: bool = False) -> None:
+        """`here`: the agent must live on this host (its home dir is on this host's disk)."""
+        agent = await self._db(agent_store.get_agent, name)
+        if agent is None:
             raise OperatorError(f"there is no agent named {name!r}", "see `hive status`")
+        if here and agent.host_id != self._settings.host_id:
+            raise OperatorError(
+                f"{name} lives on host {agent.host_id}; its credentials are on that host",
+                f"do this on host {agent.host_id}'s dashboard or with its `hive` command",
+            )
 
     # -- acting ----------------------------------------------------------------------------------
 
@@ -360,12 +385,12 @@ class OperatorService:
         return self._settings.agent_state_dir(name) / "home" / ".claude"
 
     async def credentials(self, name: str) -> CredentialSummary:
-        await self._require_agent(name)
+        await self._require_agent(name, here=True)
         return await asyncio.to_thread(stored_credentials, self._claude_dir(name))
 
     async def login(self, name: str, kind: CredentialKind, secret: str) -> CredentialSummary:
         """Store the agent's credentials (0600) and tell its turn loop (`credentials_updated`)."""
-        await self._require_agent(name)
+        await self._require_agent(name, here=True)
         summary = await asyncio.to_thread(save_credentials, self._claude_dir(name), kind, secret)
         # No loop running is fine: the next one starts with the new credentials anyway.
         with contextlib.suppress(OperatorError):

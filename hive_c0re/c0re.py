@@ -28,6 +28,7 @@ from api.mcp_server import AgentMcpSockets
 from api.model_proxy import ModelProxies
 from api.stream_slots import stream_slots_for
 from api.unix_socket import QuietServer
+from control.auto_update_schedule import ensure_auto_update
 from control.health_check import run_health_check
 from control.lifecycle import Lifecycle
 from control.operator import OperatorService
@@ -38,8 +39,10 @@ from hyperhive import agent_flake
 from hyperhive.access_token import load_access_token
 from hyperhive.agent_config import ClaudeDefaults
 from hyperhive.broker import Broker
-from hyperhive.bus import Bus, EventBus
+from hyperhive.bus import Bus
+from hyperhive.bus_select import open_bus
 from hyperhive.errors import StartupError
+from hyperhive.host_heartbeat import HostHeartbeat
 from hyperhive.metrics import HiveMetrics
 from hyperhive.orphaned_approvals import sweep_forever
 from hyperhive.settings import HiveSettings
@@ -133,13 +136,16 @@ async def run_c0re(
 ) -> None:
     """Serve until `stop` is set. Raises StartupError when something is not usable."""
     listener = bind_listener(settings.bind_host, settings.dashboard_port, "HIVE_DASHBOARD_PORT")
+    # Closes the bus last, after the workers and the broker that publish on it stopped.
+    bus_closer = contextlib.AsyncExitStack()
     try:
         engine = make_engine(settings.database_url)
         version = await asyncio.to_thread(migrate, engine)
         log.info("store ready at schema version %d", version)
         client = await connect(settings)
-        bus = EventBus()
-        waker = TemporalWaker(client, settings)
+        # PostgreSQL: the hive-c0re processes sharing the store hear each other's events.
+        bus = await bus_closer.enter_async_context(open_bus(settings.database_url))
+        waker = TemporalWaker(client, settings, engine)
         metrics = HiveMetrics(engine)
         broker = Broker(engine, bus, waker, settings, metrics=metrics)
         lifecycle = Lifecycle(client, settings, engine)
@@ -193,6 +199,11 @@ async def run_c0re(
             stack.push_async_callback(pages.stop_all)
             if proxies is not None:
                 stack.push_async_callback(proxies.stop_all)
+            # Up in the store before the workers (a spawn elsewhere may pick this host), and
+            # stopped after them (exit order).
+            heartbeat = HostHeartbeat(engine, settings)
+            await heartbeat.start()
+            stack.push_async_callback(heartbeat.stop)
             for worker in workers:
                 await stack.enter_async_context(worker)
             runtime.workers_running = True
@@ -205,7 +216,7 @@ async def run_c0re(
             log.info("%d agents registered; woke %s", len(registered), woken or "none")
             if settings.create_manager:
                 await lifecycle.ensure_manager(backend.status)
-            await lifecycle.ensure_auto_update()
+            await ensure_auto_update(client, settings)
             await waker.follow_settings(registered)
             sweeping = asyncio.create_task(
                 sweep_forever(client, engine, broker), name="orphaned approvals"
@@ -237,3 +248,4 @@ async def run_c0re(
         engine.dispose()
     finally:
         listener.close()
+        await bus_closer.aclose()

@@ -28,6 +28,7 @@ from hive_c0re.cli_common import (
     print_json,
     say,
 )
+from hive_c0re.cli_hosts import HOST_HEADERS, agent_state, host_rows
 from hive_c0re.cli_login import LOGIN_KINDS, InputRefused, cmd_login
 from hyperhive.admin_client import AdminClient, AdminRefused, AdminUnavailable, AdminUnusable
 from hyperhive.claude_stream.events import NOISE, NoiseEvent, StreamEvent, parse_object
@@ -139,7 +140,7 @@ def agents_table(agents: list[dict[str, Any]]) -> str:
         rows.append(
             [
                 a["name"],
-                a["state"] + (f" ({a['pending']} pending)" if a.get("pending") else ""),
+                agent_state(a) + (f" ({a['pending']} pending)" if a.get("pending") else ""),
                 _warm(a),
                 a["container_status"],
                 deployed,
@@ -147,6 +148,7 @@ def agents_table(agents: list[dict[str, Any]]) -> str:
                 a.get("permission_mode") or "-",
                 f"${a['spend_today_usd']:.2f} / ${a['spend_total_usd']:.2f}",
                 _when(a.get("last_activity_at")),
+                a.get("host_id") or "-",
                 _clip(a.get("status_text") or "", STATUS_TEXT_WIDTH),
             ]
         )
@@ -161,6 +163,7 @@ def agents_table(agents: list[dict[str, Any]]) -> str:
             "PERMISSIONS",
             "SPEND TODAY/TOTAL",
             "LAST ACTIVE",
+            "HOST",
             "STATUS",
         ],
         rows,
@@ -241,6 +244,9 @@ def cmd_status(admin: AdminClient, args: argparse.Namespace) -> int:
         f"temporal {status['temporal']} (namespace {status['namespace']}) · "
         f"hyperhive {status['hyperhive_rev'][:12]}"
     )
+    if status.get("hosts"):  # a hive-c0re from before hosts were recorded does not say
+        say()
+        say(table(HOST_HEADERS, host_rows(status["hosts"])))
     say()
     say(agents_table(status["agents"]))
     say()

@@ -263,6 +263,21 @@
     }
   });
 
+  // -- hosts ---------------------------------------------------------------------------------
+
+  const hostRows = byId("host-rows");
+  const hostsDown = byId("hosts-down");
+
+  function replaceHosts(data) {
+    if (!hostRows) return;
+    hostRows.innerHTML = data.html; // rendered (and escaped) by the server's template
+    if (hostsDown) {
+      hostsDown.textContent = `${data.down} down`;
+      hostsDown.hidden = !data.down;
+    }
+    updateTimes(hostRows);
+  }
+
   // -- the message flow ----------------------------------------------------------------------
 
   const flow = byId("flow");
@@ -366,6 +381,7 @@
     source.addEventListener("message", (e) => addMessage(JSON.parse(e.data)));
     source.addEventListener("agents", (e) => replaceAgents(JSON.parse(e.data)));
     source.addEventListener("approvals", (e) => replaceApprovals(JSON.parse(e.data)));
+    source.addEventListener("hosts", (e) => replaceHosts(JSON.parse(e.data)));
     source.addEventListener("error", () => {
       if (source.readyState === EventSource.CLOSED) {
         // The browser gave up (hive-c0re answered with an error): try again ourselves.

@@ -95,6 +95,7 @@ def _agent_query() -> sa.Select[Any]:
         AGENTS.c.container_status,
         AGENTS.c.deployed_sha,
         AGENTS.c.hyperhive_rev,
+        AGENTS.c.host_id,
         _pending_subquery().label("pending"),
     )
 
@@ -109,6 +110,7 @@ def _info(row: sa.Row[Any]) -> AgentInfo:
         container_status=row.container_status,
         deployed_sha=row.deployed_sha,
         hyperhive_rev=row.hyperhive_rev,
+        host_id=row.host_id,
     )
 
 
@@ -436,6 +438,8 @@ class AgentOverview(BaseModel):
     turns_today: int
     last_activity_at: datetime | None
     agent_port: int | None
+    # The host it runs on (hyperhive.host_health says whether that host is down).
+    host_id: str
 
 
 def agent_overviews(engine: Engine, *, since: datetime) -> list[AgentOverview]:
@@ -476,6 +480,7 @@ def agent_overviews(engine: Engine, *, since: datetime) -> list[AgentOverview]:
             turns_today=int(row.turns_today),
             last_activity_at=row.last_activity_at,
             agent_port=row.agent_port,
+            host_id=row.host_id,
         )
         for row in rows
     ]
