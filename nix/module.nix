@@ -7,6 +7,9 @@
 #   its Web UI on, HIVE_TEMPORAL_UI_URL points the dashboard's workflow links at it. A cluster
 #   may need TLS, mTLS and an API key (temporal.tls, temporal.apiKeyFile): hive reads those files
 #   when it connects, so secrets stay out of the Nix store.
+# - The store: SQLite in the state dir, or PostgreSQL (database.url); its password comes from a
+#   pgpass file (database.passwordFile, PGPASSFILE), never from the URL. Several hosts share one
+#   Temporal cluster and one PostgreSQL, each with its own hostId (HIVE_HOST_ID).
 # - Agents are imperative nixos-containers h-<name> on private veth networks (ve-*), with NAT
 #   egress; see nix/agent.nix for how they are kept off the host's services.
 # - `hive` on the system PATH is the CLI with the daemon's environment; it speaks to the admin
@@ -73,6 +76,43 @@ let
       '';
     };
 
+  # HiveSettings.host_id's pattern (builtins.match matches whole strings: no ^…$).
+  hostIdPattern = "[a-z0-9][a-z0-9-]{0,30}";
+
+  # The store's URL (SQLAlchemy's form, dialect+driver://user[:password]@host[:port]/db?query),
+  # read here only as far as the module needs: a password in it, PostgreSQL, and where its
+  # server is. null: SQLite in the state dir.
+  dbUrl = if cfg.database.url == null then "" else cfg.database.url;
+  postgresDatabase = builtins.match "postgresql(\\+[A-Za-z0-9_]+)?://.*" dbUrl != null;
+  # What SQLAlchemy reads as a password (user:password@), or libpq's password= parameter.
+  dbUrlHasPassword =
+    builtins.match "[A-Za-z0-9_+]+://[^:/]*:[^@]+@.*" dbUrl != null
+    || builtins.match ".*[?&]password=.*" dbUrl != null;
+  dbHost =
+    let
+      afterScheme = builtins.match "[A-Za-z0-9_+]+://(.*)" dbUrl;
+      rest = if afterScheme == null then "" else lib.head afterScheme;
+      withoutUser = builtins.match "[^:/]*(:[^@]*)?@(.*)" rest;
+      hostPart = if withoutUser == null then rest else builtins.elemAt withoutUser 1;
+      ipv6 = builtins.match "\\[([^]/?]+)].*" hostPart;
+      urlHost =
+        if ipv6 != null then lib.head ipv6 else lib.head (builtins.match "([^/:?]*).*" hostPart);
+      # libpq's host= parameter wins over the URL's host (e.g. a unix socket directory).
+      queryHost = builtins.match ".*[?&]host=([^&]*).*" dbUrl;
+    in
+    if queryHost != null then lib.head queryHost else urlHost;
+  # No host (the default unix socket), a socket directory, or loopback: this machine.
+  localDatabase =
+    lib.elem dbHost [
+      ""
+      "localhost"
+      "::1"
+    ]
+    || lib.hasPrefix "127." dbHost
+    || lib.hasPrefix "/" dbHost
+    || builtins.match "%2[fF].*" dbHost != null;
+  remoteDatabase = cfg.database.url != null && !localDatabase;
+
   natInterface = cfg.nat.externalInterface;
 
   # systemd's StateDirectory= lives under /var/lib; elsewhere tmpfiles makes the dir.
@@ -83,6 +123,7 @@ let
   hiveEnvironment = {
     HIVE_STATE_DIR = cfg.stateDir;
     HIVE_RUN_DIR = runDir;
+    HIVE_HOST_ID = cfg.hostId;
     HIVE_ADMIN_GROUP = cfg.adminGroup;
     HIVE_ACCESS_TOKEN_REQUIRED = if cfg.accessToken.enable then "true" else "false";
     HIVE_CONTAINER_BACKEND = cfg.backend;
@@ -100,6 +141,8 @@ let
     HIVE_HYPERHIVE_REV = cfg.flake.rev;
   }
   // lib.optionalAttrs (temporalUiUrl != null) { HIVE_TEMPORAL_UI_URL = temporalUiUrl; }
+  // lib.optionalAttrs (cfg.spawnHost != null) { HIVE_SPAWN_HOST = cfg.spawnHost; }
+  // lib.optionalAttrs (cfg.database.url != null) { HIVE_DB_URL = cfg.database.url; }
   // temporalAuthEnvironment
   // cfg.extraEnvironment;
 
@@ -160,9 +203,66 @@ in
 
     package = lib.mkOption {
       type = lib.types.package;
-      default = self.packages.${system}.default;
-      defaultText = lib.literalExpression "hyperhive.packages.\${pkgs.system}.default";
-      description = "The hyperhive package (`hive`, `hive-agent`).";
+      # A PostgreSQL store needs psycopg, which only hyperhive-postgres has.
+      default =
+        if postgresDatabase then
+          self.packages.${system}.hyperhive-postgres
+        else
+          self.packages.${system}.default;
+      defaultText = lib.literalExpression ''
+        if database.url is a postgresql URL
+        then hyperhive.packages.''${pkgs.system}.hyperhive-postgres
+        else hyperhive.packages.''${pkgs.system}.default'';
+      description = ''
+        The hyperhive package (`hive`, `hive-agent`). A PostgreSQL database.url needs one with
+        psycopg (hyperhive-postgres, the default then).
+      '';
+    };
+
+    hostId = lib.mkOption {
+      type = lib.types.strMatching hostIdPattern;
+      default = "local";
+      example = "beta";
+      description = ''
+        This host's id (HIVE_HOST_ID): its agents, containers and task queue hive-host-<id>. Hosts
+        that share a Temporal cluster (temporal.address) and a PostgreSQL store (database.url)
+        each need their own. Changing it leaves the agents spawned under the old id unserved.
+      '';
+    };
+
+    spawnHost = lib.mkOption {
+      type = lib.types.nullOr (lib.types.strMatching hostIdPattern);
+      default = null;
+      example = "alpha";
+      description = ''
+        Host id new agents are spawned on (HIVE_SPAWN_HOST). null: the up host with the fewest
+        agents.
+      '';
+    };
+
+    database = {
+      url = lib.mkOption {
+        type = lib.types.nullOr (lib.types.strMatching "[A-Za-z0-9_+]+://[^[:space:]]*");
+        default = null;
+        example = "postgresql+psycopg://hive@db.internal/hive";
+        description = ''
+          SQLAlchemy URL of the store (HIVE_DB_URL); null: SQLite at stateDir/hive.db. Several
+          hosts share one PostgreSQL. It ends up in the Nix store, so it must not carry a
+          password: use passwordFile, or peer (unix socket) or certificate authentication.
+        '';
+      };
+      passwordFile = lib.mkOption {
+        type = lib.types.nullOr (lib.types.strMatching "/[^[:space:]]+");
+        default = null;
+        example = "/run/secrets/hive-pgpass";
+        description = ''
+          Absolute path, as a string, of a pgpass file with the database password, set as
+          PGPASSFILE for hive-c0re (libpq reads it when it connects). Lines of
+          `host:port:database:user:password` (`*` matches any); owned by root, mode 0600
+          (libpq ignores a file that group or others may read). Not a Nix path literal
+          (./pgpass), which would be copied into the Nix store.
+        '';
+      };
     };
 
     stateDir = lib.mkOption {
@@ -398,6 +498,28 @@ in
               "services.hive-c0re.temporal: keyFile and apiKeyFile must not be in the Nix store, "
               + "which every local user can read (use e.g. /run/secrets/…)";
           }
+          {
+            assertion = !dbUrlHasPassword;
+            message =
+              "services.hive-c0re.database.url must not carry a password (user:password@ or "
+              + "password=): it would be in the Nix store, which every local user can read. Put it "
+              + "in a pgpass file given as database.passwordFile, or use peer (unix socket) or "
+              + "certificate authentication";
+          }
+          {
+            assertion =
+              cfg.database.passwordFile == null
+              || !lib.hasPrefix "/nix/store/" cfg.database.passwordFile;
+            message =
+              "services.hive-c0re.database.passwordFile must not be in the Nix store, which every "
+              + "local user can read (use e.g. /run/secrets/…)";
+          }
+          {
+            assertion = cfg.database.passwordFile != null -> postgresDatabase;
+            message =
+              "services.hive-c0re.database.passwordFile is for a PostgreSQL store: set "
+              + "database.url to a postgresql+psycopg:// URL";
+          }
         ];
         warnings = lib.optional (cfg.isolateContainers && !config.networking.firewall.enable) ''
           services.hive-c0re.isolateContainers needs networking.firewall.enable: without the
@@ -431,12 +553,15 @@ in
         systemd.services.hive-c0re = {
           description = "hive-c0re, the hyperhive host daemon";
           wantedBy = [ "multi-user.target" ];
-          # A cluster is reached over the network; the embedded server is this host's own unit.
+          # A cluster, and a PostgreSQL on another machine, are reached over the network; the
+          # embedded server is this host's own unit, and so may the PostgreSQL be.
           after = [
             "network.target"
-            (if embeddedTemporal then "hive-temporal.service" else "network-online.target")
-          ];
-          wants = lib.optional (!embeddedTemporal) "network-online.target";
+          ]
+          ++ lib.optional embeddedTemporal "hive-temporal.service"
+          ++ lib.optional (!embeddedTemporal || remoteDatabase) "network-online.target"
+          ++ lib.optional (postgresDatabase && localDatabase) "postgresql.service";
+          wants = lib.optional (!embeddedTemporal || remoteDatabase) "network-online.target";
           requires = lib.optional embeddedTemporal "hive-temporal.service";
           path = [
             pkgs.nixos-container
@@ -450,7 +575,16 @@ in
             pkgs.iproute2
           ]
           ++ lib.optional (cfg.backend == "bwrap") pkgs.bubblewrap;
-          environment = config.nix.envVars // { HOME = cfg.stateDir; } // hiveEnvironment;
+          # PGPASSFILE (libpq's): only the path is in the store; the `hive` CLI needs no database.
+          environment =
+            config.nix.envVars
+            // {
+              HOME = cfg.stateDir;
+            }
+            // lib.optionalAttrs (cfg.database.passwordFile != null) {
+              PGPASSFILE = cfg.database.passwordFile;
+            }
+            // hiveEnvironment;
           serviceConfig = {
             ExecStart = "${lib.getExe' cfg.package "hive"} c0re";
             # The run dir belongs to the admins' group.

@@ -112,10 +112,18 @@ in
       }).mcpSdk.version;
   };
 
-  host = summary (system' [
-    hyperhive.nixosModules.hive-c0re
-    (builtins.fromJSON host)
-  ]);
+  host =
+    let
+      evaluated = system' [
+        hyperhive.nixosModules.hive-c0re
+        (builtins.fromJSON host)
+      ];
+    in
+    summary evaluated
+    // {
+      # The Python packages of services.hive-c0re.package (psycopg: hyperhive-postgres).
+      packageDependencies = names evaluated.config.services.hive-c0re.package.dependencies;
+    };
 
   agent = summary (system' [
     hyperhive.nixosModules.agent

@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
+from sqlalchemy.engine import make_url
 from temporalio.service import TLSConfig
 
 from hyperhive import agent_flake, config_templates
@@ -169,6 +170,14 @@ def flag(args: list[str], name: str) -> str:
 
 def field_default(name: str) -> Any:
     return HiveSettings.model_fields[name].default
+
+
+def field_metadata_pattern(name: str) -> str:
+    """The `pattern=` of a HiveSettings field."""
+    [pattern] = [
+        m.pattern for m in HiveSettings.model_fields[name].metadata if getattr(m, "pattern", None)
+    ]
+    return typing.cast(str, pattern)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -626,6 +635,10 @@ def test_module_options_and_defaults_match_hive_settings(default_host: Any) -> N
         "extraEnvironment",
         "isolateContainers",
         "nat.externalInterface",
+        "hostId",
+        "spawnHost",
+        "database.url",
+        "database.passwordFile",
     }
     bad = [name for name, o in options.items() if "default" in o and not o["defaultValid"]]
     assert not bad, f"defaults of the wrong type: {bad}"
@@ -664,6 +677,16 @@ def test_module_options_and_defaults_match_hive_settings(default_host: Any) -> N
     assert options["package"]["type"] == "package"
     assert options["package"]["defaultText"]["_type"] == "literalExpression"
     assert default("package").endswith("-hyperhive-0.1.0")
+    # Several hosts: the id (same pattern as hive; builtins.match needs no ^…$), the spawn host
+    # and the store ("" in hive is null here).
+    assert default("hostId") == field_default("host_id") == "local"
+    host_id_pattern = field_metadata_pattern("host_id")
+    assert options["hostId"]["pattern"] == host_id_pattern.removeprefix("^").removesuffix("$")
+    assert options["spawnHost"]["elemType"] == "strMatching"
+    assert field_metadata_pattern("spawn_host") == f"^$|{host_id_pattern}"
+    assert default("spawnHost") is None and field_default("spawn_host") == ""
+    assert default("database.url") is None and field_default("db_url") == ""
+    assert default("database.passwordFile") is None
 
 
 def test_module_sets_up_the_host(default_host: Any) -> None:
@@ -932,6 +955,167 @@ def test_tls_option_types_are_checked(nix: Nix) -> None:
         module = {"services": {"hive-c0re": {"enable": True, "temporal": {"tls": tls}}}}
         error = nix.eval_error("host", host=module)
         assert f"temporal.tls.{next(iter(tls))}" in error, error
+
+
+# ---------------------------------------------------------------------------------------------
+# several hosts: hostId, spawnHost, database.*
+
+SHARED_DB_URL = "postgresql+psycopg://hive@db.internal:5432/hive"
+
+
+def failed_assertions(evaluated: Any) -> list[str]:
+    return [a["message"] for a in evaluated["config"]["assertions"] if not a["assertion"]]
+
+
+def test_the_default_host_is_local_with_sqlite(
+    default_host: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c0re = unit(default_host, "hive-c0re")
+    env = c0re["environment"]
+    assert env["HIVE_HOST_ID"] == "local"
+    assert not {"HIVE_DB_URL", "HIVE_SPAWN_HOST", "PGPASSFILE"} & set(env)
+    assert "postgresql.service" not in c0re["after"] and c0re["wants"] == []
+    assert "psycopg" not in default_host["packageDependencies"]
+    settings = settings_from({k: v for k, v in env.items() if k.startswith("HIVE_")}, monkeypatch)
+    assert settings.host_id == "local" and settings.spawn_host == ""
+    assert settings.database_url == f"sqlite:///{STATE_DIR}/hive.db"
+
+
+def test_a_second_host_shares_temporal_and_the_store(
+    nix: Nix, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "pg-do-not-leak-0123456789"
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"db.internal:5432:hive:hive:{secret}\n")
+    evaluated = host(
+        nix,
+        hostId="beta",
+        spawnHost="alpha",
+        temporal={"address": "temporal.internal:7233", "namespace": "hive"},
+        database={"url": SHARED_DB_URL, "passwordFile": str(pgpass)},
+    )
+    assert failed_assertions(evaluated) == []
+    c0re = unit(evaluated, "hive-c0re")
+    env = c0re["environment"]
+    assert env["HIVE_HOST_ID"] == "beta"
+    assert env["HIVE_SPAWN_HOST"] == "alpha"
+    assert env["HIVE_DB_URL"] == SHARED_DB_URL
+    # libpq (psycopg's, for the store and the event bus) reads the password from PGPASSFILE.
+    assert env["PGPASSFILE"] == str(pgpass)
+    # The path only: the password is in no unit, wrapper or option value.
+    assert secret not in json.dumps(evaluated)
+    # The CLI has the HIVE_* settings, and no database password file (it uses no database).
+    wrapper = next(p for p in evaluated["packages"] if p["name"] == "hive")
+    assert "export HIVE_HOST_ID=beta" in wrapper["text"]
+    assert f"export HIVE_DB_URL={SHARED_DB_URL}" in wrapper["text"]
+    assert "PGPASSFILE" not in wrapper["text"]
+    # PostgreSQL on another machine: the network first, and the package with psycopg.
+    assert "network-online.target" in c0re["after"] and c0re["wants"] == ["network-online.target"]
+    assert "postgresql.service" not in c0re["after"]
+    assert "psycopg" in evaluated["packageDependencies"]
+
+    settings = settings_from({k: v for k, v in env.items() if k.startswith("HIVE_")}, monkeypatch)
+    assert (settings.host_id, settings.spawn_host) == ("beta", "alpha")
+    assert settings.host_task_queue.endswith("beta")
+    assert settings.database_url == SHARED_DB_URL
+
+
+def test_a_remote_store_waits_for_the_network_even_with_embedded_temporal(nix: Nix) -> None:
+    c0re = unit(host(nix, database={"url": SHARED_DB_URL}), "hive-c0re")
+    assert {"hive-temporal.service", "network-online.target"} <= set(c0re["after"])
+    assert c0re["wants"] == ["network-online.target"]
+    assert c0re["requires"] == ["hive-temporal.service"]
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        (SHARED_DB_URL, "remote"),
+        ("postgresql+psycopg://hive@[fd00::5]:5432/hive", "remote"),
+        ("postgresql+psycopg://hive@localhost/hive?host=db.internal", "remote"),
+        ("postgresql+psycopg://hive@/hive", "local"),  # libpq's default unix socket
+        ("postgresql+psycopg://hive@/hive?host=/run/postgresql", "local"),
+        ("postgresql+psycopg://hive@/hive?host=%2Frun%2Fpostgresql", "local"),
+        ("postgresql+psycopg://hive@127.0.0.1:5433/hive?sslmode=disable", "local"),
+        ("postgresql://hive@[::1]/hive", "local"),
+        ("postgresql+psycopg://hive@localhost/hive", "local"),
+        (f"sqlite:///{STATE_DIR}/other.db", "sqlite"),
+    ],
+)
+def test_where_the_store_is_orders_hive_c0re(nix: Nix, url: str, where: str) -> None:
+    c0re = unit(host(nix, database={"url": url}), "hive-c0re")
+    assert ("network-online.target" in c0re["wants"]) == (where == "remote")
+    # A PostgreSQL on this machine starts first (ordering only: it may be managed elsewhere).
+    assert ("postgresql.service" in c0re["after"]) == (where == "local")
+
+
+@pytest.mark.parametrize(
+    ("url", "password"),
+    [
+        ("postgresql+psycopg://hive:s3cret@db.internal:5432/hive", True),
+        ("postgresql+psycopg://hive:p/w@db.internal/hive", True),
+        ("postgresql+psycopg://hive@db.internal/hive?sslmode=require&password=s3cret", True),
+        (SHARED_DB_URL, False),
+        ("postgresql+psycopg://db.internal:5432/hive", False),  # host:port is no user:password
+        ("postgresql+psycopg://hive:@db.internal/hive", False),  # empty: libpq asks PGPASSFILE
+    ],
+)
+def test_a_password_in_the_database_url_is_refused(nix: Nix, url: str, password: bool) -> None:
+    # The module sees a password exactly where SQLAlchemy (hence psycopg) would take one.
+    parsed = make_url(url)
+    assert bool(parsed.password or "password" in parsed.query) is password
+    failed = failed_assertions(host(nix, database={"url": url}))
+    if password:
+        assert len(failed) == 1, failed
+        assert "must not carry a password" in failed[0]
+        assert "database.passwordFile" in failed[0] and "peer" in failed[0]
+    else:
+        assert failed == []
+
+
+@pytest.mark.parametrize(
+    ("database", "complaint"),
+    [
+        (
+            {"url": SHARED_DB_URL, "passwordFile": "/nix/store/abc-pgpass"},
+            "passwordFile must not be in the Nix store",
+        ),
+        ({"passwordFile": "/run/secrets/pgpass"}, "passwordFile is for a PostgreSQL store"),
+        (
+            {"url": f"sqlite:///{STATE_DIR}/hive.db", "passwordFile": "/run/secrets/pgpass"},
+            "passwordFile is for a PostgreSQL store",
+        ),
+    ],
+)
+def test_bad_database_password_files_are_refused(
+    nix: Nix, database: dict[str, Any], complaint: str
+) -> None:
+    failed = failed_assertions(host(nix, database=database))
+    assert len(failed) == 1 and complaint in failed[0], failed
+
+
+@pytest.mark.parametrize(
+    ("settings", "option"),
+    [
+        ({"hostId": "Beta"}, "hostId"),
+        ({"hostId": "-beta"}, "hostId"),
+        ({"hostId": ""}, "hostId"),
+        ({"hostId": "a" * 32}, "hostId"),
+        ({"spawnHost": "host_1"}, "spawnHost"),
+        ({"database": {"passwordFile": "secrets/pgpass"}}, "database.passwordFile"),
+        ({"database": {"url": "db.internal/hive"}}, "database.url"),
+    ],
+)
+def test_bad_host_and_database_values_are_refused(
+    nix: Nix, settings: dict[str, Any], option: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    error = nix.eval_error("host", host={"services": {"hive-c0re": {"enable": True, **settings}}})
+    assert f"services.hive-c0re.{option}" in error, error
+    # hive refuses the same host ids.
+    if option in ("hostId", "spawnHost"):
+        variable = "HIVE_HOST_ID" if option == "hostId" else "HIVE_SPAWN_HOST"
+        with pytest.raises(ValueError):
+            settings_from({variable: settings[option]}, monkeypatch)
 
 
 def test_the_cli_wrapper_has_the_daemons_environment(default_host: Any) -> None:
