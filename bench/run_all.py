@@ -53,6 +53,13 @@ def _send_to_turn() -> list[Row]:
     return [*rows, before]
 
 
+@bench("cross_host")
+def _cross_host() -> list[Row]:
+    from bench import cross_host
+
+    return asyncio.run(cross_host.run(100))
+
+
 @bench("agent_task")
 def _agent_task() -> list[Row]:
     from bench import agent_task

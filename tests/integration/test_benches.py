@@ -15,6 +15,7 @@ import pytest
 from bench import (
     agent_task,
     cold_start,
+    cross_host,
     dashboard_update,
     history_length,
     idle_agents,
@@ -38,6 +39,10 @@ def assert_measured(rows: list[Row], expected: int) -> None:
 
 async def test_send_to_turn_measures_hive_and_its_baseline() -> None:
     assert_measured(await send_to_turn.run(sends=3), 2)
+
+
+async def test_cross_host_measures_a_remote_agent_and_a_local_one() -> None:
+    assert_measured(await cross_host.run(sends=4), 2)
 
 
 async def test_agent_task_runs_the_real_claude_through_hive_and_bare() -> None:
