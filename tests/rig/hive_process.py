@@ -100,14 +100,22 @@ class HiveProcess:
 
     def finish(self, timeout: float = 120) -> int:
         rc = self.proc.wait(timeout)
-        for thread in self._threads:
-            thread.join(timeout)
+        self._close_pipes(timeout)
         return rc
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._close_pipes(2)
+
+    def _close_pipes(self, timeout: float) -> None:
+        """After the readers have seen the pipes end (closing under a reader raises in it).
+        A pipe a grandchild still holds open keeps its reader: that pipe stays open too."""
+        for thread, pipe in zip(self._threads, (self.proc.stdout, self.proc.stderr), strict=True):
+            thread.join(timeout)
+            if not thread.is_alive() and pipe is not None:
+                pipe.close()
 
 
 def run_hive(env: HiveEnv, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
