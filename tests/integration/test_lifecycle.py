@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 import zlib
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -225,11 +226,22 @@ async def _notice_agent(fake: FakeAnthropic, agent: str, containing: str, timeou
     return wake
 
 
-async def test_auto_update_at_start_up_updates_only_stale_agents(tmp_path, start_c0re, fake_model):
+async def test_auto_update_at_start_up_updates_only_stale_agents(
+    tmp_path, start_c0re, fake_model, dev_server
+):
+    from temporalio.client import (
+        Schedule,
+        ScheduleActionStartWorkflow,
+        ScheduleIntervalSpec,
+        ScheduleSpec,
+    )
+
     from activities.backends import ContainerSpec, ProcessBackend
     from hyperhive import agent_flake, config_repo
+    from hyperhive.models import AutoUpdateRequest
     from hyperhive.settings import HiveSettings
     from hyperhive.store.db import make_engine, migrate
+    from workflows.auto_update import AutoUpdateWorkflow
 
     state = tmp_path / "state"
     current = agent_flake.hyperhive_revision()
@@ -256,7 +268,24 @@ async def test_auto_update_at_start_up_updates_only_stale_agents(tmp_path, start
     agent_store.set_container_status(engine, "elsewhere", "up")
     engine.dispose()
 
+    # The one schedule of an older hive, which would update this host's agents a second time.
+    legacy = await dev_server.client.create_schedule(
+        "hive-auto-update",
+        Schedule(
+            action=ScheduleActionStartWorkflow(
+                AutoUpdateWorkflow.run,
+                AutoUpdateRequest(host_task_queue="hive-host-local"),
+                id="hive-auto-update",
+                task_queue="hive-core",
+            ),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(hours=1))]),
+        ),
+    )
+
     hive = await start_c0re(agents=[], host_id=host)
+    with pytest.raises(RPCError) as gone:
+        await legacy.describe()
+    assert gone.value.status == RPCStatusCode.NOT_FOUND
     # Start-up triggers this host's auto-update schedule once; the schedule starts its workflow
     # asynchronously and has no push form: look at its description until the run shows up.
     schedule = hive.client.get_schedule_handle(auto_update_schedule_id(host))

@@ -30,6 +30,7 @@ from control.runtime import CoreRuntime
 from hive_c0re import cli
 from hyperhive.broker import Broker
 from hyperhive.domain import AgentState
+from hyperhive.errors import HiveError
 from hyperhive.metrics import HiveMetrics
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
@@ -264,3 +265,30 @@ async def test_hive_status_lists_the_hosts_and_a_down_hosts_agent(
     assert _row(listed, listed[0], "dave")["STATE"] == "host old down"
     as_json = json.loads(await _hive(monkeypatch, capsys, hive_settings, "status", "--json"))
     assert [h["id"] for h in as_json["hosts"] if h["here"]] == ["local"]
+
+
+# -- what only an agent's own host can do ------------------------------------------------------
+
+
+async def test_another_hosts_agent_credentials_are_refused_naming_its_host(http, hosts):
+    """Its home dir (and so its credentials) is on its own host's disk, not this one's."""
+    mine = await http.get("/agents/alice/api/credentials")
+    assert mine.status_code == 200, mine.text
+    refused = await http.get("/agents/carol/api/credentials")
+    assert 400 <= refused.status_code < 500, refused.text
+    body = refused.json()
+    assert "carol lives on host far" in body["message"], body
+    assert "host far" in body["hint"], body
+
+
+async def test_a_commit_for_another_hosts_agent_is_refused_before_anything_starts(
+    runtime: CoreRuntime, hosts: None
+) -> None:
+    """Its config repos are on its host: this host cannot check the commit, and says where to
+    propose it (Temporal is never reached: NoTemporal would fail the test)."""
+    with pytest.raises(HiveError) as refused:
+        await runtime.lifecycle.request_apply_commit(
+            "carol", "0" * 40, "a change", requester="operator"
+        )
+    assert "carol lives on host far" in refused.value.what
+    assert "host far" in refused.value.hint
