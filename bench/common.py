@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from temporalio.client import Client
+    from temporalio.testing import WorkflowEnvironment
 
     from tests.rig.hive_process import HiveEnv
 
@@ -210,6 +211,31 @@ def child_stdout_silenced() -> Iterator[None]:
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+
+
+async def start_dev_server() -> WorkflowEnvironment:
+    """The real dev server (in memory) with hive's search attribute, as the tests' `dev_server`."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    from hyperhive.embedded_temporal import DYNAMIC_CONFIG
+    from hyperhive.settings import HiveSettings
+    from hyperhive.temporal_ids import HIVE_AGENT
+
+    temporal = HiveSettings().temporal_cli()
+    if temporal is None:
+        raise SystemExit("the `temporal` CLI is not installed (make test installs it into .venv)")
+    extra: list[str] = []
+    for key, value in DYNAMIC_CONFIG.items():
+        extra += ["--dynamic-config-value", f"{key}={value}"]
+    with child_stdout_silenced():
+        return await WorkflowEnvironment.start_local(
+            data_converter=pydantic_data_converter,
+            dev_server_existing_path=str(temporal),
+            search_attributes=[HIVE_AGENT],
+            dev_server_extra_args=extra,
+            dev_server_log_level="error",
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,28 +34,25 @@ import httpx
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from bench.common import (
     AGENT_PORT_SPAN,
     PYTHON,
     Row,
-    child_stdout_silenced,
     latency_summary,
     load_average,
     ms,
     percentile,
     print_rows,
-    read_starts,
+    start_dev_server,
     token_body,
     wait_idle,
     write_fake_claude,
 )
-from hyperhive.embedded_temporal import DYNAMIC_CONFIG
-from hyperhive.settings import HiveSettings
+from bench.send_to_turn import wait_start
 from hyperhive.store.db import make_engine, migrate
-from hyperhive.temporal_ids import HIVE_AGENT, agent_workflow_id
+from hyperhive.temporal_ids import agent_workflow_id
 from tests.fakes.postgres import _start_server, _stop_server
 from tests.rig.c0re import register_spawned
 from tests.rig.hive_process import HiveEnv, HiveProcess
@@ -77,34 +74,6 @@ class Samples:
 
     def latencies(self) -> list[float]:
         return [s - t for t, s in zip(self.sent, self.started, strict=True)]
-
-
-async def wait_start(log: Path, token: int, timeout: float = 30) -> float:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        started = read_starts(log).get(token)
-        if started is not None:
-            return started
-        await asyncio.sleep(0.002)
-    raise TimeoutError(f"message {token} never reached claude within {timeout} s")
-
-
-async def start_dev_server() -> WorkflowEnvironment:
-    temporal = HiveSettings().temporal_cli()
-    if temporal is None:
-        raise SystemExit("the `temporal` CLI is not installed (make test installs it into .venv)")
-    extra: list[str] = []
-    for key, value in DYNAMIC_CONFIG.items():
-        extra += ["--dynamic-config-value", f"{key}={value}"]
-    with child_stdout_silenced():
-        return await WorkflowEnvironment.start_local(
-            data_converter=pydantic_data_converter,
-            dev_server_existing_path=str(temporal),
-            search_attributes=[HIVE_AGENT],
-            dev_server_extra_args=extra,
-            dev_server_log_level="error",
-        )
 
 
 def host_envs(base: Path, store_url: str, temporal: str, claude: Path) -> list[HiveEnv]:

@@ -26,13 +26,10 @@ from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from bench.common import PYTHON, Row, child_stdout_silenced, load_average, print_rows
+from bench.common import PYTHON, Row, load_average, print_rows, start_dev_server
 from control.waker import agent_loop_handle
-from hyperhive.embedded_temporal import DYNAMIC_CONFIG
 from hyperhive.models import (
     AgentLimits,
     AgentStateChange,
@@ -42,7 +39,6 @@ from hyperhive.models import (
     TurnRequest,
     TurnResult,
 )
-from hyperhive.settings import HiveSettings
 from workflows.agent import AgentWorkflow
 
 HIVE_AGENT = SearchAttributeKey.for_keyword("HiveAgent")
@@ -153,27 +149,10 @@ async def drive(client: Client, turns: int, turns_per_run: int) -> Chain:
     return Chain(runs, elapsed)
 
 
-async def start_server() -> WorkflowEnvironment:
-    temporal = HiveSettings().temporal_cli()
-    if temporal is None:
-        raise SystemExit("the `temporal` CLI is not installed (make test installs it into .venv)")
-    extra: list[str] = []
-    for key, value in DYNAMIC_CONFIG.items():
-        extra += ["--dynamic-config-value", f"{key}={value}"]
-    with child_stdout_silenced():
-        return await WorkflowEnvironment.start_local(
-            data_converter=pydantic_data_converter,
-            dev_server_existing_path=str(temporal),
-            search_attributes=[HIVE_AGENT],
-            dev_server_extra_args=extra,
-            dev_server_log_level="error",
-        )
-
-
 async def run(turns: int = 1000, turns_per_run: int | None = None) -> list[Row]:
     per_run = turns_per_run or AgentLimits().turns_per_run
     load = load_average()
-    env = await start_server()
+    env = await start_dev_server()
     try:
         bounded = await drive(env.client, turns, per_run)
         unbounded = await drive(env.client, turns, turns + 1)

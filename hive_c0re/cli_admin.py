@@ -28,7 +28,7 @@ from hive_c0re.cli_common import (
     print_json,
     say,
 )
-from hive_c0re.cli_hosts import HOST_HEADERS, agent_state, host_rows
+from hive_c0re.cli_hosts import HOST_HEADERS, agent_state, host_rows, socket_time
 from hive_c0re.cli_login import LOGIN_KINDS, InputRefused, cmd_login
 from hyperhive.admin_client import AdminClient, AdminRefused, AdminUnavailable, AdminUnusable
 from hyperhive.claude_stream.events import NOISE, NoiseEvent, StreamEvent, parse_object
@@ -96,12 +96,9 @@ def _when(value: str | None, now: datetime | None = None) -> str:
     """'3m ago' for an ISO timestamp from the socket; '-' for none."""
     if not value:
         return "-"
-    try:
-        then = datetime.fromisoformat(value)
-    except ValueError:
+    then = socket_time(value)
+    if then is None:
         return value
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=UTC)
     seconds = int(((now or datetime.now(UTC)) - then).total_seconds())
     if seconds < 0:
         return then.strftime("%Y-%m-%d %H:%M")

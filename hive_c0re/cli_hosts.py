@@ -12,17 +12,21 @@ from hyperhive.host_health import host_down_state
 HOST_HEADERS = ("HOST", "STATE", "LAST BEAT", "AGENTS", "VERSION")
 
 
+def socket_time(value: str) -> datetime | None:
+    """An ISO timestamp from the socket, read as UTC when it names no zone; None if it is none."""
+    try:
+        then = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return then if then.tzinfo is not None else then.replace(tzinfo=UTC)
+
+
 def _at(value: str | None) -> str:
     """An ISO timestamp from the socket as `2025-01-31 12:00:05 UTC`."""
     if not value:
         return "-"
-    try:
-        then = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=UTC)
-    return then.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    then = socket_time(value)
+    return value if then is None else then.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _age(seconds: float | None) -> str:

@@ -11,7 +11,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,36 +45,42 @@ HOST_SETTINGS = {
 
 @pytest.fixture
 def run_dirs() -> Iterator[Path]:
-    """Where the hosts' sockets go: unix socket paths are short, pytest's tmp_path can be deep.
-    (Asked for before start_c0re, so removed after the hosts were stopped.)"""
+    """Where the hosts' sockets go: unix socket paths are short, pytest's tmp_path can be deep."""
     base = Path(tempfile.mkdtemp(prefix="hive-hosts-", dir="/tmp"))
     yield base
     shutil.rmtree(base, ignore_errors=True)
 
 
-async def two_hosts(
-    start_c0re: StartC0re,
-    store_url: str,
-    tmp_path: Path,
-    run_dirs: Path,
-    on_a: list[str],
-    on_b: list[str],
-    **settings: str,
-) -> tuple[RunningC0re, RunningC0re]:
-    hosts = []
-    for name, agents in (("a", on_a), ("b", on_b)):
-        run = run_dirs / name
-        run.mkdir()
-        hosts.append(
-            await start_c0re(
-                agents,
-                state=tmp_path / f"state-{name}",
-                run=run,
-                store_url=store_url,
-                **{**HOST_SETTINGS, **settings},
+TwoHosts = Callable[..., Awaitable[tuple[RunningC0re, RunningC0re]]]
+
+
+@pytest.fixture
+def two_hosts(
+    fresh_postgres_url: str, run_dirs: Path, start_c0re: StartC0re, tmp_path: Path
+) -> TwoHosts:
+    """`await two_hosts(on_a, on_b, **settings)`: hosts A and B, each with its agents, its state
+    and run dirs, sharing one new PostgreSQL database. (The database and the run dirs are asked
+    for before start_c0re: they are removed after the hosts were stopped.)"""
+
+    async def start(
+        on_a: list[str], on_b: list[str], **settings: str
+    ) -> tuple[RunningC0re, RunningC0re]:
+        hosts = []
+        for name, agents in (("a", on_a), ("b", on_b)):
+            run = run_dirs / name
+            run.mkdir()
+            hosts.append(
+                await start_c0re(
+                    agents,
+                    state=tmp_path / f"state-{name}",
+                    run=run,
+                    store_url=fresh_postgres_url,
+                    **{**HOST_SETTINGS, **settings},
+                )
             )
-        )
-    return hosts[0], hosts[1]
+        return hosts[0], hosts[1]
+
+    return start
 
 
 def wakes(fake: FakeAnthropic, agent: str, pattern: re.Pattern[str]) -> list[str]:
@@ -117,14 +123,10 @@ def burst_responder(partner: dict[str, str]) -> Callable[[RecordedRequest], Step
 
 
 async def test_agents_on_two_hosts_exchange_200_messages_each_once_in_order(
-    fresh_postgres_url: str,
-    run_dirs: Path,
-    start_c0re: StartC0re,
-    fake_model: FakeAnthropic,
-    tmp_path: Path,
+    two_hosts: TwoHosts, fake_model: FakeAnthropic
 ) -> None:
     fake_model.responder = burst_responder({"ann": "bob", "bob": "ann"})
-    a, b = await two_hosts(start_c0re, fresh_postgres_url, tmp_path, run_dirs, ["ann"], ["bob"])
+    a, b = await two_hosts(["ann"], ["bob"])
 
     await a.send("ann", "start")
     await a.notice("all rounds done", timeout=15 * 60)
@@ -141,14 +143,10 @@ async def test_agents_on_two_hosts_exchange_200_messages_each_once_in_order(
 
 
 async def test_a_recv_on_host_a_wakes_within_50_ms_of_a_send_on_host_b(
-    fresh_postgres_url: str,
-    run_dirs: Path,
-    start_c0re: StartC0re,
-    fake_model: FakeAnthropic,
-    tmp_path: Path,
+    two_hosts: TwoHosts, fake_model: FakeAnthropic
 ) -> None:
     fake_model.responder = hive_responder(lambda wake: None)
-    a, b = await two_hosts(start_c0re, fresh_postgres_url, tmp_path, run_dirs, ["ann"], ["bob"])
+    a, b = await two_hosts(["ann"], ["bob"])
     lags = []
     async with uds_client(b.run_dir / "agents" / "bob" / "mcp.sock") as bob:
         for n in range(20):
@@ -166,14 +164,10 @@ async def test_a_recv_on_host_a_wakes_within_50_ms_of_a_send_on_host_b(
 
 
 async def test_an_sse_client_on_host_a_sees_host_b_agents_turn_events_as_they_are_stored(
-    fresh_postgres_url: str,
-    run_dirs: Path,
-    start_c0re: StartC0re,
-    fake_model: FakeAnthropic,
-    tmp_path: Path,
+    two_hosts: TwoHosts, fake_model: FakeAnthropic
 ) -> None:
     fake_model.responder = hive_responder(lambda wake: Text(f"bob read: {wake.body}"))
-    a, _ = await two_hosts(start_c0re, fresh_postgres_url, tmp_path, run_dirs, ["ann"], ["bob"])
+    a, _ = await two_hosts(["ann"], ["bob"])
     lags = []
     async with (
         httpx.AsyncClient(timeout=httpx.Timeout(30, read=TURN_S)) as http,
@@ -197,11 +191,7 @@ def _data(event: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_host_b_killed_its_agents_messages_wait_and_are_answered_once_after_restart(
-    fresh_postgres_url: str,
-    run_dirs: Path,
-    start_c0re: StartC0re,
-    fake_model: FakeAnthropic,
-    tmp_path: Path,
+    two_hosts: TwoHosts, fake_model: FakeAnthropic
 ) -> None:
     held = Gate()
 
@@ -212,9 +202,7 @@ async def test_host_b_killed_its_agents_messages_wait_and_are_answered_once_afte
         return send("operator", f"{wake.agent} answers {wake.body}")
 
     fake_model.responder = hive_responder(behaviour)
-    a, b = await two_hosts(
-        start_c0re, fresh_postgres_url, tmp_path, run_dirs, ["ann"], ["bob"], host_down_after_s="2"
-    )
+    a, b = await two_hosts(["ann"], ["bob"], host_down_after_s="2")
     await a.send("bob", "slow one")
     await fake_model.wait_for_async(
         lambda r: (w := wake_of(r)) is not None and w.body == "slow one", TURN_S
