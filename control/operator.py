@@ -101,6 +101,8 @@ class AgentView(AgentOverview):
     permission_mode: str = ""
     permission_mode_from: str = "default"
     config_problem: str = ""
+    # Set when its applied config is on another host (its own): only that host can read it.
+    config_host: str = ""
     # Its claude is running now, between turns or in one (activities/warm_claude.py): its next
     # turn starts at once. False: the next turn starts claude first (a cold start).
     warm: bool = False
@@ -192,7 +194,7 @@ class OperatorService:
             await self.hosts() if hosts is None else hosts, here=self._settings.host_id
         )
         rev = await self.hyperhive_rev()
-        configs = await asyncio.to_thread(lambda: [self._claude_config(row.name) for row in rows])
+        configs = await asyncio.to_thread(lambda: [self._claude_config(row) for row in rows])
         warm = self._rt.warm_agents()
         return [
             AgentView(
@@ -209,10 +211,12 @@ class OperatorService:
             for row, config in zip(rows, configs, strict=True)
         ]
 
-    def _claude_config(self, name: str) -> dict[str, str]:
+    def _claude_config(self, row: AgentOverview) -> dict[str, str]:
         """The model and permission mode in force for the agent's next turn."""
+        if row.host_id != self._settings.host_id:
+            return {"config_host": row.host_id}
         try:
-            files = config_repo.applied_claude_files(self._settings.state_path, name)
+            files = config_repo.applied_claude_files(self._settings.state_path, row.name)
             settings = parse_claude_settings(files.settings)
         except (RepoError, ClaudeSettingsError) as e:
             return {"config_problem": e.what}

@@ -114,6 +114,8 @@ def _clip(text: str, width: int) -> str:
 
 
 def _model(agent: dict[str, Any]) -> str:
+    if agent.get("config_host"):
+        return f"(on {agent['config_host']})"
     if agent.get("config_problem"):
         return "config broken"
     return agent.get("model") or "(claude's default)"

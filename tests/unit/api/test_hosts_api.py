@@ -257,6 +257,8 @@ async def test_hive_status_lists_the_hosts_and_a_down_hosts_agent(
     agent_header = next(line for line in lines if line.startswith("NAME "))
     carol = _row(lines, agent_header, "carol")
     assert (carol["STATE"], carol["HOST"]) == ("host far down", "far")
+    # Its applied config is on far's disk: not read here, and not shown as broken.
+    assert carol["MODEL"] == "(on far)"
     alice = _row(lines, agent_header, "alice")
     assert (alice["STATE"], alice["HOST"]) == ("idle", "local")
     assert "0 approvals pending" in out  # the rest as before
