@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives for real (chromium: the browser tests, with a font
-# for their screenshots). Installs only what is missing.
+# for their screenshots; openssl: the throwaway CA and certificates of the Temporal TLS test).
+# Installs only what is missing.
 set -euo pipefail
-packages=(postgresql bubblewrap nix-bin git util-linux chromium fonts-dejavu-core)
+packages=(postgresql bubblewrap nix-bin git util-linux chromium fonts-dejavu-core openssl)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
