@@ -268,17 +268,27 @@ def hive_up_env(base: Path, agents: Sequence[str], claude_bin: Path) -> HiveEnv:
     # Agent pages: a wide window below the kernel's ephemeral range (32768-60999).
     port_min = random.randrange(20_000, 31_000 - AGENT_PORT_SPAN)
     env.extra.update(
-        HIVE_RUN_DIR=str(base / "run"),
-        HIVE_CLAUDE_BIN=str(claude_bin),
-        HIVE_CONTAINER_BACKEND="process",
-        HIVE_CREATE_MANAGER="false",
-        HIVE_MANAGER_PORT=str(manager_port),
-        HIVE_AGENT_PORT_MIN=str(port_min),
-        HIVE_AGENT_PORT_MAX=str(port_min + AGENT_PORT_SPAN - 1),
-        HIVE_SEND_RATE_PER_MINUTE="100000",
-        HIVE_MAX_TURNS_PER_HOUR="100000",
+        bench_hive_settings(base / "run", claude_bin, manager_port, port_min, AGENT_PORT_SPAN)
     )
     return env
+
+
+def bench_hive_settings(
+    run_dir: Path, claude_bin: Path, manager_port: int, port_min: int, port_span: int
+) -> dict[str, str]:
+    """What every bench's hive-c0re runs with: the process backend, the fake claude, no
+    manager, its agent pages in [port_min, port_min + port_span), no rate limits in the way."""
+    return {
+        "HIVE_RUN_DIR": str(run_dir),
+        "HIVE_CLAUDE_BIN": str(claude_bin),
+        "HIVE_CONTAINER_BACKEND": "process",
+        "HIVE_CREATE_MANAGER": "false",
+        "HIVE_MANAGER_PORT": str(manager_port),
+        "HIVE_AGENT_PORT_MIN": str(port_min),
+        "HIVE_AGENT_PORT_MAX": str(port_min + port_span - 1),
+        "HIVE_SEND_RATE_PER_MINUTE": "100000",
+        "HIVE_MAX_TURNS_PER_HOUR": "100000",
+    }
 
 
 async def wait_idle(client: Client, agent: str, turns_total: int, timeout: float = 60) -> None:

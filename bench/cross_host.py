@@ -40,6 +40,7 @@ from bench.common import (
     AGENT_PORT_SPAN,
     PYTHON,
     Row,
+    bench_hive_settings,
     latency_summary,
     load_average,
     ms,
@@ -95,18 +96,10 @@ def host_envs(base: Path, store_url: str, temporal: str, claude: Path) -> list[H
             env = HiveEnv(state, dashboard, temporal_port, ui)
             low = port_min + i * window
             env.extra.update(
+                bench_hive_settings(run, claude, manager, low, window),
                 HIVE_HOST_ID=host_id,
-                HIVE_RUN_DIR=str(run),
                 HIVE_TEMPORAL_ADDRESS=temporal,
                 HIVE_DB_URL=store_url,
-                HIVE_CLAUDE_BIN=str(claude),
-                HIVE_CONTAINER_BACKEND="process",
-                HIVE_CREATE_MANAGER="false",
-                HIVE_MANAGER_PORT=str(manager),
-                HIVE_AGENT_PORT_MIN=str(low),
-                HIVE_AGENT_PORT_MAX=str(low + window - 1),
-                HIVE_SEND_RATE_PER_MINUTE="100000",
-                HIVE_MAX_TURNS_PER_HOUR="100000",
             )
             envs.append(env)
         return envs

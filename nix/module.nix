@@ -251,18 +251,9 @@ in
           password: use passwordFile, or peer (unix socket) or certificate authentication.
         '';
       };
-      passwordFile = lib.mkOption {
-        type = lib.types.nullOr (lib.types.strMatching "/[^[:space:]]+");
-        default = null;
-        example = "/run/secrets/hive-pgpass";
-        description = ''
-          Absolute path, as a string, of a pgpass file with the database password, set as
-          PGPASSFILE for hive-c0re (libpq reads it when it connects). Lines of
-          `host:port:database:user:password` (`*` matches any); owned by root, mode 0600
-          (libpq ignores a file that group or others may read). Not a Nix path literal
-          (./pgpass), which would be copied into the Nix store.
-        '';
-      };
+      passwordFile =
+        secretFile "/run/secrets/hive-pgpass"
+          "the database password, as a pgpass file given to libpq as PGPASSFILE: lines of `host:port:database:user:password` (`*` matches any), owned by root, mode 0600 (libpq ignores a file that group or others may read)";
     };
 
     stateDir = lib.mkOption {

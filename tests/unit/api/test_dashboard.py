@@ -14,38 +14,28 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import NoReturn, cast
 
 import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
-from temporalio.client import Client
 
 from api.app import create_app
-from control.lifecycle import Lifecycle
 from control.runtime import CoreRuntime
 from hyperhive.broker import Broker
 from hyperhive.domain import AgentState, ApprovalStatus
-from hyperhive.metrics import HiveMetrics
 from hyperhive.models import NewApproval
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import approvals as approval_store
 from hyperhive.store import messages as message_store
+from tests.rig.operator_app import asgi_client, runtime_without_temporal
 from tests.rig.polling import eventually
 from tests.rig.sse import SseStream
 
 TIMEOUT = 10.0
 SHA = "0123456789abcdef0123456789abcdef01234567"
-
-
-class NoTemporal:
-    """Stands in for the Temporal client: any use fails the test."""
-
-    def __getattr__(self, name: str) -> NoReturn:
-        raise AssertionError(f"the dashboard reached Temporal (client.{name}) where it must not")
 
 
 @pytest.fixture
@@ -60,15 +50,7 @@ def hive_settings(tmp_path: Path, hive_run_dir: Path) -> HiveSettings:
 
 @pytest.fixture
 def runtime(hive_settings: HiveSettings, store_engine: Engine, broker: Broker) -> CoreRuntime:
-    client = cast(Client, NoTemporal())
-    return CoreRuntime(
-        settings=hive_settings,
-        engine=store_engine,
-        client=client,
-        broker=broker,
-        lifecycle=Lifecycle(client, hive_settings, store_engine),
-        metrics=HiveMetrics(store_engine),
-    )
+    return runtime_without_temporal(hive_settings, store_engine, broker)
 
 
 @pytest.fixture
@@ -78,8 +60,7 @@ def app(runtime: CoreRuntime) -> FastAPI:
 
 @pytest.fixture
 async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+    async for client in asgi_client(app):
         yield client
 
 

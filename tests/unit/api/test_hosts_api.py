@@ -12,7 +12,6 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import NoReturn, cast
 
 import httpx
 import pytest
@@ -20,35 +19,26 @@ import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
-from temporalio.client import Client
 
 from api.admin_socket import AdminSocket
 from api.app import create_app
-from control.lifecycle import Lifecycle
 from control.operator import OperatorService
 from control.runtime import CoreRuntime
 from hive_c0re import cli
 from hyperhive.broker import Broker
 from hyperhive.domain import AgentState
 from hyperhive.errors import HiveError
-from hyperhive.metrics import HiveMetrics
 from hyperhive.settings import HiveSettings
 from hyperhive.store import agents as agent_store
 from hyperhive.store import hosts as host_store
 from hyperhive.store.db import begin
 from hyperhive.store.tables import metadata, utcnow
+from tests.rig.operator_app import asgi_client, runtime_without_temporal
 from tests.rig.sse import SseStream
 
 HOSTS = metadata.tables["hosts"]
 TIMEOUT = 10.0
 FAR_BEAT_AGO = timedelta(minutes=5)
-
-
-class NoTemporal:
-    """Stands in for the Temporal client: any use fails the test."""
-
-    def __getattr__(self, name: str) -> NoReturn:
-        raise AssertionError(f"reached Temporal (client.{name}) where it must not")
 
 
 @pytest.fixture
@@ -84,16 +74,7 @@ def hosts(store_engine: Engine, broker: Broker, hive_settings: HiveSettings) -> 
 
 @pytest.fixture
 def runtime(hive_settings: HiveSettings, store_engine: Engine, broker: Broker) -> CoreRuntime:
-    client = cast(Client, NoTemporal())
-    return CoreRuntime(
-        settings=hive_settings,
-        engine=store_engine,
-        client=client,
-        broker=broker,
-        lifecycle=Lifecycle(client, hive_settings, store_engine),
-        metrics=HiveMetrics(store_engine),
-        workers_running=True,
-    )
+    return runtime_without_temporal(hive_settings, store_engine, broker, workers_running=True)
 
 
 @pytest.fixture
@@ -103,8 +84,7 @@ def app(runtime: CoreRuntime) -> FastAPI:
 
 @pytest.fixture
 async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+    async for client in asgi_client(app):
         yield client
 
 
